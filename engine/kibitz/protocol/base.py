@@ -1,0 +1,90 @@
+"""Shared rules for every wire message: JSON text, a kind tag, size limits, counted drops.
+
+Receiving never raises. A frame that is too big, not JSON, not an object, or fails validation is
+dropped and counted by reason; an unknown kind is ignored and counted too (that is how a newer
+peer can talk to an older one). Senders get a clear ``ValueError`` instead, before anything leaves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 256 * 1024
+"""Hard cap on one decoded message; the mesh chunks anything larger before it gets here."""
+
+
+class WireModel(BaseModel):
+    """Base for wire messages: immutable, unknown fields ignored (forward compatibility)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=False)
+
+    KIND_KEY: ClassVar[str] = "t"
+
+
+M = TypeVar("M", bound=WireModel)
+
+
+class DropCounter:
+    """Why inbound frames were dropped; exported as metrics and checked by tests."""
+
+    def __init__(self) -> None:
+        self.by_reason: Counter[str] = Counter()
+
+    def drop(self, reason: str) -> None:
+        self.by_reason[reason] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+    def __repr__(self) -> str:
+        return f"DropCounter({dict(self.by_reason)})"
+
+
+def encode(message: WireModel) -> str:
+    """Compact JSON text, without fields left at ``None``."""
+    text = json.dumps(message.model_dump(mode="json", exclude_none=True), separators=(",", ":"))
+    if len(text.encode()) > MAX_FRAME_BYTES:
+        raise ValueError(f"message of {len(text)} bytes exceeds the {MAX_FRAME_BYTES}-byte frame limit")
+    return text
+
+
+def decode(
+    raw: str | bytes,
+    family: Mapping[str, type[M]],
+    drops: DropCounter,
+    *,
+    kind_key: str = "t",
+    max_bytes: int = MAX_FRAME_BYTES,
+) -> M | None:
+    """Parse one frame into the model its kind names, or count why not and return ``None``."""
+    if len(raw) > max_bytes:
+        drops.drop("oversize")
+        return None
+    try:
+        obj: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        drops.drop("not-json")
+        return None
+    if not isinstance(obj, dict):
+        drops.drop("not-object")
+        return None
+    kind = obj.get(kind_key)
+    if not isinstance(kind, str):
+        drops.drop("no-kind")
+        return None
+    model = family.get(kind)
+    if model is None:
+        drops.drop("unknown-kind")
+        return None
+    try:
+        return model.model_validate(obj)
+    except ValidationError:
+        drops.drop(f"invalid:{kind}")
+        return None

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine (root, package registries only):
+# Debian packages, the .venv with the project and its tools, npm packages, and the served bundle.
+# Each step is skipped when its inputs have not changed since it last ran.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+APT_PACKAGES=(chromium coturn)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # coturn's Debian service must not grab port 3478: tests start their own turnserver.
+  $SUDO systemctl disable --now coturn >/dev/null 2>&1 || true
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.kibitz-deps
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[server,agent,dev]"
+  echo "$want" > "$stamp"
+fi
+
+if [ -f package.json ]; then
+  nstamp=node_modules/.kibitz-deps
+  nwant=$(cat package.json package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$nstamp" 2>/dev/null)" != "$nwant" ]; then
+    echo "setup: installing npm packages"
+    if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+    echo "$nwant" > "$nstamp"
+  fi
+fi
+
+if [ -f build/build.py ]; then
+  .venv/bin/python build/build.py
+fi

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test: set-up (idempotent), lint and types, unit tests, real-browser end-to-end tests.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k room -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== ruff"
+.venv/bin/ruff check engine agent server tests bench build
+echo "== mypy --strict"
+.venv/bin/mypy --strict engine/kibitz agent/kibitz_agent server/kibitz_server
+echo "== pytest"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
