@@ -1,0 +1,82 @@
+"""Real Chromium for end-to-end tests: Debian's /usr/bin/chromium driven by Playwright.
+
+Every page made through ``new_context`` aborts and records any request that leaves 127.0.0.1;
+the test fails at teardown if there was one. Fake camera and microphone, and loopback ICE, are on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Playwright, Route, sync_playwright
+
+CHROMIUM = os.environ.get("KIBITZ_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def playwright_session() -> Iterator[Playwright]:
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_session: Playwright) -> Iterator[Browser]:
+    b = playwright_session.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def outside_requests() -> list[str]:
+    """URLs the browser tried to reach beyond loopback during this test (each one was aborted)."""
+    return []
+
+
+@pytest.fixture
+def new_context(browser: Browser, outside_requests: list[str]) -> Iterator[Callable[..., BrowserContext]]:
+    """Make isolated browser contexts (separate users) that cannot reach anything off loopback."""
+    made: list[BrowserContext] = []
+
+    def guard(route: Route) -> None:
+        host = urlsplit(route.request.url).hostname or ""
+        if route.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            outside_requests.append(route.request.url)
+            route.abort()
+
+    def make(**kwargs: object) -> BrowserContext:
+        ctx = browser.new_context(**kwargs)  # type: ignore[arg-type]
+        ctx.route("**/*", guard)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+    assert outside_requests == [], f"requests left 127.0.0.1: {outside_requests}"
