@@ -1,0 +1,636 @@
+"""The real network behind the Transport seam: PeerJS-compatible signaling + WebRTC data channels.
+
+Written once against :mod:`kibitz.backends.rtc_api`, so the page (Pyodide adapters over the
+browser's ``RTCPeerConnection`` / ``WebSocket``) and CPython (aiortc + websockets, see
+:mod:`kibitz.backends.aio`) run exactly this code.
+
+Shape of the work:
+
+* every claimed broker id is one WebSocket to the broker (PeerJS protocol, heartbeats);
+* every link is one ``RTCPeerConnection`` with one reliable, ordered data channel, negotiated
+  through the broker with PeerJS-shaped OFFER/ANSWER/CANDIDATE frames and trickled candidates;
+* outcomes become :data:`~kibitz.transport.TransportEvent` values, queued and delivered to the
+  sink in order from a ``call_soon`` callback, never from inside a Transport call, so the engine
+  can call back into the transport from its sink without re-entrancy.
+
+This module must stay importable under Pyodide: asyncio only, no aiortc, websockets or ``js``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kibitz.backends import signaling
+from kibitz.backends.rtc_api import (
+    ConnectSignaling,
+    DataChannel,
+    IceCandidateInit,
+    PeerConnection,
+    PeerConnectionFactory,
+    RtcConfig,
+    SessionDescription,
+    SignalingSocket,
+)
+from kibitz.backends.signaling import AnswerPayload, BrokerFrame, CandidatePayload, OfferPayload
+from kibitz.clock import Scheduler, TimerHandle
+from kibitz.protocol.base import DropCounter
+from kibitz.transport import (
+    ClaimOutcome,
+    ClaimResult,
+    EventSink,
+    IdentityLost,
+    IncomingLink,
+    LinkClosed,
+    LinkId,
+    LinkMessage,
+    LinkOpened,
+    Payload,
+    PeerLeft,
+    TransportEvent,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_CANDIDATES = 64
+"""Remote candidates kept while the remote description is not set yet; more is abuse."""
+
+
+@dataclass(eq=False)
+class _Identity:
+    peer_id: str
+    token: str
+    state: Literal["connecting", "open", "closed"] = "connecting"
+    socket: SignalingSocket | None = None
+    heartbeat: TimerHandle | None = None
+    claim_timer: TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _Link:
+    link_id: LinkId
+    local_id: str
+    remote_id: str
+    label: str
+    connection_id: str
+    role: Literal["dial", "answer"]
+    state: Literal["new", "open", "closed"] = "new"
+    pc: PeerConnection | None = None
+    channel: DataChannel | None = None
+    remote_set: bool = False
+    answer_seen: bool = False
+    local_sent: bool = False
+    """Our OFFER/ANSWER went out: local candidates may follow it (never precede it)."""
+    pending_remote: list[IceCandidateInit] = field(default_factory=list)
+    pending_local: list[IceCandidateInit] = field(default_factory=list)
+    open_timer: TimerHandle | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.local_id, self.remote_id, self.connection_id)
+
+
+def _gone(link: _Link) -> bool:
+    """``link.state == "closed"``, as a call so type narrowing does not survive an ``await``."""
+    return link.state == "closed"
+
+
+class RtcTransport:
+    """:class:`~kibitz.transport.Transport` over a PeerJS broker and WebRTC data channels.
+
+    ``drops`` counts malformed or unexpected broker frames (they are never raised).
+    """
+
+    def __init__(
+        self,
+        factory: PeerConnectionFactory,
+        connect_signaling: ConnectSignaling,
+        *,
+        broker_url: str,
+        key: str = "peerjs",
+        rtc_config: RtcConfig,
+        scheduler: Scheduler,
+        heartbeat_s: float = 5.0,
+        open_timeout_s: float = 10.0,
+        claim_timeout_s: float = 10.0,
+        rng: random.Random | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        signaling.signaling_url(broker_url, key=key, peer_id="x", token="x")  # fail fast on a bad URL
+        self._factory = factory
+        self._connect = connect_signaling
+        self._broker_url = broker_url
+        self._key = key
+        self._rtc_config = rtc_config
+        self._scheduler = scheduler
+        self._heartbeat_s = heartbeat_s
+        self._open_timeout_s = open_timeout_s
+        self._claim_timeout_s = claim_timeout_s
+        self._rng = rng or random.Random()
+        self._loop = loop
+        self._sink: EventSink | None = None
+        self._queue: deque[TransportEvent] = deque()
+        self._flush_pending = False
+        self._identities: dict[str, _Identity] = {}
+        self._tokens: dict[str, str] = {}
+        self._links: dict[LinkId, _Link] = {}
+        self._by_key: dict[tuple[str, str, str], _Link] = {}
+        self._link_seq = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing_pcs: set[PeerConnection] = set()
+        self.drops = DropCounter()
+
+    # ------------------------------------------------------------------------ Transport protocol
+
+    def bind(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    def claim(self, peer_id: str) -> None:
+        current = self._identities.get(peer_id)
+        if current is not None:
+            if current.state == "open":
+                self._emit(ClaimResult(peer_id, "claimed"))
+            return  # a claim is in flight: it will be answered once
+        # Reuse the token for this id so a re-claim can take over our own stale session.
+        token = self._tokens.setdefault(peer_id, signaling.new_token(self._rng))
+        ident = _Identity(peer_id, token)
+        self._identities[peer_id] = ident
+        ident.claim_timer = self._scheduler.call_later(
+            self._claim_timeout_s, lambda: self._claim_failed(ident, "error", "timeout waiting for OPEN")
+        )
+        self._spawn(self._open_identity(ident))
+
+    def release(self, peer_id: str) -> None:
+        ident = self._identities.get(peer_id)
+        if ident is not None:
+            self._drop_identity(ident)
+        for link in [lk for lk in self._links.values() if lk.local_id == peer_id]:
+            self._teardown(link)
+
+    def dial(self, local_id: str, remote_id: str, label: str) -> LinkId:
+        link = _Link(
+            link_id=f"rtc-{next(self._link_seq)}",
+            local_id=local_id,
+            remote_id=remote_id,
+            label=label,
+            connection_id=signaling.new_connection_id(self._rng),
+            role="dial",
+        )
+        ident = self._identities.get(local_id)
+        if ident is None or ident.state != "open":
+            self._emit(LinkClosed(link.link_id, "not-claimed"))
+            return link.link_id
+        if remote_id == local_id:
+            self._emit(LinkClosed(link.link_id, "dial-to-self"))
+            return link.link_id
+        self._register(link)
+        self._spawn_for(link, self._run_dial(link))
+        return link.link_id
+
+    def send(self, link: LinkId, data: Payload) -> None:
+        lk = self._links.get(link)
+        if lk is None or lk.state != "open" or lk.channel is None:
+            return
+        try:
+            lk.channel.send(data)
+        except Exception as exc:  # closed under us: the close event will follow
+            log.debug("send on %s dropped: %r", link, exc)
+
+    def buffered_amount(self, link: LinkId) -> int:
+        lk = self._links.get(link)
+        if lk is None or lk.channel is None:
+            return 0
+        try:
+            return int(lk.channel.buffered_amount)
+        except Exception:
+            return 0
+
+    def close(self, link: LinkId) -> None:
+        lk = self._links.get(link)
+        if lk is not None:
+            self._teardown(lk)
+
+    # ------------------------------------------------------------------------------- extras
+
+    async def shutdown(self) -> None:
+        """Release every id and close every link (no events), then wait for peer connections to close.
+
+        The far side of each link sees its channel close, as if this process went away politely.
+        """
+        for peer_id in list(self._identities):
+            self.release(peer_id)
+        for link in list(self._links.values()):
+            self._teardown(link)
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+
+    @property
+    def claimed_ids(self) -> list[str]:
+        return [i.peer_id for i in self._identities.values() if i.state == "open"]
+
+    # ------------------------------------------------------------------------------ events out
+
+    def _emit(self, event: TransportEvent) -> None:
+        self._queue.append(event)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._get_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        while self._queue:
+            event = self._queue.popleft()
+            sink = self._sink
+            if sink is None:
+                log.warning("transport event with no sink bound: %r", event)
+                continue
+            try:
+                sink(event)
+            except Exception:
+                log.exception("transport sink raised on %r", event)
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = asyncio.get_event_loop()
+        return self._loop
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._get_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("transport task failed", exc_info=task.exception())
+
+    def _spawn_for(self, link: _Link, coro: Coroutine[Any, Any, None]) -> None:
+        """Run link work; any exception fails that link instead of escaping to the loop."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception as exc:
+                if link.state != "closed":
+                    log.warning("link %s failed: %r", link.link_id, exc)
+                    self._fail(link, f"error: {exc}")
+
+        self._spawn(guarded())
+
+    @staticmethod
+    def _guard(fn: Callable[..., None]) -> Callable[..., None]:
+        """Wrap an adapter-facing callback so an exception is logged, never propagated."""
+
+        def wrapper(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("transport callback %s raised", getattr(fn, "__name__", fn))
+
+        return wrapper
+
+    # ------------------------------------------------------------------------------ identities
+
+    def _is_current(self, ident: _Identity) -> bool:
+        return self._identities.get(ident.peer_id) is ident and ident.state != "closed"
+
+    async def _open_identity(self, ident: _Identity) -> None:
+        url = signaling.signaling_url(
+            self._broker_url, key=self._key, peer_id=ident.peer_id, token=ident.token
+        )
+        on_message = self._guard(lambda text: self._on_frame(ident, text))
+        on_close = self._guard(lambda reason: self._on_socket_close(ident, reason))
+        try:
+            sock = await self._connect(url, on_message, on_close)
+        except Exception as exc:
+            self._claim_failed(ident, "error", f"cannot reach broker: {exc}")
+            return
+        if not self._is_current(ident):
+            sock.close()
+            return
+        ident.socket = sock
+
+    def _claim_failed(self, ident: _Identity, outcome: ClaimOutcome, detail: str) -> None:
+        if not self._is_current(ident) or ident.state != "connecting":
+            return
+        self._drop_identity(ident)
+        self._emit(ClaimResult(ident.peer_id, outcome, detail))
+
+    def _drop_identity(self, ident: _Identity) -> None:
+        """Forget ``ident`` and close its socket; the caller decides which event (if any) to emit."""
+        ident.state = "closed"
+        if self._identities.get(ident.peer_id) is ident:
+            del self._identities[ident.peer_id]
+        for timer in (ident.heartbeat, ident.claim_timer):
+            if timer is not None:
+                timer.cancel()
+        ident.heartbeat = ident.claim_timer = None
+        if ident.socket is not None:
+            sock, ident.socket = ident.socket, None
+            try:
+                sock.close()
+            except Exception:
+                log.debug("closing broker socket for %s failed", ident.peer_id, exc_info=True)
+
+    def _lose_identity(self, ident: _Identity, reason: str) -> None:
+        self._drop_identity(ident)
+        self._emit(IdentityLost(ident.peer_id, reason))
+        # Links still negotiating need the broker; established ones are peer-to-peer and survive.
+        for link in [lk for lk in self._links.values() if lk.local_id == ident.peer_id and lk.state == "new"]:
+            self._fail(link, "identity-lost")
+
+    def _on_socket_close(self, ident: _Identity, reason: str) -> None:
+        if not self._is_current(ident):
+            return
+        if ident.state == "connecting":
+            self._claim_failed(ident, "error", f"broker closed the socket before OPEN: {reason}")
+        else:
+            self._lose_identity(ident, reason or "closed")
+
+    def _heartbeat(self, ident: _Identity) -> None:
+        if not self._is_current(ident) or ident.socket is None:
+            return
+        ident.socket.send(signaling.heartbeat_frame())
+        ident.heartbeat = self._scheduler.call_later(self._heartbeat_s, lambda: self._heartbeat(ident))
+
+    def _on_frame(self, ident: _Identity, text: str) -> None:
+        if not self._is_current(ident):
+            return
+        frame = signaling.parse_frame(text, self.drops)
+        if frame is None:
+            return
+        kind = frame.type
+        if kind == "OPEN":
+            if ident.state == "connecting":
+                ident.state = "open"
+                if ident.claim_timer is not None:
+                    ident.claim_timer.cancel()
+                    ident.claim_timer = None
+                self._emit(ClaimResult(ident.peer_id, "claimed"))
+                ident.heartbeat = self._scheduler.call_later(
+                    self._heartbeat_s, lambda: self._heartbeat(ident)
+                )
+        elif kind == "ID-TAKEN":
+            if ident.state == "connecting":
+                self._claim_failed(ident, "taken", frame.message or "ID is taken")
+            else:
+                self._lose_identity(ident, "taken: " + (frame.message or "ID is taken"))
+        elif kind == "ERROR":
+            if ident.state == "connecting":
+                self._claim_failed(ident, "error", frame.message or "broker error")
+            else:
+                self._lose_identity(ident, "error: " + (frame.message or "broker error"))
+        elif kind == "HEARTBEAT":
+            pass
+        elif ident.state != "open":
+            self.drops.drop("broker:before-open")
+        elif kind == "LEAVE":
+            self._on_leave(frame)
+        elif kind == "EXPIRE":
+            self._on_expire(ident, frame)
+        elif isinstance(frame.payload, OfferPayload):
+            self._on_offer(ident, frame, frame.payload)
+        elif isinstance(frame.payload, AnswerPayload):
+            self._on_answer(ident, frame, frame.payload)
+        elif isinstance(frame.payload, CandidatePayload):
+            self._on_candidate(ident, frame, frame.payload)
+
+    def _on_leave(self, frame: BrokerFrame) -> None:
+        src = frame.src or ""
+        self._emit(PeerLeft(src))
+        for link in [lk for lk in self._links.values() if lk.remote_id == src]:
+            self._fail(link, "peer-left")
+
+    def _on_expire(self, ident: _Identity, frame: BrokerFrame) -> None:
+        """A frame we sent to ``src`` expired undelivered: ``src`` is not on the broker.
+
+        Links still negotiating with it can never open. Open links are peer-to-peer and are left
+        alone (their peer may only have lost its broker socket). One EXPIRE arrives per queued
+        frame (OFFER and each CANDIDATE), so PeerLeft is reported only when a link was closed.
+        """
+        src = frame.src or ""
+        doomed = [
+            lk
+            for lk in self._links.values()
+            if lk.local_id == ident.peer_id and lk.remote_id == src and lk.state == "new"
+        ]
+        for link in doomed:
+            self._fail(link, "peer-unavailable")
+        if doomed:
+            self._emit(PeerLeft(src))
+
+    def _send_broker(self, link: _Link, text: str) -> None:
+        ident = self._identities.get(link.local_id)
+        if ident is None or ident.state != "open" or ident.socket is None:
+            log.debug("no broker socket for %s; dropping signaling for %s", link.local_id, link.link_id)
+            return
+        ident.socket.send(text)
+
+    # ------------------------------------------------------------------------------ links
+
+    def _register(self, link: _Link) -> None:
+        self._links[link.link_id] = link
+        self._by_key[link.key] = link
+        link.open_timer = self._scheduler.call_later(
+            self._open_timeout_s, lambda: self._on_open_timeout(link)
+        )
+
+    def _on_open_timeout(self, link: _Link) -> None:
+        link.open_timer = None
+        if link.state == "new":
+            self._fail(link, "timeout")
+
+    def _unregister(self, link: _Link) -> None:
+        link.state = "closed"
+        self._links.pop(link.link_id, None)
+        if self._by_key.get(link.key) is link:
+            del self._by_key[link.key]
+        if link.open_timer is not None:
+            link.open_timer.cancel()
+            link.open_timer = None
+        link.pending_local.clear()
+        link.pending_remote.clear()
+        if link.channel is not None:
+            try:
+                link.channel.close()
+            except Exception:
+                log.debug("channel close failed on %s", link.link_id, exc_info=True)
+        if link.pc is not None:
+            pc, link.pc = link.pc, None
+            self._spawn(self._close_pc(pc))
+
+    async def _close_pc(self, pc: PeerConnection) -> None:
+        try:
+            await pc.close()
+        except Exception:
+            log.debug("peer connection close failed", exc_info=True)
+
+    def _teardown(self, link: _Link) -> None:
+        """Local close: no event."""
+        if link.state != "closed":
+            self._unregister(link)
+
+    def _fail(self, link: _Link, reason: str) -> None:
+        if link.state == "closed":
+            return
+        self._unregister(link)
+        self._emit(LinkClosed(link.link_id, reason))
+
+    def _new_pc(self, link: _Link) -> PeerConnection:
+        pc = self._factory.create(self._rtc_config)
+        link.pc = pc
+        pc.on("icecandidate", self._guard(lambda cand: self._on_local_candidate(link, cand)))
+        pc.on("datachannel", self._guard(lambda ch: self._attach_channel(link, ch)))
+        pc.on("connectionstatechange", self._guard(lambda state: self._on_pc_state(link, state)))
+        return pc
+
+    def _attach_channel(self, link: _Link, channel: DataChannel) -> None:
+        if link.state == "closed" or (link.channel is not None and link.channel is not channel):
+            channel.close()  # one channel per link; anything else is unexpected
+            return
+        link.channel = channel
+        channel.on("open", self._guard(lambda *_: self._on_channel_open(link)))
+        channel.on("message", self._guard(lambda data: self._on_channel_message(link, data)))
+        channel.on("close", self._guard(lambda *_: self._fail(link, "closed")))
+        channel.on("error", self._guard(lambda *a: log.info("channel error on %s: %s", link.link_id, a)))
+        if channel.ready_state == "open":
+            self._on_channel_open(link)
+
+    def _on_channel_open(self, link: _Link) -> None:
+        if link.state != "new":
+            return
+        link.state = "open"
+        if link.open_timer is not None:
+            link.open_timer.cancel()
+            link.open_timer = None
+        self._emit(LinkOpened(link.link_id))
+
+    def _on_channel_message(self, link: _Link, data: Any) -> None:
+        if link.state == "new":
+            self._on_channel_open(link)  # a message proves the channel is open; keep events ordered
+        if link.state != "open":
+            return
+        if isinstance(data, bytearray | memoryview):
+            data = bytes(data)
+        if not isinstance(data, str | bytes):
+            self.drops.drop("link:bad-payload-type")
+            return
+        self._emit(LinkMessage(link.link_id, data))
+
+    def _on_pc_state(self, link: _Link, state: str) -> None:
+        if state == "failed":
+            self._fail(link, "ice-failed")
+        elif state == "closed":
+            self._fail(link, "closed")
+
+    def _on_local_candidate(self, link: _Link, cand: IceCandidateInit | None) -> None:
+        if link.state == "closed" or not cand or not cand.get("candidate"):
+            return  # PeerJS never sends end-of-candidates; neither do we
+        if link.local_sent:
+            self._send_candidate(link, cand)
+        else:
+            link.pending_local.append(cand)
+
+    def _send_candidate(self, link: _Link, cand: IceCandidateInit) -> None:
+        self._send_broker(
+            link, signaling.candidate_frame(link.remote_id, connection_id=link.connection_id, candidate=cand)
+        )
+
+    def _description_sent(self, link: _Link) -> None:
+        link.local_sent = True
+        pending, link.pending_local = link.pending_local, []
+        for cand in pending:
+            self._send_candidate(link, cand)
+
+    async def _remote_description(self, link: _Link, pc: PeerConnection, desc: SessionDescription) -> None:
+        await pc.set_remote_description(desc)
+        if _gone(link):
+            return
+        link.remote_set = True
+        pending, link.pending_remote = link.pending_remote, []
+        for cand in pending:
+            await pc.add_ice_candidate(cand)
+
+    async def _run_dial(self, link: _Link) -> None:
+        pc = self._new_pc(link)
+        self._attach_channel(link, pc.create_data_channel(link.connection_id, ordered=True))
+        offer = await pc.create_offer()
+        if _gone(link):
+            return
+        await pc.set_local_description(offer)
+        if _gone(link):
+            return
+        frame = signaling.offer_frame(
+            link.remote_id, connection_id=link.connection_id, sdp=offer, label=link.label
+        )
+        self._send_broker(link, frame)
+        self._description_sent(link)
+
+    def _on_offer(self, ident: _Identity, frame: BrokerFrame, offer: OfferPayload) -> None:
+        src = frame.src or ""
+        if offer.kind != "data":
+            self.drops.drop("broker:offer-unsupported-kind")
+            return
+        if (ident.peer_id, src, offer.connection_id) in self._by_key:
+            self.drops.drop("broker:offer-duplicate")
+            return
+        link = _Link(
+            link_id=f"rtc-{next(self._link_seq)}",
+            local_id=ident.peer_id,
+            remote_id=src,
+            label=offer.label,
+            connection_id=offer.connection_id,
+            role="answer",
+        )
+        self._register(link)
+        self._emit(IncomingLink(link.link_id, link.local_id, link.remote_id, link.label))
+        self._spawn_for(link, self._run_answer(link, offer.sdp))
+
+    async def _run_answer(self, link: _Link, offer: SessionDescription) -> None:
+        pc = self._new_pc(link)
+        await self._remote_description(link, pc, offer)
+        if _gone(link):
+            return
+        answer = await pc.create_answer()
+        if _gone(link):
+            return
+        await pc.set_local_description(answer)
+        if _gone(link):
+            return
+        self._send_broker(
+            link, signaling.answer_frame(link.remote_id, connection_id=link.connection_id, sdp=answer)
+        )
+        self._description_sent(link)
+
+    def _on_answer(self, ident: _Identity, frame: BrokerFrame, answer: AnswerPayload) -> None:
+        link = self._by_key.get((ident.peer_id, frame.src or "", answer.connection_id))
+        if link is None or link.role != "dial" or link.answer_seen or link.pc is None or link.state != "new":
+            self.drops.drop("broker:answer-unexpected")
+            return
+        link.answer_seen = True
+        self._spawn_for(link, self._remote_description(link, link.pc, answer.sdp))
+
+    def _on_candidate(self, ident: _Identity, frame: BrokerFrame, cand: CandidatePayload) -> None:
+        link = self._by_key.get((ident.peer_id, frame.src or "", cand.connection_id))
+        if link is None:
+            self.drops.drop("broker:candidate-unknown-connection")
+            return
+        if not link.remote_set or link.pc is None:
+            if len(link.pending_remote) >= MAX_PENDING_CANDIDATES:
+                self.drops.drop("broker:candidate-overflow")
+                return
+            link.pending_remote.append(cand.candidate)
+            return
+        self._spawn_for(link, link.pc.add_ice_candidate(cand.candidate))

@@ -1,0 +1,746 @@
+"""RtcTransport: real aiortc on loopback against a real PeerJS-protocol broker, plus fake adapters.
+
+The ``broker`` fixture is parametrised by broker implementation. Today it starts the npm reference
+server (``peer`` 1.0.2); our own broker (server/kibitz_server) joins the list once it exists, and
+every network test then runs against both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from kibitz.backends.aio import make_aio_transport
+from kibitz.backends.rtc import RtcTransport
+from kibitz.backends.rtc_api import (
+    EventCallback,
+    IceCandidateInit,
+    OnSignalingClose,
+    OnSignalingMessage,
+    RtcConfig,
+    SessionDescription,
+)
+from kibitz.clock import FakeClock
+from kibitz.transport import (
+    ClaimResult,
+    IdentityLost,
+    IncomingLink,
+    LinkClosed,
+    LinkMessage,
+    LinkOpened,
+    PeerLeft,
+    TransportEvent,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERJS_BIN = ROOT / "node_modules" / ".bin" / "peerjs"
+EXPIRE_MS = 1000
+"""Broker's EXPIRE delay for undeliverable frames (npm default 5000) - short to keep tests fast."""
+
+
+# ------------------------------------------------------------------------------------ brokers
+
+
+@dataclass
+class Broker:
+    url: str
+    kind: str
+    sends_leave: bool
+    """Does the broker announce LEAVE when a peer's socket drops? (npm ``peer`` does not.)"""
+    stop: Callable[[], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited early with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("broker did not start listening")
+
+
+def start_npm_broker() -> Broker:
+    """``peerjs --port P --host 127.0.0.1 --key peerjs`` in its own process group."""
+    if not PEERJS_BIN.exists():
+        pytest.skip("node_modules/.bin/peerjs missing (run scripts/setup.sh)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            str(PEERJS_BIN),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--key",
+            "peerjs",
+            "-t",
+            str(EXPIRE_MS),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def stop() -> None:
+        # SIGKILL: on SIGTERM the CLI waits for every open WebSocket to close first.
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    try:
+        _wait_port(port, proc)
+    except BaseException:
+        stop()
+        raise
+    return Broker(f"ws://127.0.0.1:{port}/", "npm", sends_leave=False, stop=stop)
+
+
+def start_kibitz_broker() -> Broker:
+    """Our broker (server/kibitz_server) via ``kibitz serve`` in its own process group."""
+    proc = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "kibitz"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--broker-port",
+            "0",
+            "--expire-timeout",
+            str(EXPIRE_MS / 1000),
+            "--dist",
+            str(ROOT / "no-dist"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            if line.startswith("KIBITZ_READY"):
+                url = line.split("broker=", 1)[1].strip()
+                return Broker(url, "kibitz", sends_leave=True, stop=stop)
+    stop()
+    raise RuntimeError("kibitz serve did not become ready")
+
+
+BROKERS: dict[str, Callable[[], Broker]] = {"npm": start_npm_broker, "kibitz": start_kibitz_broker}
+
+
+@pytest.fixture(scope="module", params=sorted(BROKERS))
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    b = BROKERS[request.param]()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def broker_url(broker: Broker) -> str:
+    return broker.url
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+class Events:
+    """Collects a transport's events; ``next()`` awaits the next one with a timeout."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[TransportEvent] = asyncio.Queue()
+        self.seen: list[TransportEvent] = []
+
+    def __call__(self, event: TransportEvent) -> None:
+        self.seen.append(event)
+        self.queue.put_nowait(event)
+
+    async def next(self, timeout: float = 5.0) -> TransportEvent:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    async def quiet(self, seconds: float) -> list[TransportEvent]:
+        await asyncio.sleep(seconds)
+        out = []
+        while not self.queue.empty():
+            out.append(self.queue.get_nowait())
+        return out
+
+
+@dataclass
+class Peer:
+    transport: RtcTransport
+    events: Events
+
+
+@pytest.fixture
+async def peers(broker_url: str) -> AsyncIterator[Callable[[], Peer]]:
+    made: list[RtcTransport] = []
+
+    def make() -> Peer:
+        t = make_aio_transport(broker_url, loopback_only=True, open_timeout_s=8.0)
+        ev = Events()
+        t.bind(ev)
+        made.append(t)
+        return Peer(t, ev)
+
+    yield make
+    for t in made:
+        await t.shutdown()
+
+
+async def claimed(p: Peer, peer_id: str) -> None:
+    p.transport.claim(peer_id)
+    assert await p.events.next() == ClaimResult(peer_id, "claimed")
+
+
+async def connected(a: Peer, a_id: str, b: Peer, b_id: str, label: str = "mesh") -> tuple[str, str]:
+    link_a = a.transport.dial(a_id, b_id, label)
+    incoming = await b.events.next()
+    assert isinstance(incoming, IncomingLink)
+    assert (incoming.local_id, incoming.remote_id, incoming.label) == (b_id, a_id, label)
+    assert await b.events.next() == LinkOpened(incoming.link)
+    assert await a.events.next() == LinkOpened(link_a)
+    return link_a, incoming.link
+
+
+def uid(name: str) -> str:
+    return f"{name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+
+
+# ---------------------------------------------------------------------- real network (aiortc)
+
+
+async def test_claims_and_taken(peers: Callable[[], Peer]) -> None:
+    a, b = peers(), peers()
+    ida, idb = uid("a"), uid("b")
+    await claimed(a, ida)
+    await claimed(b, idb)
+    a.transport.claim(idb)
+    result = await a.events.next()
+    assert isinstance(result, ClaimResult) and (result.peer_id, result.outcome) == (idb, "taken")
+    # Our own id again: still ours, answered at once.
+    await claimed(a, ida)
+    assert a.transport.claimed_ids == [ida]
+    # One process may hold several ids (a coordinator also holds the room id).
+    room = uid("room")
+    await claimed(a, room)
+    assert sorted(a.transport.claimed_ids) == sorted([ida, room])
+
+
+async def test_dial_messages_both_ways_and_close(peers: Callable[[], Peer]) -> None:
+    a, b = peers(), peers()
+    ida, idb = uid("a"), uid("b")
+    await claimed(a, ida)
+    await claimed(b, idb)
+    link_a, link_b = await connected(a, ida, b, idb)
+
+    big = bytes(range(256)) * 800  # 204,800 bytes
+    sent_a: list[str | bytes] = ["one", b"\x00two", "three", big, "after-big"]
+    for item in sent_a:
+        a.transport.send(link_a, item)
+    assert a.transport.buffered_amount(link_a) > 0  # the 200 KB message is still queued locally
+    sent_b: list[str | bytes] = [f"b{i}" for i in range(20)] + [b"\xffbin"]
+    for item in sent_b:
+        b.transport.send(link_b, item)
+
+    got_b = [await b.events.next() for _ in sent_a]
+    assert got_b == [LinkMessage(link_b, item) for item in sent_a]
+    assert type(got_b[1].data) is bytes and type(got_b[0].data) is str  # type: ignore[union-attr]
+    got_a = [await a.events.next() for _ in sent_b]
+    assert got_a == [LinkMessage(link_a, item) for item in sent_b]
+    assert a.transport.buffered_amount(link_a) == 0
+
+    a.transport.close(link_a)
+    assert await b.events.next() == LinkClosed(link_b, "closed")
+    assert await a.events.quiet(0.3) == []  # the closer hears nothing
+    a.transport.send(link_a, "into the void")  # silently dropped
+    assert a.transport.buffered_amount(link_a) == 0
+
+
+async def test_two_links_between_the_same_ids_are_independent(peers: Callable[[], Peer]) -> None:
+    a, b = peers(), peers()
+    ida, idb = uid("a"), uid("b")
+    await claimed(a, ida)
+    await claimed(b, idb)
+    a1, b1 = await connected(a, ida, b, idb, "one")
+    a2, b2 = await connected(a, ida, b, idb, "two")
+    assert len({a1, a2}) == 2 and len({b1, b2}) == 2
+    a.transport.send(a2, "on two")
+    assert await b.events.next() == LinkMessage(b2, "on two")
+    b.transport.close(b1)
+    assert await a.events.next() == LinkClosed(a1, "closed")
+    a.transport.send(a2, "still up")
+    assert await b.events.next() == LinkMessage(b2, "still up")
+
+
+async def test_dial_offline_id_is_peer_unavailable(peers: Callable[[], Peer]) -> None:
+    a = peers()
+    ida, ghost = uid("a"), uid("ghost")
+    await claimed(a, ida)
+    link = a.transport.dial(ida, ghost, "mesh")
+    started = time.monotonic()
+    assert await a.events.next(timeout=EXPIRE_MS / 1000 + 4) == LinkClosed(link, "peer-unavailable")
+    assert await a.events.next() == PeerLeft(ghost)
+    assert time.monotonic() - started >= EXPIRE_MS / 1000 * 0.9
+    assert await a.events.quiet(0.2) == []  # later EXPIREs (for trickled candidates) add nothing
+
+
+async def test_dial_from_unclaimed_id_fails_fast(peers: Callable[[], Peer]) -> None:
+    a = peers()
+    link = a.transport.dial("not-mine", "whoever", "mesh")
+    assert await a.events.next() == LinkClosed(link, "not-claimed")
+
+
+async def test_peer_shutdown_closes_links_on_the_other_side(peers: Callable[[], Peer]) -> None:
+    a, b = peers(), peers()
+    ida, idb = uid("a"), uid("b")
+    await claimed(a, ida)
+    await claimed(b, idb)
+    link_a, _ = await connected(a, ida, b, idb)
+    await b.transport.shutdown()
+    event = await a.events.next()
+    assert event == LinkClosed(link_a, "closed") or event == PeerLeft(idb)
+    assert b.events.seen[-1] == LinkOpened(b.events.seen[-1].link)  # type: ignore[union-attr]
+    assert await b.events.quiet(0.2) == []  # shutting down reports nothing locally
+
+
+async def test_release_frees_the_id_for_someone_else(peers: Callable[[], Peer]) -> None:
+    a, b = peers(), peers()
+    shared = uid("room")
+    await claimed(a, shared)
+    a.transport.release(shared)
+    for _ in range(50):  # the broker frees the id when it sees the socket close
+        b.transport.claim(shared)
+        result = await b.events.next()
+        assert isinstance(result, ClaimResult)
+        if result.outcome == "claimed":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("released id never became claimable")
+    assert await a.events.quiet(0.1) == []
+
+
+async def test_broker_going_away_is_identity_lost(broker: Broker) -> None:
+    own = BROKERS[broker.kind]()  # a private instance of the same kind, to kill
+    t = make_aio_transport(own.url, loopback_only=True)
+    ev = Events()
+    t.bind(ev)
+    try:
+        t.claim("solo")
+        assert await ev.next() == ClaimResult("solo", "claimed")
+        own.stop()
+        lost = await ev.next()
+        assert isinstance(lost, IdentityLost) and lost.peer_id == "solo"
+        t.claim("solo")  # nobody is listening any more
+        failed = await ev.next()
+        assert isinstance(failed, ClaimResult) and failed.outcome == "error"
+    finally:
+        own.stop()
+        await t.shutdown()
+
+
+PEER_SCRIPT = """
+import asyncio, sys
+from kibitz.backends.aio import make_aio_transport
+
+async def main():
+    t = make_aio_transport(sys.argv[1], loopback_only=True)
+    t.bind(lambda event: print(type(event).__name__, flush=True))
+    t.claim(sys.argv[2])
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_killed_peer_process_closes_the_link_via_leave(
+    broker: Broker, peers: Callable[[], Peer]
+) -> None:
+    """SIGKILL gives no goodbye on the data channel; a LEAVE-announcing broker tells us at once."""
+    if not broker.sends_leave:
+        pytest.skip(f"{broker.kind} broker does not announce LEAVE (ICE consent would take ~30 s)")
+    a = peers()
+    ida, idb = uid("a"), uid("b")
+    await claimed(a, ida)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        PEER_SCRIPT,
+        broker.url,
+        idb,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert (await asyncio.wait_for(child.stdout.readline(), 20)).strip() == b"ClaimResult"
+        link = a.transport.dial(ida, idb, "mesh")
+        assert await a.events.next(timeout=10) == LinkOpened(link)
+        os.killpg(child.pid, signal.SIGKILL)
+        first, second = await a.events.next(), await a.events.next()
+        assert (first, second) == (PeerLeft(idb), LinkClosed(link, "peer-left"))
+    finally:
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+        await child.wait()
+
+
+# ------------------------------------------------------------------ fake adapters, fake clock
+
+
+@dataclass
+class FakeSocket:
+    url: str
+    on_message: OnSignalingMessage
+    on_close: OnSignalingClose
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    closed: bool = False
+
+    def send(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def deliver(self, frame: dict[str, Any] | str) -> None:
+        self.on_message(frame if isinstance(frame, str) else json.dumps(frame))
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.url).query)
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.sockets: list[FakeSocket] = []
+        self.refuse = False
+
+    async def connect(
+        self, url: str, on_message: OnSignalingMessage, on_close: OnSignalingClose
+    ) -> FakeSocket:
+        if self.refuse:
+            raise OSError("connection refused")
+        sock = FakeSocket(url, on_message, on_close)
+        self.sockets.append(sock)
+        return sock
+
+
+class FakeChannel:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.ready_state = "connecting"
+        self.buffered_amount = 0
+        self.buffered_amount_low_threshold = 0
+        self.sent: list[str | bytes] = []
+        self.listeners: dict[str, list[EventCallback]] = {}
+
+    def on(self, name: str, callback: EventCallback) -> None:
+        self.listeners.setdefault(name, []).append(callback)
+
+    def fire(self, name: str, *args: Any) -> None:
+        if name == "open":
+            self.ready_state = "open"
+        for cb in self.listeners.get(name, []):
+            cb(*args)
+
+    def send(self, data: str | bytes) -> None:
+        self.sent.append(data)
+        self.buffered_amount += len(data)
+
+    def close(self) -> None:
+        self.ready_state = "closed"
+
+
+class FakePC:
+    def __init__(self) -> None:
+        self.connection_state = "new"
+        self.ice_connection_state = "new"
+        self.listeners: dict[str, list[EventCallback]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.remote_gate = asyncio.Event()
+        self.remote_gate.set()
+        self.channels: list[FakeChannel] = []
+        self.closed = False
+
+    def on(self, name: str, callback: EventCallback) -> None:
+        self.listeners.setdefault(name, []).append(callback)
+
+    def fire(self, name: str, *args: Any) -> None:
+        for cb in self.listeners.get(name, []):
+            cb(*args)
+
+    async def create_offer(self) -> SessionDescription:
+        return SessionDescription("offer", "v=0 offer")
+
+    async def create_answer(self) -> SessionDescription:
+        return SessionDescription("answer", "v=0 answer")
+
+    async def set_local_description(self, desc: SessionDescription) -> None:
+        self.calls.append(("local", desc.type))
+        # A browser may fire icecandidate before our OFFER/ANSWER frame is sent.
+        self.fire("icecandidate", IceCandidateInit(candidate="candidate:early", sdpMid="0", sdpMLineIndex=0))
+
+    async def set_remote_description(self, desc: SessionDescription) -> None:
+        await self.remote_gate.wait()
+        self.calls.append(("remote", desc.type))
+
+    async def add_ice_candidate(self, candidate: IceCandidateInit | None) -> None:
+        self.calls.append(("candidate", None if candidate is None else candidate.get("candidate")))
+
+    def create_data_channel(self, label: str, *, ordered: bool = True) -> FakeChannel:
+        ch = FakeChannel(label)
+        self.channels.append(ch)
+        return ch
+
+    def restart_ice(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeFactory:
+    def __init__(self) -> None:
+        self.pcs: list[FakePC] = []
+        self.gate_remote = False
+
+    def create(self, config: RtcConfig) -> FakePC:
+        pc = FakePC()
+        if self.gate_remote:
+            pc.remote_gate.clear()
+        self.pcs.append(pc)
+        return pc
+
+
+@dataclass
+class Rig:
+    transport: RtcTransport
+    clock: FakeClock
+    broker: FakeBroker
+    factory: FakeFactory
+    events: list[TransportEvent]
+
+    async def settle(self) -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    async def claimed(self, peer_id: str) -> FakeSocket:
+        self.transport.claim(peer_id)
+        await self.settle()
+        sock = self.broker.sockets[-1]
+        sock.deliver({"type": "OPEN"})
+        await self.settle()
+        assert self.events[-1] == ClaimResult(peer_id, "claimed")
+        return sock
+
+
+@pytest.fixture
+def rig() -> Rig:
+    clock, fb, ff = FakeClock(), FakeBroker(), FakeFactory()
+    events: list[TransportEvent] = []
+    t = RtcTransport(
+        ff,
+        fb.connect,
+        broker_url="ws://127.0.0.1:1/",
+        rtc_config=RtcConfig(),
+        scheduler=clock,
+        heartbeat_s=5.0,
+    )
+    t.bind(events.append)
+    return Rig(t, clock, fb, ff, events)
+
+
+async def test_claim_url_heartbeat_and_token_reuse(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    assert sock.query["id"] == ["me"] and sock.query["key"] == ["peerjs"]
+    token = sock.query["token"]
+    rig.clock.advance(4.9)
+    assert sock.sent == []
+    rig.clock.advance(0.2)
+    assert sock.sent == [{"type": "HEARTBEAT"}]
+    rig.clock.advance(5.0)
+    assert sock.sent == [{"type": "HEARTBEAT"}] * 2
+    sock.on_close("network down")
+    await rig.settle()
+    assert rig.events[-1] == IdentityLost("me", "network down")
+    sock2 = await rig.claimed("me")
+    assert sock2.query["token"] == token  # same token: our broker lets us take our session back
+    rig.clock.advance(10.0)
+    assert len(sock.sent) == 2  # the dead socket's heartbeat stopped
+
+
+async def test_claim_outcomes(rig: Rig) -> None:
+    rig.transport.claim("x")
+    await rig.settle()
+    rig.broker.sockets[-1].deliver({"type": "ID-TAKEN", "payload": {"msg": "ID is taken"}})
+    await rig.settle()
+    assert rig.events[-1] == ClaimResult("x", "taken", "ID is taken")
+    assert rig.broker.sockets[-1].closed
+
+    rig.transport.claim("y")
+    await rig.settle()
+    rig.broker.sockets[-1].deliver({"type": "ERROR", "payload": {"msg": "Invalid key provided"}})
+    await rig.settle()
+    assert rig.events[-1] == ClaimResult("y", "error", "Invalid key provided")
+
+    rig.broker.refuse = True
+    rig.transport.claim("z")
+    await rig.settle()
+    assert rig.events[-1] == ClaimResult("z", "error", "cannot reach broker: connection refused")
+    rig.broker.refuse = False
+
+    rig.transport.claim("slow")
+    rig.transport.claim("slow")  # in flight: answered once
+    await rig.settle()
+    rig.clock.advance(10.0)
+    await rig.settle()
+    assert rig.events[-1] == ClaimResult("slow", "error", "timeout waiting for OPEN")
+    assert [e for e in rig.events if isinstance(e, ClaimResult) and e.peer_id == "slow"] == [rig.events[-1]]
+
+
+async def test_events_are_never_delivered_inside_a_call_and_sink_errors_are_contained(rig: Rig) -> None:
+    seen: list[TransportEvent] = []
+
+    def sink(event: TransportEvent) -> None:
+        seen.append(event)
+        raise RuntimeError("engine bug")
+
+    rig.transport.bind(sink)
+    link1 = rig.transport.dial("nobody", "x", "l")
+    link2 = rig.transport.dial("nobody", "y", "l")
+    assert seen == []  # not re-entrant: delivered later, from the loop
+    await rig.settle()
+    assert seen == [LinkClosed(link1, "not-claimed"), LinkClosed(link2, "not-claimed")]
+
+
+async def test_dial_to_self_is_refused(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    link = rig.transport.dial("me", "me", "mesh")
+    await rig.settle()
+    assert rig.events[-1] == LinkClosed(link, "dial-to-self")
+    assert sock.sent == [] and rig.factory.pcs == []
+
+
+async def test_malformed_frames_are_counted_not_raised(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    before = len(rig.events)
+    for junk in [
+        "nope",
+        "[]",
+        '{"type":"WHAT"}',
+        '{"type":"OFFER","src":"a"}',
+        '{"type":"ANSWER","src":"a",'
+        '"payload":{"sdp":{"type":"answer","sdp":"v"},"connectionId":"dc_unknown"}}',
+    ]:
+        sock.deliver(junk)
+    await rig.settle()
+    assert len(rig.events) == before
+    assert rig.transport.drops.total == 5
+    assert rig.transport.drops.by_reason["broker:answer-unexpected"] == 1
+
+
+async def test_leave_is_peer_left_and_closes_links_to_it(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    link = rig.transport.dial("me", "them", "mesh")
+    await rig.settle()
+    sock.deliver({"type": "LEAVE", "src": "them", "dst": "me"})
+    await rig.settle()
+    assert rig.events[-2:] == [PeerLeft("them"), LinkClosed(link, "peer-left")]
+    assert rig.factory.pcs[0].closed
+
+
+async def test_answering_queues_early_candidates_and_sends_ours_after_the_answer(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    rig.factory.gate_remote = True
+    offer = {
+        "sdp": {"type": "offer", "sdp": "v=0 remote"},
+        "type": "data",
+        "connectionId": "dc_1",
+        "label": "mesh",
+    }
+    sock.deliver({"type": "OFFER", "src": "them", "dst": "me", "payload": offer})
+    for n in (1, 2):
+        cand = {"candidate": f"candidate:{n}", "sdpMid": "0", "sdpMLineIndex": 0}
+        sock.deliver(
+            {"type": "CANDIDATE", "src": "them", "payload": {"candidate": cand, "connectionId": "dc_1"}}
+        )
+    await rig.settle()
+    incoming = rig.events[-1]
+    assert isinstance(incoming, IncomingLink) and incoming.label == "mesh" and incoming.remote_id == "them"
+    pc = rig.factory.pcs[0]
+    assert pc.calls == []  # remote description still being applied
+    pc.remote_gate.set()
+    await rig.settle()
+    assert pc.calls == [
+        ("remote", "offer"),
+        ("candidate", "candidate:1"),
+        ("candidate", "candidate:2"),
+        ("local", "answer"),
+    ]
+    kinds = [(f["type"], f.get("dst")) for f in sock.sent]
+    assert kinds == [("ANSWER", "them"), ("CANDIDATE", "them")]  # never a candidate before the answer
+    assert sock.sent[0]["payload"]["connectionId"] == "dc_1"
+    ch = FakeChannel("dc_1")
+    pc.fire("datachannel", ch)
+    ch.fire("message", b"early")  # a message implies open: LinkOpened still comes first
+    ch.fire("open")
+    await rig.settle()
+    assert rig.events[-2:] == [LinkOpened(incoming.link), LinkMessage(incoming.link, b"early")]
+    rig.transport.send(incoming.link, "hi")
+    assert ch.sent == ["hi"] and rig.transport.buffered_amount(incoming.link) == 2
+    pc.fire("connectionstatechange", "failed")
+    await rig.settle()
+    assert rig.events[-1] == LinkClosed(incoming.link, "ice-failed")
+
+
+async def test_dial_times_out_when_nothing_answers(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    link = rig.transport.dial("me", "them", "mesh")
+    await rig.settle()
+    assert [f["type"] for f in sock.sent] == ["OFFER", "CANDIDATE"]
+    offer = sock.sent[0]["payload"]
+    assert offer["label"] == "mesh" and offer["reliable"] is True and offer["connectionId"].startswith("dc_")
+    assert rig.factory.pcs[0].channels[0].label == offer["connectionId"]
+    rig.clock.advance(10.0)
+    await rig.settle()
+    assert rig.events[-1] == LinkClosed(link, "timeout")
+    assert rig.factory.pcs[0].closed
