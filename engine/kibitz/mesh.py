@@ -229,6 +229,18 @@ class Mesh:
         p = self._peers.get(peer)
         return p is not None and p.greeted
 
+    def link_of(self, peer: str) -> LinkId | None:
+        """The current link to ``peer`` (open or opening), for lanes that ride the same connection."""
+        p = self._peers.get(peer)
+        return None if p is None else p.link
+
+    def peer_of(self, link: LinkId) -> str | None:
+        """Which member a link of ours belongs to, if any."""
+        for p in self._peers.values():
+            if p.link == link:
+                return p.id
+        return None
+
     def pending(self, peer: str) -> int:
         """Messages queued or sent to ``peer`` and not yet acknowledged."""
         p = self._peers.get(peer)

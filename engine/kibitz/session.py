@@ -1,0 +1,577 @@
+"""One participant in one room: the controller every surface drives.
+
+A :class:`Session` composes the parts of the engine for one member: it claims the member's broker
+id, runs the :class:`~kibitz.room.Room` (presence star), the :class:`~kibitz.mesh.Mesh` (content
+links) and the :class:`~kibitz.content.ContentRouter` (chat, app data, grants), and answers with
+the public controller API. The page's ``Kibitz.mount`` controller and the CPython agent SDK are thin
+wrappers over it, so a feature exists once and both surfaces get it.
+
+Like the rest of the core it touches no sockets or clocks: the transport, scheduler and local media
+come in through the seams. Listener errors are caught and logged (LiveKit-style): one bad handler
+never breaks the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from kibitz.capabilities import AGENT_DEFAULT, CapabilityBook, Grant
+from kibitz.clock import Scheduler, TimerHandle
+from kibitz.content import ChatLine, ContentRouter
+from kibitz.mesh import Mesh
+from kibitz.room import (
+    Kicked,
+    KnocksChanged,
+    LobbyStatus,
+    MemberProfile,
+    RoleChanged,
+    Room,
+    RoomEvent,
+    RoomReset,
+    Roster,
+    RosterChanged,
+)
+from kibitz.transport import ClaimResult, IdentityLost, Transport, TransportEvent
+
+log = logging.getLogger(__name__)
+
+EVENTS: frozenset[str] = frozenset(
+    {"participants", "join", "leave", "state", "chat", "message", "knocks", "lobby", "caps", "tracks"}
+)
+Lane = Literal["audio", "video"]
+Source = Literal["mic", "cam", "screen"]
+
+MEMBER_CLAIM_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+
+
+class LocalMedia(Protocol):
+    """Local capture, supplied by the backend (the page's getUserMedia, an agent's tone track).
+
+    ``acquire`` may prompt the user and fail (``PermissionError``); ``placeholder`` returns a flowing
+    stand-in (2×2 black video, silence) so a lane never goes sample-less.
+    """
+
+    def acquire(self, source: Source) -> Awaitable[object]: ...
+
+    def release(self, source: Source) -> None: ...
+
+    def placeholder(self, lane: Lane) -> object | None: ...
+
+
+class LanePlanner(Protocol):
+    """The optional media side of a transport: swap what a link's lane sends (no renegotiation)."""
+
+    def set_lane(self, link: str, lane: Lane, track: object | None) -> None: ...
+
+
+@dataclass
+class _LocalState:
+    mic: bool = False
+    cam: bool = False
+    sharing: bool = False
+    tracks: dict[str, object] = field(default_factory=dict)
+
+
+class Session:
+    """The controller of one member of one room (snake_case twin of the page's MountedWidget)."""
+
+    def __init__(
+        self,
+        room: str,
+        *,
+        transport: Transport,
+        scheduler: Scheduler,
+        rng: random.Random | None = None,
+        name: str = "",
+        meta: Mapping[str, Any] | None = None,
+        identity: str | None = None,
+        member_id: str | None = None,
+        media: LocalMedia | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.room_name = room
+        self._transport = transport
+        self._scheduler = scheduler
+        self._rng = rng or random.Random()
+        self._media = media
+        self._wall = wall_clock
+        self.self_id = member_id or _member_id(self._rng)
+        token = identity or f"tok-{self._rng.getrandbits(64):016x}"
+        self._profile = MemberProfile(name=name, on=False, meta=dict(meta or {}), token=token)
+        self.room: Room | None = None
+        self.book = CapabilityBook(self_id=self.self_id, now=wall_clock)
+        self.mesh = Mesh(
+            self_id=self.self_id,
+            transport=transport,
+            scheduler=scheduler,
+            rng=self._rng,
+            on_link=self._on_link,
+        )
+        self.content = ContentRouter(
+            mesh=self.mesh,
+            book=self.book,
+            now=wall_clock,
+            name_of=self._name_of,
+            on_chat=self._on_chat,
+            on_app=self._on_app,
+            on_caps=self._on_caps,
+        )
+        self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
+        self._local = _LocalState()
+        self._remote_tracks: dict[str, dict[str, object]] = {}
+        self._claim_attempts = 0
+        self._claim_timer: TimerHandle | None = None
+        self._started = False
+        self._left = False
+        self._roster = Roster()
+        self._lobby_status: str | None = None
+        self.handler_errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Claim our member id at the broker, then connect to the room (not yet in the call)."""
+        if self._started:
+            return
+        self._started = True
+        self._transport.bind(self._on_transport)
+        self._transport.claim(self.self_id)
+
+    def join(self, *, mic: bool = False, cam: bool = False) -> None:
+        """Enter the call: appear on the roster, bring up data links. Joins muted, camera off by default."""
+        self._require_live()
+        self._local.mic = self._local.mic or mic
+        self._local.cam = self._local.cam or cam
+        self._update_profile(on=True, mic=self._local.mic, cam=self._local.cam)
+
+    def leave(self) -> None:
+        """Leave the call but stay connected to the room (the launcher still shows who is there)."""
+        if self.room is not None and self._profile.on:
+            self._update_profile(on=False)
+        self.mesh.set_members([self.self_id])
+        self._emit_state()
+
+    def close(self) -> None:
+        """Tear everything down with a clean goodbye, so peers drop us at once. Idempotent."""
+        if self._left:
+            return
+        self._left = True
+        if self._claim_timer is not None:
+            self._claim_timer.cancel()
+        if self.room is not None:
+            self.room.leave()
+        self.mesh.close()
+        self._transport.release(self.self_id)
+        for source in list(self._local.tracks):
+            if self._media is not None:
+                self._media.release(source)  # type: ignore[arg-type]
+        self._local.tracks.clear()
+
+    # ------------------------------------------------------------------ controller: reading
+
+    @property
+    def in_call(self) -> bool:
+        return self._profile.on and not self._left
+
+    def get_state(self) -> dict[str, Any]:
+        r = self._roster
+        return {
+            "inCall": self.in_call,
+            "micOn": self._local.mic,
+            "camOn": self._local.cam,
+            "sharing": self._local.sharing,
+            "self": self.self_id,
+            "isHost": bool(r.host) and r.host == self.self_id,
+            "lobbyOn": r.lobby,
+            "locked": r.locked,
+            "lobbyStatus": self._lobby_status,
+            "coordinator": r.coordinator,
+            "isCoordinator": self.room is not None and self.room.is_coordinator,
+            "connected": self.room is not None and self.room.connected,
+        }
+
+    def get_participants(self) -> list[dict[str, Any]]:
+        """Everyone on the call (ourselves included while in it), roster order."""
+        people = []
+        for m in self._roster.members:
+            meta = dict(m.meta)
+            people.append(
+                {
+                    "id": m.id,
+                    "name": m.name,
+                    "isSelf": m.id == self.self_id,
+                    "camOn": m.cam,
+                    "micOn": m.mic,
+                    "avatar": m.avatar,
+                    "meta": meta,
+                    "role": "host" if self._roster.host and m.id == self._roster.host else "guest",
+                    "kind": "agent" if meta.get("role") == "agent" else "human",
+                    "speaking": False,
+                    "linkUp": m.id == self.self_id or self.mesh.link_up(m.id),
+                }
+            )
+        return people
+
+    def get_chat(self) -> list[dict[str, Any]]:
+        return [line.to_json() for line in self.content.chat]
+
+    def get_knocks(self) -> list[dict[str, Any]]:
+        if self.room is None:
+            return []
+        return [{"id": k.id, "name": k.name, "avatar": k.avatar} for k in self.room.knocks]
+
+    def remote_tracks(self, peer: str) -> dict[str, object]:
+        return dict(self._remote_tracks.get(peer, {}))
+
+    # ------------------------------------------------------------------ controller: content
+
+    def broadcast(self, data: Any) -> list[str]:
+        """App data to everyone else who may perceive it; never echoed to us. Returns recipients."""
+        if not self.in_call:
+            return []
+        return self.content.broadcast(data)
+
+    def send_to(self, peer: str, data: Any) -> None:
+        """App data to one participant, directly over our link to it (no one relays it)."""
+        self._require_in_call("send")
+        self.content.send_to(peer, data)
+
+    def send_chat(self, text: str, to: str | None = None) -> dict[str, Any]:
+        self._require_in_call("chat")
+        line = self.content.send_chat(text, to)
+        self._emit("chat", line.to_json())
+        return line.to_json()
+
+    def on_message(self, callback: Callable[[Any, str], Any]) -> Callable[[], None]:
+        """``callback(data, from_id)`` for app data; returns an unsubscribe function."""
+        return self.on("message", callback)
+
+    def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
+        """Subscribe to a controller event; returns an unsubscribe function (safe to call twice)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; events are {sorted(EVENTS)}")
+        self._listeners[event].append(callback)
+
+        def off() -> None:
+            if callback in self._listeners[event]:
+                self._listeners[event].remove(callback)
+
+        return off
+
+    # ------------------------------------------------------------------ controller: profile + media
+
+    def set_name(self, name: str) -> None:
+        self._update_profile(name=name)
+
+    def set_avatar(self, avatar: str | None) -> None:
+        self._update_profile(avatar=avatar)
+
+    def set_meta(self, meta: Mapping[str, Any] | None) -> None:
+        self._update_profile(meta=dict(meta or {}))
+
+    async def set_mic(self, on: bool) -> bool:
+        await self._set_source("mic", on)
+        self._local.mic = on
+        self._update_profile(mic=on)
+        return on
+
+    async def set_cam(self, on: bool) -> bool:
+        await self._set_source("cam", on)
+        self._local.cam = on
+        self._update_profile(cam=on)
+        return on
+
+    async def toggle_mic(self) -> bool:
+        return await self.set_mic(not self._local.mic)
+
+    async def toggle_cam(self) -> bool:
+        return await self.set_cam(not self._local.cam)
+
+    async def share_screen(self, track: object | None = None) -> None:
+        """Share the screen (the backend's picker), or publish ``track`` in its place."""
+        if track is None:
+            await self._set_source("screen", True)
+        else:
+            self._local.tracks["screen"] = track
+        self._local.sharing = True
+        self._apply_lanes()
+        self._emit_state()
+
+    def stop_share(self) -> None:
+        if self._local.tracks.pop("screen", None) is not None and self._media is not None:
+            self._media.release("screen")
+        self._local.sharing = False
+        self._apply_lanes()
+        self._emit_state()
+
+    # ------------------------------------------------------------------ controller: moderation + caps
+
+    def set_lobby(self, on: bool) -> None:
+        self._coordinator().set_flags(lobby=on)
+
+    def set_locked(self, on: bool) -> None:
+        self._coordinator().set_flags(locked=on)
+
+    def admit(self, member_id: str) -> None:
+        self._coordinator().admit(member_id)
+
+    def deny(self, member_id: str) -> None:
+        self._coordinator().deny(member_id)
+
+    def remove(self, member_id: str) -> None:
+        self._coordinator().kick(member_id)
+
+    def reset_room(self) -> None:
+        self._coordinator().reset_room()
+
+    def get_capability_grant(self, peer: str) -> dict[str, Any]:
+        return _grant_json(self.book.grant_of(peer))
+
+    def set_capability_grant(self, peer: str, grant: Grant | Mapping[str, Any] | None) -> dict[str, Any]:
+        """Widen or revoke ``peer``'s grant (host, else coordinator); the whole room enforces it."""
+        return _grant_json(self.content.set_grant(peer, grant))
+
+    def get_agent_audit(self, peer: str | None = None, n: int = 6) -> list[dict[str, Any]]:
+        return [e.to_json() for e in self.book.audit.recent(peer, n)]
+
+    def can(self, act: str) -> bool:
+        """Whether our own grant allows ``act`` (send-chat, speak, act)."""
+        return self.book.may_act(self.self_id, act)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ transport events
+
+    def _on_transport(self, event: TransportEvent) -> None:
+        try:
+            if isinstance(event, ClaimResult) and event.peer_id == self.self_id:
+                self._on_member_claim(event)
+                return
+            if isinstance(event, IdentityLost) and event.peer_id == self.self_id:
+                if not self._left:
+                    self._schedule_claim()
+                return
+            if self.room is not None and self.room.handle(event):
+                return
+            if self.mesh.handle(event):
+                return
+            arrived: Any = event
+            if hasattr(arrived, "track") and hasattr(arrived, "lane"):
+                peer = self.mesh.peer_of(arrived.link)
+                if peer is not None:
+                    self._remote_tracks.setdefault(peer, {})[arrived.lane] = arrived.track
+                    self._emit("tracks", peer, arrived.lane, arrived.track)
+        except Exception:
+            # The engine must outlive any single bad event.
+            log.exception("session failed on %r", event)
+            self.handler_errors += 1
+
+    def _on_member_claim(self, ev: ClaimResult) -> None:
+        if self._left:
+            return
+        if ev.outcome == "claimed":
+            self._claim_attempts = 0
+            if self.room is None:
+                self.room = Room(
+                    self.room_name,
+                    self_id=self.self_id,
+                    transport=self._transport,
+                    scheduler=self._scheduler,
+                    rng=self._rng,
+                    profile=self._profile,
+                    on_event=self._on_room,
+                )
+                self.room.start()
+            return
+        if ev.outcome == "taken" and self.room is None:
+            # Another tab holds this id (a copied identity): pick a fresh one before we are known.
+            self.self_id = _member_id(self._rng)
+            self.book.self_id = self.self_id
+            self.mesh.self_id = self.self_id
+            self.content.self_id = self.self_id
+        self._schedule_claim()
+
+    def _schedule_claim(self) -> None:
+        delay = MEMBER_CLAIM_RETRY_S[min(self._claim_attempts, len(MEMBER_CLAIM_RETRY_S) - 1)]
+        self._claim_attempts += 1
+        if self._claim_timer is not None:
+            self._claim_timer.cancel()
+        self._claim_timer = self._scheduler.call_later(delay, self._reclaim_member)
+
+    def _reclaim_member(self) -> None:
+        self._claim_timer = None
+        if not self._left:
+            self._transport.claim(self.self_id)
+
+    # ------------------------------------------------------------------ room events
+
+    def _on_room(self, event: RoomEvent) -> None:
+        if isinstance(event, RosterChanged):
+            self._on_roster(event.roster)
+        elif isinstance(event, RoleChanged):
+            self._emit_state()
+        elif isinstance(event, LobbyStatus):
+            self._lobby_status = event.status
+            self._emit("lobby", event.status)
+            self._emit_state()
+        elif isinstance(event, KnocksChanged):
+            self._emit("knocks", self.get_knocks())
+        elif isinstance(event, Kicked):
+            self._lobby_status = "kicked"
+            self._emit_state()
+            self.close()
+        elif isinstance(event, RoomReset):
+            self.content.chat.clear()
+            self._emit("chat", None)
+
+    def _on_roster(self, roster: Roster) -> None:
+        before = {m.id: m for m in self._roster.members}
+        self._roster = roster
+        in_call = self.in_call and self.self_id in roster.ids()
+        metas: dict[str, Mapping[str, Any] | None] = (
+            {m.id: m.meta for m in roster.members} if in_call else {self.self_id: self._profile.meta}
+        )
+        self.content.update_room(metas, host=roster.host or None, coordinator=roster.coordinator)
+        after = {m.id: m for m in roster.members}
+        for mid in after.keys() - before.keys():
+            self._emit("join", self._participant(mid))
+        for mid in before.keys() - after.keys():
+            self._remote_tracks.pop(mid, None)
+            self._emit("leave", {"id": mid, "name": before[mid].name})
+        self._apply_lanes()
+        self._emit("participants", self.get_participants())
+        self._emit_state()
+
+    def _participant(self, member_id: str) -> dict[str, Any]:
+        for p in self.get_participants():
+            if p["id"] == member_id:
+                return p
+        return {"id": member_id}
+
+    # ------------------------------------------------------------------ content events
+
+    def _on_chat(self, line: ChatLine) -> None:
+        self._emit("chat", line.to_json())
+
+    def _on_app(self, sender: str, data: Any) -> None:
+        self._emit("message", data, sender)
+
+    def _on_caps(self) -> None:
+        self._apply_lanes()
+        self._emit("caps", self.get_capability_grant(self.self_id))
+
+    def _on_link(self, peer: str, up: bool) -> None:
+        if up:
+            self._apply_lanes(only=peer)
+        self._emit("participants", self.get_participants())
+
+    # ------------------------------------------------------------------ media lanes
+
+    async def _set_source(self, source: Source, on: bool) -> None:
+        self._require_live()
+        if on and source not in self._local.tracks:
+            if self._media is None:
+                raise RuntimeError(f"this session has no local media: cannot turn on {source}")
+            self._local.tracks[source] = await self._media.acquire(source)
+        elif not on and source in self._local.tracks:
+            self._local.tracks.pop(source)
+            if self._media is not None:
+                self._media.release(source)
+        self._apply_lanes()
+
+    def lane_track(self, peer: str, lane: Lane) -> object | None:
+        """What we send ``peer`` on ``lane`` now: the real track, a flowing placeholder, or nothing.
+
+        The decision is the capability book's; an agent that may not perceive a lane gets nothing
+        at all (no packets), a human gets the placeholder (some browsers kill a sample-less lane).
+        """
+        real: object | None
+        if lane == "audio":
+            real = self._local.tracks.get("mic") if self._local.mic else None
+        else:
+            real = self._local.tracks.get("screen") if self._local.sharing else None
+            if real is None and self._local.cam:
+                real = self._local.tracks.get("cam")
+        if real is not None and self.book.lane_track(peer, lane, self._local.sharing) == "real":
+            return real
+        member = self._roster.get(peer)
+        if member is not None and member.meta.get("role") == "agent":
+            return None
+        return self._media.placeholder(lane) if self._media is not None else None
+
+    def _apply_lanes(self, only: str | None = None) -> None:
+        planner = self._transport
+        if not hasattr(planner, "set_lane"):
+            return
+        for peer in [only] if only else self.mesh.members:
+            if peer == self.self_id:
+                continue
+            link = self.mesh.link_of(peer)
+            if link is None:
+                continue
+            for lane in ("audio", "video"):
+                planner.set_lane(link, lane, self.lane_track(peer, lane))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _name_of(self, peer: str) -> str:
+        m = self._roster.get(peer)
+        return m.name if m is not None and m.name else peer
+
+    def _update_profile(self, **changes: Any) -> None:
+        if "name" in changes and not isinstance(changes["name"], str):
+            raise ValueError("name must be a string")
+        self._profile = MemberProfile(**{**self._profile.__dict__, **changes})
+        if self.room is not None and self.room.role != "left":
+            self.room.update_profile(**changes)
+        self._emit_state()
+
+    def _coordinator(self) -> Room:
+        if self.room is None or not self.room.is_coordinator:
+            raise PermissionError("only the room's coordinator can moderate in a room without a host")
+        return self.room
+
+    def _require_live(self) -> None:
+        if self._left:
+            raise RuntimeError("this session has left the room")
+        if not self._started:
+            raise RuntimeError("start() the session first")
+
+    def _require_in_call(self, doing: str) -> None:
+        if not self.in_call:
+            raise RuntimeError(f"join the call before you {doing}")
+
+    def _emit_state(self) -> None:
+        self._emit("state", self.get_state())
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in list(self._listeners.get(event, ())):
+            try:
+                result = cb(*args)
+                if inspect.isawaitable(result):
+                    asyncio.ensure_future(result).add_done_callback(self._log_async_failure)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("%s listener failed", event)
+
+    def _log_async_failure(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.handler_errors += 1
+            log.error("async listener failed", exc_info=fut.exception())
+
+
+def _grant_json(grant: Grant) -> dict[str, Any]:
+    return grant.model_dump(mode="json", by_alias=True)
+
+
+def _member_id(rng: random.Random) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "kbz-m-" + "".join(rng.choice(alphabet) for _ in range(16))
+
+
+__all__ = ["AGENT_DEFAULT", "EVENTS", "LanePlanner", "LocalMedia", "Session"]

@@ -1,0 +1,168 @@
+"""The Session controller (what the page's Kibitz.mount and the agent SDK wrap) on the in-memory bus."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from kibitz.clock import FakeClock
+from kibitz.session import Session
+from kibitz.testing import Bus
+
+ROOM = "room-7hq2x9c4v1"
+
+
+def make(bus: Bus, name: str, **kw: Any) -> Session:
+    s = Session(
+        ROOM,
+        transport=bus.transport(name),
+        scheduler=bus.scheduler(name),
+        rng=random.Random(name),
+        name=name.title(),
+        wall_clock=lambda: bus.clock.now(),
+        **kw,
+    )
+    s.start()
+    return s
+
+
+def settle(clock: FakeClock, seconds: float = 3.0) -> None:
+    clock.advance(seconds)
+
+
+@pytest.fixture
+def bus() -> Bus:
+    return Bus(FakeClock())
+
+
+def test_three_join_converge_and_messages_route(bus: Bus) -> None:
+    people = [make(bus, n) for n in ("ann", "bob", "cy")]
+    settle(bus.clock)
+    for s in people:
+        s.join()
+    settle(bus.clock)
+    ids = {s.self_id for s in people}
+    for s in people:
+        assert {p["id"] for p in s.get_participants()} == ids
+        assert all(p["linkUp"] for p in s.get_participants())
+        assert sum(1 for p in s.get_participants() if p["isSelf"]) == 1
+    got: dict[str, list[tuple[Any, str]]] = {s.self_id: [] for s in people}
+    for s in people:
+        s.on_message(lambda data, frm, me=s.self_id: got[me].append((data, frm)))
+    ann, bob, cy = people
+    assert sorted(ann.broadcast({"kind": "route", "route": "#/b"})) == sorted([bob.self_id, cy.self_id])
+    ann.send_to(cy.self_id, {"secret": 1})
+    settle(bus.clock, 0.5)
+    assert got[ann.self_id] == []  # never echoed
+    assert got[bob.self_id] == [({"kind": "route", "route": "#/b"}, ann.self_id)]
+    assert got[cy.self_id] == [({"kind": "route", "route": "#/b"}, ann.self_id), ({"secret": 1}, ann.self_id)]
+
+
+def test_chat_rename_and_leave_events(bus: Bus) -> None:
+    ann, bob = make(bus, "ann"), make(bus, "bob")
+    settle(bus.clock)
+    ann.join()
+    bob.join()
+    settle(bus.clock)
+    lines: list[dict[str, Any]] = []
+    left: list[str] = []
+    bob.on("chat", lines.append)
+    bob.on("leave", lambda p: left.append(p["id"]))
+    ann.send_chat("hello bob")
+    with pytest.raises(ValueError, match="exceeds 500"):
+        ann.send_chat("x" * 501)
+    ann.set_name("Annie")
+    settle(bus.clock, 1.0)
+    assert [line["text"] for line in lines] == ["hello bob"]
+    assert lines[0]["from"] == ann.self_id
+    assert [c["text"] for c in bob.get_chat()] == ["hello bob"]
+    assert {p["id"]: p["name"] for p in bob.get_participants()}[ann.self_id] == "Annie"
+    ann.close()
+    settle(bus.clock, 0.5)
+    assert left == [ann.self_id]
+    assert [p["id"] for p in bob.get_participants()] == [bob.self_id]
+
+
+def test_listener_errors_are_isolated(bus: Bus) -> None:
+    ann, bob = make(bus, "ann"), make(bus, "bob")
+    settle(bus.clock)
+    seen: list[Any] = []
+
+    def boom(_: Any, __: str) -> None:
+        raise RuntimeError("bad listener")
+
+    bob.on_message(boom)
+    bob.on_message(lambda d, f: seen.append(d))
+    ann.join()
+    bob.join()
+    settle(bus.clock)
+    ann.broadcast(1)
+    settle(bus.clock, 0.5)
+    assert seen == [1]
+    assert bob.handler_errors == 1
+    with pytest.raises(ValueError, match="unknown event"):
+        bob.on("nope", print)
+
+
+def test_agent_is_read_only_until_granted_and_grants_survive_migration(bus: Bus) -> None:
+    host = make(bus, "ann")
+    settle(bus.clock)  # ann coordinates
+    bob = make(bus, "bob")
+    agent = make(bus, "zed", meta={"role": "agent"})
+    settle(bus.clock)
+    for s in (host, bob, agent):
+        s.join()
+    settle(bus.clock)
+    assert host.get_state()["isCoordinator"]
+    seen: list[dict[str, Any]] = []
+    bob.on("chat", seen.append)
+    with pytest.raises(PermissionError):
+        agent.send_chat("hi from the agent")
+    assert not agent.can("send-chat")
+    # A tampered agent that ignores its own grant is still dropped by every honest receiver.
+    agent.book._grants[agent.self_id] = agent.book.grant_of(host.self_id)
+    agent.send_chat("sneaky")
+    settle(bus.clock, 0.5)
+    assert seen == []
+    assert any(e["kind"] == "blocked" for e in bob.get_agent_audit(agent.self_id))
+    del agent.book._grants[agent.self_id]
+    grant = {"perceive": ["read-chat", "read-roster", "receive-directed"], "act": ["send-chat"]}
+    host.set_capability_grant(agent.self_id, grant)
+    settle(bus.clock, 0.5)
+    assert agent.can("send-chat")
+    agent.send_chat("now allowed")
+    settle(bus.clock, 0.5)
+    assert [line["text"] for line in seen] == ["now allowed"]
+    # The coordinator's process dies: the map it authored must hold under the new coordinator.
+    bus.kill("ann")
+    settle(bus.clock, 5.0)
+    assert bob.get_state()["isCoordinator"] or agent.get_state()["isCoordinator"]
+    assert "send-chat" in bob.get_capability_grant(agent.self_id)["act"]
+    agent.send_chat("after migration")
+    settle(bus.clock, 0.5)
+    assert [line["text"] for line in seen] == ["now allowed", "after migration"]
+
+
+def test_send_to_agent_refused_once_receive_directed_revoked(bus: Bus) -> None:
+    ann, agent = make(bus, "ann"), make(bus, "zed", meta={"role": "agent"})
+    settle(bus.clock)
+    ann.join()
+    agent.join()
+    settle(bus.clock)
+    ann.send_to(agent.self_id, {"ok": True})
+    ann.set_capability_grant(agent.self_id, {"perceive": ["read-chat"], "act": []})
+    with pytest.raises(ValueError, match="may not receive directed"):
+        ann.send_to(agent.self_id, {"ok": False})
+
+
+def test_not_in_call_means_no_data(bus: Bus) -> None:
+    ann, bob = make(bus, "ann"), make(bus, "bob")
+    settle(bus.clock)
+    ann.join()
+    settle(bus.clock)
+    assert ann.broadcast("x") == []  # nobody else is in the call
+    with pytest.raises(RuntimeError, match="join the call"):
+        bob.send_chat("hi")
+    assert not bob.get_state()["inCall"]
