@@ -1,0 +1,139 @@
+"""``kibitz serve``: the broker (picows, own port) and the HTTP app (aiohttp) on one uvloop loop.
+
+The broker gets its own port because its hot path must not pay for a general HTTP framework
+(see docs/server.md for the measurements); /api/signal tells clients where it is, as the
+original's /api/signal did for its separately hosted broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .broker import Broker
+from .config import ServerConfig, make_config
+from .metrics import Metrics
+from .signal import BrokerDirectory
+from .turn import TurnProvider
+from .web import WILDCARD_HOSTS, local_broker_url, make_app
+
+log = logging.getLogger("kibitz.server")
+
+
+@dataclass
+class RunningServer:
+    """Handles of a started server; ``close()`` stops everything it started."""
+
+    config: ServerConfig
+    broker: Broker
+    directory: BrokerDirectory
+    runner: web.AppRunner
+    http_port: int
+    broker_port: int
+
+    @property
+    def http_url(self) -> str:
+        host = "127.0.0.1" if self.config.host in WILDCARD_HOSTS else self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def broker_url(self) -> str:
+        return local_broker_url(self.config, self.broker_port, "127.0.0.1")
+
+    async def close(self) -> None:
+        await self.directory.stop()
+        await self.broker.close()
+        await self.runner.cleanup()
+
+
+async def start_server(
+    config: ServerConfig,
+    *,
+    turn: TurnProvider | None = None,
+    sweep: bool = True,
+    clock: Callable[[], float] | None = None,
+) -> RunningServer:
+    """Start broker and HTTP app on the running loop (ports 0 = pick free ones)."""
+    broker = Broker(config, Metrics(), clock=clock)
+    broker_port = await broker.start(config.host, config.resolved_broker_port(), sweep=sweep)
+    directory = BrokerDirectory(config.key, config.brokers, config.health_interval, config.health_timeout)
+    directory.start()
+    app = make_app(config, broker, directory, turn)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError:
+        await broker.close()
+        await runner.cleanup()
+        raise
+    server: Any = site._server
+    http_port = int(server.sockets[0].getsockname()[1])
+    return RunningServer(config, broker, directory, runner, http_port, broker_port)
+
+
+async def _serve(config: ServerConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        running = await start_server(config)
+    except OSError as exc:
+        print(f"kibitz serve: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    print(f"KIBITZ_READY {running.http_url} broker={running.broker_url}", flush=True)
+    demo = "" if config.dist_dir.is_dir() else "  (dist/ not built yet: a placeholder page)"
+    print(f"Kibitz demo: {running.http_url}/{demo}", flush=True)
+    print(f"Signaling broker: {running.broker_url}  key={config.key}  (Ctrl-C stops)", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await running.close()
+    print("kibitz serve: stopped", flush=True)
+    return 0
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return make_config(
+        getattr(args, "config", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        key=getattr(args, "key", None),
+        broker_port=getattr(args, "broker_port", None),
+        dist_dir=getattr(args, "dist", None),
+        alive_timeout=getattr(args, "alive_timeout", None),
+        expire_timeout=getattr(args, "expire_timeout", None),
+    )
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Entry point for ``kibitz serve``; returns the process exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as exc:
+        print(f"kibitz serve: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve(config))

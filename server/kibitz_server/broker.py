@@ -1,0 +1,496 @@
+"""The signaling broker: the PeerJS server wire protocol (``peer@1.0.2``), content-blind and lean.
+
+Wire facts are in docs/server.md. Where we differ from the reference, on purpose:
+
+* same id + same token reconnecting takes over at once and gets a fresh OPEN (the old socket is
+  closed), so a reload never sees "ID is taken";
+* when an id goes away, every peer it exchanged signaling with gets ``LEAVE`` from it;
+* malformed, binary, fragmented, oversized or rate-limited frames get ``ERROR`` with a reason, are
+  dropped and counted; the connection and everyone else carry on;
+* queues for offline ids and unsent data per socket are bounded; payloads are never logged.
+
+Hot path (one relayed message): picows parses the frame in C; we ``orjson.loads`` it once to check
+type and dst, then splice ``"src":<id>`` into the original bytes instead of re-serialising
+(when the frame has exactly type/dst/payload, which is what PeerJS clients send). Outgoing frames
+are framed here and written once per destination per loop iteration (``call_soon`` flush), so a
+burst of N messages to one peer costs one ``send()`` syscall rather than N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from .config import ServerConfig
+from .metrics import Metrics
+
+ID_RE = re.compile(r"^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$")
+MAX_ID_LEN = 256
+RELAY_TYPES = frozenset(("OFFER", "ANSWER", "CANDIDATE", "LEAVE", "EXPIRE"))
+_TEXT = WSMsgType.TEXT
+_CLOSE = WSMsgType.CLOSE
+_LOADS = orjson.loads
+_DUMPS = orjson.dumps
+_JSONError = orjson.JSONDecodeError
+_SMALL_HDR = [bytes((0x81, n)) for n in range(126)]
+
+MSG_NO_PARAMS = "No id, token, or key supplied to websocket server"
+MSG_BAD_KEY = "Invalid key provided"
+MSG_LIMIT = "Server has reached its concurrent user limit"
+MSG_BAD_ID = "Invalid id"
+MSG_TAKEN = "ID is taken"
+
+OPEN_FRAME = b'{"type":"OPEN"}'
+INFO_BODY = orjson.dumps(
+    {
+        "name": "PeerJS Server",
+        "description": "A server side element to broker connections between PeerJS clients.",
+        "website": "https://peerjs.com/",
+    }
+)
+
+
+def text_header(n: int) -> bytes:
+    """Header of an unmasked, final server->client text frame with an n-byte payload."""
+    if n < 126:
+        return _SMALL_HDR[n]
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
+
+
+def valid_id(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_ID_LEN and ID_RE.match(value) is not None
+
+
+def error_frame(msg: str) -> bytes:
+    return _DUMPS({"type": "ERROR", "payload": {"msg": msg}})
+
+
+class Conn(WSListener):
+    """One broker socket. All state the hot path touches lives in slots here."""
+
+    __slots__ = (
+        "broker",
+        "contacts",
+        "count",
+        "id",
+        "key",
+        "last_dst",
+        "last_seen",
+        "out",
+        "raw",
+        "registered",
+        "src_prefix",
+        "token",
+        "transport",
+        "warned",
+    )
+
+    def __init__(self, broker: Broker, id_: str | None, token: str | None, key: str | None) -> None:
+        super().__init__()
+        self.broker = broker
+        self.id = id_ or ""
+        self.token = token
+        self.key = key
+        self.src_prefix = b""
+        self.transport: WSTransport | None = None
+        self.raw: Any = None
+        self.out: list[bytes] = []
+        self.contacts: set[str] = set()
+        self.last_dst: Conn | None = None
+        self.last_seen = 0.0
+        self.count = 0
+        self.warned = False
+        self.registered = False
+
+    # picows callbacks -------------------------------------------------------------------------
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.raw = transport.underlying_transport
+        self.broker.register(self)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.broker.unregister(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        b = self.broker
+        if frame.msg_type is not _TEXT or not frame.fin or not self.registered:
+            b.odd_frame(self, frame)
+            return
+        self.last_seen = b.coarse_now
+        self.count += 1
+        if self.count > b.rate_limit:
+            b.reject_frame(self, "rate_limited", "Rate limit exceeded")
+            return
+        if frame.payload_size > b.max_message:
+            b.reject_frame(self, "too_large", "Message too large")
+            return
+        raw = frame.get_payload_as_bytes()  # one copy; orjson parses bytes faster than a memoryview
+        try:
+            msg = _LOADS(raw)
+        except _JSONError:
+            b.reject_frame(self, "invalid_json", "Invalid JSON")
+            return
+        if type(msg) is not dict:
+            b.reject_frame(self, "not_object", "Message must be a JSON object")
+            return
+        t = msg.get("type")
+        if t in RELAY_TYPES:
+            dst = msg.get("dst")
+            target = b.clients.get(dst) if type(dst) is str else None
+            if target is not None:
+                # Fast path: splice src into the original bytes when nothing else must be stripped.
+                if len(msg) == 3 and "payload" in msg and raw[0] == 0x7B:
+                    body = self.src_prefix + raw[1:]
+                else:
+                    body = b.build(t, self.id, dst, msg)  # type: ignore[arg-type]
+                out = target.out
+                if not out:
+                    b.mark_dirty(target)
+                n = len(body)
+                out.append(_SMALL_HDR[n] if n < 126 else text_header(n))
+                out.append(body)
+                b.metrics.relayed += 1
+                if self.last_dst is not target:
+                    self.last_dst = target
+                    self.contacts.add(dst)  # type: ignore[arg-type]
+                    target.contacts.add(self.id)
+            else:
+                b.relay_offline(self, t, dst, msg)
+        elif t == "HEARTBEAT":
+            return
+        elif type(t) is str:
+            b.metrics.drop("unknown_type")  # the reference ignores these silently; so do we
+        else:
+            b.reject_frame(self, "no_type", "Message has no type")
+
+
+class Broker:
+    """Registry of connected ids, offline queues, and the periodic sweep (timeouts, expiry)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.key = config.key
+        self.rate_limit = config.rate_limit_per_sec
+        self.max_message = config.max_message_bytes
+        self.max_write_buffer = config.max_write_buffer
+        self.clients: dict[str, Conn] = {}
+        self.queues: dict[str, list[tuple[float, str, bytes]]] = {}
+        self.queued_total = 0
+        self._dirty: list[Conn] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock = clock
+        self.coarse_now = self.now()
+        self._window_start = self.coarse_now
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.port = 0
+
+    def now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return (self._loop or asyncio.get_event_loop()).time()
+
+    # lifecycle ----------------------------------------------------------------------------
+    async def start(self, host: str, port: int, *, sweep: bool = True) -> int:
+        """Listen on host:port (0 = any free port); returns the bound port."""
+        self._loop = asyncio.get_running_loop()
+        self.coarse_now = self._window_start = self.now()
+        self._server = await ws_create_server(
+            self._route,
+            host,
+            port,
+            max_frame_size=self.config.hard_frame_bytes,
+            # Signaling frames are small; start each socket's read buffer small (it grows on demand)
+            # so 2000 idle peers do not pin 2000 x 16 KiB.
+            read_buffer_init_size=4096,
+            websocket_handshake_timeout=5,
+            logger_name="kibitz.broker",
+            use_aiofastnet=False,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        if sweep:
+            self._schedule_sweep()
+        return int(self.port)
+
+    def _schedule_sweep(self) -> None:
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(self.config.sweep_interval, self._sweep_tick)
+
+    def _sweep_tick(self) -> None:
+        try:
+            self.sweep()
+        finally:
+            self._schedule_sweep()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.clients.values()):
+            self._close(conn, WSCloseCode.GOING_AWAY)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # handshake / plain HTTP on the broker port -----------------------------------------------
+    def _route(self, request: WSUpgradeRequest) -> Any:
+        try:
+            target = request.path.decode("latin-1")
+        except Exception:  # pragma: no cover - picows gives bytes
+            target = "/"
+        path, _, query = target.partition("?")
+        base = self.config.path
+        if path == base + "peerjs":
+            q = parse_qs(query)
+            return Conn(self, _first(q, "id"), _first(q, "token"), _first(q, "key"))
+        cors = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
+        json_h = {**cors, "Content-Type": "application/json"}
+        if path in (base, base.rstrip("/")):
+            return _http(200, INFO_BODY, json_h)
+        if path == f"{base}{self.key}/id":
+            return _http(200, str(uuid.uuid4()).encode(), {**cors, "Content-Type": "text/html"})
+        if path == f"{base}{self.key}/peers":
+            if not self.config.allow_discovery:
+                return _http(401, b"", cors)
+            return _http(200, _DUMPS(list(self.clients)), json_h)
+        if path.startswith(base) and path.endswith(("/id", "/peers")):
+            return _http(401, b"", cors)
+        return _http(404, b"", cors)
+
+    # registration ------------------------------------------------------------------------
+    def register(self, conn: Conn) -> None:
+        m = self.metrics
+        if not conn.id or not conn.token or not conn.key:
+            return self._refuse(conn, "no_params", "ERROR", MSG_NO_PARAMS)
+        if conn.key != self.key:
+            return self._refuse(conn, "bad_key", "ERROR", MSG_BAD_KEY)
+        if not valid_id(conn.id):
+            return self._refuse(conn, "bad_id", "ERROR", MSG_BAD_ID)
+        old = self.clients.get(conn.id)
+        if old is not None:
+            if old.token != conn.token:
+                return self._refuse(conn, "id_taken", "ID-TAKEN", MSG_TAKEN)
+            # Same id, same token: a reload or a blip. The new socket takes over right now.
+            m.takeovers += 1
+            conn.contacts = old.contacts
+            old.contacts = set()
+            old.registered = False
+            self._close(old, WSCloseCode.GOING_AWAY)
+        elif len(self.clients) >= self.config.concurrent_limit:
+            return self._refuse(conn, "limit", "ERROR", MSG_LIMIT)
+        else:
+            m.connected += 1
+        conn.registered = True
+        conn.src_prefix = b'{"src":"' + conn.id.encode() + b'",'
+        conn.last_seen = self.coarse_now
+        self.clients[conn.id] = conn
+        m.connections_total += 1
+        self.send(conn, OPEN_FRAME)
+        queued = self.queues.pop(conn.id, None)
+        if queued:
+            self.queued_total -= len(queued)
+            for _, src, body in queued:
+                self.send(conn, body)
+                m.relayed += 1
+                conn.contacts.add(src)
+                sender = self.clients.get(src)
+                if sender is not None:
+                    sender.contacts.add(conn.id)
+        return None
+
+    def _refuse(self, conn: Conn, reason: str, type_: str, msg: str) -> None:
+        self.metrics.rejected[reason] += 1
+        self.send(conn, _DUMPS({"type": type_, "payload": {"msg": msg}}))
+        self._close(conn, WSCloseCode.POLICY_VIOLATION)
+
+    def unregister(self, conn: Conn) -> None:
+        conn.out = []
+        conn.last_dst = None
+        if not conn.registered:
+            return
+        conn.registered = False
+        gone = conn.id
+        if self.clients.get(gone) is not conn:
+            return
+        del self.clients[gone]
+        self.metrics.connected -= 1
+        for peer in conn.contacts:
+            pc = self.clients.get(peer)
+            if pc is not None and pc is not conn:
+                pc.contacts.discard(gone)
+                self.send(pc, _DUMPS({"type": "LEAVE", "src": gone, "dst": peer}))
+                self.metrics.leaves_sent += 1
+        conn.contacts = set()
+
+    def _close(self, conn: Conn, code: WSCloseCode) -> None:
+        self._flush_one(conn)
+        tr = conn.transport
+        if tr is not None and not tr.is_disconnected:
+            tr.send_close(code)
+            tr.disconnect()
+
+    # relay ---------------------------------------------------------------------------------
+    def build(self, t: str, src: str, dst: str, msg: dict[str, Any]) -> bytes:
+        """Re-serialise with only the four forwarded fields (slow path: extra keys, odd spacing)."""
+        if "payload" in msg:
+            return _DUMPS({"type": t, "src": src, "dst": dst, "payload": msg["payload"]})
+        return _DUMPS({"type": t, "src": src, "dst": dst})
+
+    def relay_offline(self, conn: Conn, t: str, dst: Any, msg: dict[str, Any]) -> None:
+        if t == "LEAVE" and dst is None:
+            # PeerJS semantics: a LEAVE without dst means "I am leaving".
+            self.unregister(conn)
+            self._close(conn, WSCloseCode.OK)
+            return
+        if not valid_id(dst):
+            self.reject_frame(conn, "invalid_dst", "Invalid dst")
+            return
+        if t == "LEAVE" or t == "EXPIRE":
+            self.metrics.drop("dst_offline")  # the reference ignores these too
+            return
+        q = self.queues.get(dst)
+        if q is None:
+            if len(self.queues) >= self.config.queue_total:
+                return self._queue_full(conn, dst)
+            q = self.queues[dst] = []
+        if len(q) >= self.config.queue_per_id or self.queued_total >= self.config.queue_total:
+            return self._queue_full(conn, dst)
+        q.append((self.coarse_now, conn.id, self.build(t, conn.id, dst, msg)))
+        self.queued_total += 1
+        self.metrics.queued += 1
+
+    def _queue_full(self, conn: Conn, dst: str) -> None:
+        self.metrics.drop("queue_full")
+        self.send(conn, _DUMPS({"type": "EXPIRE", "src": dst, "dst": conn.id}))
+
+    def reject_frame(self, conn: Conn, reason: str, msg: str) -> None:
+        self.metrics.drop(reason)
+        if reason == "rate_limited":
+            if conn.warned:
+                return
+            conn.warned = True
+        self.send(conn, error_frame(msg))
+
+    def odd_frame(self, conn: Conn, frame: WSFrame) -> None:
+        mt = frame.msg_type
+        if mt is _CLOSE:
+            tr = conn.transport
+            if tr is not None:
+                if not tr.is_close_frame_sent:
+                    tr.send_close(WSCloseCode.OK)
+                tr.disconnect()
+            return
+        if not conn.registered or mt in (WSMsgType.PING, WSMsgType.PONG):
+            return
+        if mt is WSMsgType.BINARY:
+            self.reject_frame(conn, "binary", "Binary frames are not supported")
+        elif mt is WSMsgType.CONTINUATION:
+            self.metrics.drop("fragmented")
+        else:
+            self.reject_frame(conn, "fragmented", "Fragmented frames are not supported")
+
+    # output batching ----------------------------------------------------------------------
+    def send(self, conn: Conn, body: bytes) -> None:
+        out = conn.out
+        if not out:
+            self.mark_dirty(conn)
+        out.append(text_header(len(body)))
+        out.append(body)
+
+    def mark_dirty(self, conn: Conn) -> None:
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = self._loop or asyncio.get_event_loop()
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            self._flush_one(conn)
+
+    def _flush_one(self, conn: Conn) -> None:
+        out = conn.out
+        if not out:
+            return
+        conn.out = []
+        raw = conn.raw
+        tr = conn.transport
+        if raw is None or tr is None or tr.is_disconnected or tr.is_close_frame_sent:
+            return
+        if raw.get_write_buffer_size() > self.max_write_buffer:
+            self.metrics.drop("backpressure", len(out) // 2)
+            return
+        raw.write(b"".join(out))
+
+    # periodic work -------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Refresh the coarse clock, reset rate windows, close silent sockets, expire queues."""
+        now = self.coarse_now = self.now()
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            for c in self.clients.values():
+                c.count = 0
+                c.warned = False
+        alive = self.config.alive_timeout
+        dead = [c for c in self.clients.values() if now - c.last_seen > alive]
+        for c in dead:
+            self.metrics.drop("alive_timeout")
+            self._close(c, WSCloseCode.GOING_AWAY)
+            self.unregister(c)
+        expire = self.config.expire_timeout
+        for dst in [d for d, q in self.queues.items() if now - q[0][0] >= expire]:
+            q = self.queues[dst]
+            keep = [item for item in q if now - item[0] < expire]
+            told: set[str] = set()
+            for _, src, _ in q[: len(q) - len(keep)]:
+                self.metrics.expired += 1
+                sender = self.clients.get(src)
+                if sender is not None and src not in told:  # one EXPIRE per sender, like peer
+                    told.add(src)
+                    self.send(sender, _DUMPS({"type": "EXPIRE", "src": dst, "dst": src}))
+            self.queued_total -= len(q) - len(keep)
+            if keep:
+                self.queues[dst] = keep
+            else:
+                del self.queues[dst]
+
+
+def _first(q: dict[str, list[str]], name: str) -> str | None:
+    v = q.get(name)
+    return v[0] if v else None
+
+
+def _http(status: int, body: bytes, headers: dict[str, str]) -> WSUpgradeResponseWithListener:
+    if status == 200:
+        resp = WSUpgradeResponse.create_ok_response(body, headers)
+    else:
+        resp = WSUpgradeResponse.create_error_response(status, body or None, headers)
+    return WSUpgradeResponseWithListener(resp, None)

@@ -1,0 +1,105 @@
+"""OpenAPI 3.0 description of the HTTP endpoints (served at /openapi.json, fuzzed by schemathesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_JSON_HEADERS = {"Access-Control-Allow-Origin": {"schema": {"type": "string"}}}
+
+SIGNAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["host"],
+    "properties": {
+        "host": {"type": "string", "nullable": True},
+        "port": {"type": "integer"},
+        "path": {"type": "string"},
+        "secure": {"type": "boolean"},
+        "key": {"type": "string"},
+        "url": {"type": "string"},
+    },
+}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+
+TURN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["iceServers", "configured"],
+    "properties": {
+        "iceServers": {"type": "array", "nullable": True, "items": {"type": "object"}},
+        "configured": {"type": "boolean"},
+    },
+}
+
+
+def openapi_spec() -> dict[str, Any]:
+    def json_ok(schema: dict[str, Any], desc: str) -> dict[str, Any]:
+        return {
+            "200": {
+                "description": desc,
+                "headers": _JSON_HEADERS,
+                "content": {"application/json": {"schema": schema}},
+            }
+        }
+
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Kibitz server", "version": "1"},
+        "paths": {
+            "/api/signal": {
+                "get": {
+                    "summary": "The signaling broker to use (consistent per room across peers).",
+                    "parameters": [
+                        {"name": "room", "in": "query", "required": False,
+                         "schema": {"type": "string", "maxLength": 512}}
+                    ],
+                    "responses": {
+                        **json_ok(SIGNAL_SCHEMA, "broker coordinates, or host null"),
+                        "400": {
+                            "description": "bad room",
+                            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                        },
+                    },
+                }
+            },
+            "/api/turn": {
+                "get": {
+                    "summary": "ICE servers for this client (null until TURN is configured).",
+                    "responses": json_ok(TURN_SCHEMA, "ICE servers"),
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness.",
+                    "responses": json_ok(
+                        {
+                            "type": "object",
+                            "required": ["ok"],
+                            "properties": {"ok": {"type": "boolean"}, "peers": {"type": "integer"}},
+                        },
+                        "alive",
+                    ),
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus text exposition.",
+                    "responses": {
+                        "200": {
+                            "description": "metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document.",
+                    "responses": json_ok({"type": "object"}, "OpenAPI document"),
+                }
+            },
+        },
+    }

@@ -1,0 +1,117 @@
+"""The HTTP side (aiohttp): /api/signal, /api/turn, /healthz, /metrics, /openapi.json, dist/ files.
+
+GET /api/* is CORS-open (``*``) because the widget is embedded on other origins; the preflight
+for ``Authorization``/``X-Kibitz-Grant`` (sent to /api/turn by licensed embedders) is answered too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from .broker import Broker
+from .config import ServerConfig
+from .openapi import openapi_spec
+from .signal import BrokerDirectory
+from .static import StaticFiles
+from .turn import NoTurn, TurnProvider
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+CORS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, X-Kibitz-Grant, Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+BROKER_KEY = web.AppKey("broker", Broker)
+DIRECTORY_KEY = web.AppKey("directory", BrokerDirectory)
+
+
+def _json(data: object, *, cache: str = "no-store") -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        headers={**CORS, "Content-Type": "application/json", "Cache-Control": cache},
+    )
+
+
+def local_broker_url(config: ServerConfig, broker_port: int, request_host: str | None) -> str:
+    """How a client that reached us as ``request_host`` reaches our broker."""
+    if config.public_broker_url:
+        return config.public_broker_url
+    host = config.host
+    if host in WILDCARD_HOSTS:
+        host = request_host or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"ws://{host}:{broker_port}{config.path}"
+
+
+def make_app(
+    config: ServerConfig,
+    broker: Broker,
+    directory: BrokerDirectory,
+    turn: TurnProvider | None = None,
+) -> web.Application:
+    turn_provider: TurnProvider = turn or NoTurn()
+    static = StaticFiles(config.dist_dir, config.compress_cache_bytes)
+    spec = orjson.dumps(openapi_spec())
+
+    @web.middleware
+    async def errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Every error answer is CORS-readable, so embedders see the reason."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.setdefault("Access-Control-Allow-Origin", "*")
+            raise
+
+    async def signal(request: web.Request) -> web.Response:
+        room = request.query.get("room", "")
+        if len(room) > 512:
+            return web.Response(
+                status=400,
+                body=orjson.dumps({"error": "room is longer than 512 characters"}),
+                headers={**CORS, "Content-Type": "application/json"},
+            )
+        local = None
+        if config.local_broker_in_signal:
+            local = local_broker_url(config, broker.port, request.url.host)
+        return _json(directory.choose(room, local))
+
+    async def turn_route(request: web.Request) -> web.Response:
+        return _json(await turn_provider.ice_servers(request.headers))
+
+    async def preflight(request: web.Request) -> web.Response:
+        return web.Response(status=204, headers=PREFLIGHT)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json({"ok": True, "peers": broker.metrics.connected})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            text=broker.metrics.render(),
+            headers={"Cache-Control": "no-store"},
+            content_type="text/plain",
+            charset="utf-8",
+        )
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=spec, headers={**CORS, "Content-Type": "application/json"})
+
+    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    app[BROKER_KEY] = broker
+    app[DIRECTORY_KEY] = directory
+    app.router.add_get("/api/signal", signal)
+    app.router.add_get("/api/turn", turn_route)
+    app.router.add_route("OPTIONS", "/api/{tail:.*}", preflight)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/{tail:.*}", static.handle)
+    return app
