@@ -8,13 +8,18 @@ JS shim) and in agents (aiortc); on the in-memory bus it is a pair of queues.
 Transports report everything as :data:`TransportEvent` values to one sink, in order. The engine
 never awaits the network, so the same code runs on asyncio, on Pyodide's WebLoop and on a fake
 clock.
+
+Media is an optional second protocol, :class:`MediaTransport`: lanes on the same links, swapped
+with :meth:`MediaTransport.set_lane`, remote tracks reported as :class:`TrackArrived` (sinks that
+do not do media ignore that event).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 LinkId = str
 """Opaque, unique per transport; never reused."""
@@ -77,7 +82,46 @@ class IdentityLost:
     reason: str
 
 
-TransportEvent = ClaimResult | IncomingLink | LinkOpened | LinkMessage | LinkClosed | PeerLeft | IdentityLost
+Lane = Literal["audio", "video"]
+"""A media lane of a link: one sendrecv m-section negotiated when the link is dialled."""
+
+LANES: Final[tuple[Lane, ...]] = ("audio", "video")
+
+
+class LaneDefault(enum.Enum):
+    """Marker for :meth:`MediaTransport.set_lane`: send the backend's own flowing placeholder."""
+
+    PLACEHOLDER = "placeholder"
+
+
+PLACEHOLDER: Final = LaneDefault.PLACEHOLDER
+
+
+@dataclass(frozen=True, slots=True)
+class TrackArrived:
+    """A remote media track for ``lane`` of an open media link (reported after its LinkOpened).
+
+    ``track`` is a backend object: an aiortc ``MediaStreamTrack`` (also satisfying
+    :class:`kibitz.backends.rtc_api.MediaTrack`) in CPython, a JS ``MediaStreamTrack`` proxy in the
+    page. It lives as long as the link; the lane's content changes (placeholder, camera, screen)
+    without a new TrackArrived, because swaps never renegotiate.
+    """
+
+    link: LinkId
+    lane: Lane
+    track: object
+
+
+TransportEvent = (
+    ClaimResult
+    | IncomingLink
+    | LinkOpened
+    | LinkMessage
+    | LinkClosed
+    | PeerLeft
+    | IdentityLost
+    | TrackArrived
+)
 EventSink = Callable[[TransportEvent], None]
 
 
@@ -104,3 +148,33 @@ class Transport(Protocol):
 
     def close(self, link: LinkId) -> None:
         """Close a link; the local side reports no LinkClosed for a link it closed itself."""
+
+
+@runtime_checkable
+class MediaTransport(Protocol):
+    """Optional media side of a :class:`Transport` whose media links (e.g. label ``kbz-data``) carry
+    one audio and one video lane, negotiated once when the link is dialled.
+
+    Every change after that (mic, camera, screen share, withholding a lane from a peer) is a
+    sender track swap on the live link, never a new offer/answer: renegotiation churn is what
+    crashes mobile WebKit. Links with other labels (``kbz-presence``) have no lanes.
+    """
+
+    def set_lane(self, link: LinkId, lane: Lane, track: object | LaneDefault | None) -> None:
+        """Send ``track`` (a backend track object, see :class:`TrackArrived`) on ``lane`` of ``link``.
+
+        :data:`PLACEHOLDER` (every lane's initial state) sends the backend's flowing placeholder
+        (2x2 black video at a low frame rate, silent audio): the way to withhold a lane, since a
+        lane without samples is treated as dead by some browsers. ``None`` sends no packets at
+        all; use it only where the receiver must get nothing (an agent without a media grant).
+
+        Never blocks and never raises for an unknown, closed or non-media link (ignored); raises
+        ``ValueError`` for a lane other than ``"audio"``/``"video"``. A track the backend cannot
+        send is logged and counted, and the link stays up. The swap runs
+        asynchronously; the last call wins; a call made before the link's lanes exist (even before
+        it opens) is applied as soon as they do. The caller keeps ownership of ``track``: the
+        transport never stops it, and one track may feed many links.
+        """
+
+    def link_stats(self, link: LinkId) -> Awaitable[list[dict[str, Any]]]:
+        """W3C ``getStats()`` entries of the link's peer connection as dicts; ``[]`` if unknown."""

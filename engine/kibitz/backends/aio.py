@@ -7,7 +7,12 @@ aiortc differs from the browser in two ways the adapters hide:
   (then ``None``), so the shared code sees a browser-like peer and PeerJS peers get CANDIDATE
   frames exactly as from a browser;
 * its events carry no arguments (``connectionstatechange``) or aiortc objects (``datachannel``);
-  the wrappers pass the W3C-shaped values listed in :mod:`kibitz.backends.rtc_api`.
+  the wrappers pass the W3C-shaped values listed in :mod:`kibitz.backends.rtc_api`;
+* media: its tracks are pulled by their consumer and carry their own timestamps, so each sender
+  holds a :class:`~kibitz.backends.aio_media.SenderLane` for life and ``replace_track`` only
+  changes what that lane forwards; received tracks arrive as
+  :class:`~kibitz.backends.aio_media.RemoteLane` (drained, bounded). See
+  :mod:`kibitz.backends.aio_media`.
 
 Loopback-only ICE: aioice's ``get_host_addresses`` deliberately skips 127.0.0.1, so on a host
 whose only usable interface is ``lo`` (CI sandboxes, this project's tests) aiortc gathers nothing
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -33,21 +39,27 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from kibitz.backends.aio_media import FanoutRegistry, RemoteLane, SenderLane, placeholder_tracks
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
     EventCallback,
     IceCandidateInit,
     IceServer,
+    MediaKind,
     OnSignalingClose,
     OnSignalingMessage,
     RtcConfig,
     SessionDescription,
+    TrackEvent,
+    TransceiverDirection,
 )
 from kibitz.clock import AsyncioScheduler
 
@@ -188,13 +200,85 @@ def local_candidates(sdp: str) -> list[IceCandidateInit]:
     return found
 
 
-class AioPeerConnection(_Emitter):
-    """:class:`~kibitz.backends.rtc_api.PeerConnection` over ``aiortc.RTCPeerConnection``."""
+class AioRtpSender:
+    """:class:`~kibitz.backends.rtc_api.RtpSender`: the native sender always holds our lane."""
 
-    def __init__(self, pc: RTCPeerConnection, *, loopback_only: bool = False) -> None:
+    def __init__(self, native: Any, lane: SenderLane) -> None:
+        self._native = native
+        self.lane = lane
+        native.replaceTrack(lane)
+
+    @property
+    def track(self) -> MediaStreamTrack | None:
+        return self.lane.source
+
+    async def replace_track(self, track: object | None) -> None:
+        if track is not None and not isinstance(track, MediaStreamTrack):
+            raise TypeError(f"expected an aiortc MediaStreamTrack or None, got {type(track).__name__}")
+        self.lane.set_source(track)
+
+    async def get_stats(self) -> Any:
+        return await self._native.getStats()
+
+
+class AioRtpReceiver:
+    """:class:`~kibitz.backends.rtc_api.RtpReceiver`; ``track`` is set when the remote track arrives."""
+
+    def __init__(self, native: Any) -> None:
+        self.native = native
+        self.track: RemoteLane | None = None
+
+
+class AioTransceiver:
+    """:class:`~kibitz.backends.rtc_api.Transceiver` over ``aiortc.RTCRtpTransceiver``."""
+
+    def __init__(self, native: RTCRtpTransceiver, registry: FanoutRegistry) -> None:
+        self.native = native
+        self.sender = AioRtpSender(native.sender, SenderLane(native.kind, registry))
+        self.receiver = AioRtpReceiver(native.receiver)
+
+    @property
+    def mid(self) -> str | None:
+        return self.native.mid
+
+    @property
+    def kind(self) -> str:
+        return str(self.native.kind)
+
+    @property
+    def direction(self) -> str:
+        return str(self.native.direction)
+
+    @direction.setter
+    def direction(self, value: str) -> None:
+        self.native.direction = value
+
+    @property
+    def current_direction(self) -> str | None:
+        return self.native.currentDirection
+
+
+def _stat_dict(stat: Any) -> dict[str, Any]:
+    is_instance = dataclasses.is_dataclass(stat) and not isinstance(stat, type)
+    out = dataclasses.asdict(stat) if is_instance else dict(vars(stat))
+    ts = out.get("timestamp")
+    if ts is not None and hasattr(ts, "timestamp"):
+        out["timestamp"] = ts.timestamp() * 1000.0  # W3C: DOMHighResTimeStamp, ms
+    return out
+
+
+class AioPeerConnection(_Emitter):
+    """:class:`~kibitz.backends.rtc_api.MediaPeerConnection` over ``aiortc.RTCPeerConnection``."""
+
+    def __init__(
+        self, pc: RTCPeerConnection, *, loopback_only: bool = False, registry: FanoutRegistry | None = None
+    ) -> None:
         super().__init__()
         self._pc = pc
         self._loopback_only = loopback_only
+        self._registry = registry if registry is not None else FanoutRegistry()
+        self._transceivers: dict[RTCRtpTransceiver, AioTransceiver] = {}
+        pc.on("track", self._on_native_track)
         pc.on("connectionstatechange", lambda: self._fire("connectionstatechange", self.connection_state))
         pc.on(
             "iceconnectionstatechange",
@@ -204,7 +288,7 @@ class AioPeerConnection(_Emitter):
 
     @property
     def native(self) -> RTCPeerConnection:
-        """The aiortc object, for media work the protocol does not cover yet."""
+        """The aiortc object (tests and diagnostics)."""
         return self._pc
 
     @property
@@ -257,6 +341,61 @@ class AioPeerConnection(_Emitter):
     def restart_ice(self) -> None:
         log.info("aiortc does not support ICE restart; ignoring restart_ice()")
 
+    # ---------------------------------------------------------------------------------- media
+
+    def _wrap(self, native: RTCRtpTransceiver) -> AioTransceiver:
+        wrapped = self._transceivers.get(native)
+        if wrapped is None:
+            wrapped = self._transceivers[native] = AioTransceiver(native, self._registry)
+        return wrapped
+
+    def add_transceiver(
+        self, kind: MediaKind, *, direction: TransceiverDirection = "sendrecv"
+    ) -> AioTransceiver:
+        if kind not in ("audio", "video"):
+            raise ValueError(f"kind must be 'audio' or 'video', got {kind!r}")
+        return self._wrap(self._pc.addTransceiver(kind, direction=direction))
+
+    def get_transceivers(self) -> list[AioTransceiver]:
+        return [self._wrap(t) for t in self._pc.getTransceivers()]
+
+    def _on_native_track(self, native_track: MediaStreamTrack) -> None:
+        for native in self._pc.getTransceivers():
+            if native.receiver.track is native_track:
+                tr = self._wrap(native)
+                remote = RemoteLane(native_track)
+                tr.receiver.track = remote
+                event = TrackEvent(kind=remote.kind, track=remote, mid=native.mid, transceiver=tr)
+                self._fire("track", event)
+                return
+        log.debug("remote track %s without a transceiver; ignored", native_track.id)
+
+    async def get_stats(self) -> list[dict[str, Any]]:
+        """W3C-shaped stats; inbound/outbound entries gain ``mid`` and, from our own counters,
+        ``framesDecoded`` (video) / ``totalSamplesReceived`` (audio); ``bytesReceived`` is not
+        available from aiortc's inbound stats."""
+        report = await self._pc.getStats()
+        by_id: dict[str, AioTransceiver] = {}
+        for native in self._pc.getTransceivers():
+            tr = self._wrap(native)
+            by_id["inbound-rtp_" + str(id(native.receiver))] = tr
+            by_id["outbound-rtp_" + str(id(native.sender))] = tr
+        out: list[dict[str, Any]] = []
+        for key, stat in report.items():
+            entry = _stat_dict(stat)
+            found = by_id.get(str(key))
+            if found is not None:
+                entry["mid"] = found.mid
+                remote = found.receiver.track
+                if entry.get("type") == "inbound-rtp" and remote is not None:
+                    entry["trackIdentifier"] = remote.id
+                    if remote.kind == "video":
+                        entry["framesDecoded"] = remote.frames_received
+                    else:
+                        entry["totalSamplesReceived"] = remote.samples_received
+            out.append(entry)
+        return out
+
     async def close(self) -> None:
         await self._pc.close()
 
@@ -268,10 +407,17 @@ def _ice_server(server: IceServer) -> RTCIceServer:
 
 
 class AioPeerConnectionFactory:
-    """Makes :class:`AioPeerConnection` objects; ``loopback_only`` gathers 127.0.0.1 only."""
+    """Makes :class:`AioPeerConnection` objects; ``loopback_only`` gathers 127.0.0.1 only.
+
+    Media-capable. Its peer connections share one fan-out registry, so a track set on many links
+    is read once.
+    """
+
+    supports_media = True
 
     def __init__(self, *, loopback_only: bool = False) -> None:
         self.loopback_only = loopback_only
+        self.fanouts = FanoutRegistry()
 
     def create(self, config: RtcConfig) -> AioPeerConnection:
         policy = (
@@ -284,7 +430,7 @@ class AioPeerConnectionFactory:
                 iceServers=[_ice_server(s) for s in config.ice_servers], iceTransportPolicy=policy
             )
         )
-        return AioPeerConnection(native, loopback_only=self.loopback_only)
+        return AioPeerConnection(native, loopback_only=self.loopback_only, registry=self.fanouts)
 
 
 # ---------------------------------------------------------------------------- signaling socket
@@ -377,8 +523,11 @@ def make_aio_transport(
 ) -> RtcTransport:
     """An :class:`RtcTransport` on the running asyncio loop with aiortc peer connections.
 
-    ``options`` go to :class:`RtcTransport` (``heartbeat_s``, ``open_timeout_s``, ``rng``...).
+    ``options`` go to :class:`RtcTransport` (``heartbeat_s``, ``open_timeout_s``, ``rng``,
+    ``media_labels``...). Media links send the placeholders of
+    :func:`~kibitz.backends.aio_media.placeholder_tracks` unless ``placeholder_tracks`` is given.
     """
+    options.setdefault("placeholder_tracks", placeholder_tracks)
     policy: Final = "relay" if ice_transport_policy == "relay" else "all"
     return RtcTransport(
         AioPeerConnectionFactory(loopback_only=loopback_only),

@@ -9,6 +9,10 @@ Shape of the work:
 * every claimed broker id is one WebSocket to the broker (PeerJS protocol, heartbeats);
 * every link is one ``RTCPeerConnection`` with one reliable, ordered data channel, negotiated
   through the broker with PeerJS-shaped OFFER/ANSWER/CANDIDATE frames and trickled candidates;
+* links whose label is in ``media_labels`` (when the factory ``supports_media``) also carry one
+  sendrecv audio and one sendrecv video transceiver, offered by the dialer up-front, so either
+  side can send either kind from the start; :meth:`RtcTransport.set_lane` swaps sender tracks on
+  the live connection and never renegotiates (there is exactly one OFFER and one ANSWER per link);
 * outcomes become :data:`~kibitz.transport.TransportEvent` values, queued and delivered to the
   sink in order from a ``call_soon`` callback, never from inside a Transport call, so the engine
   can call back into the transport from its sink without re-entrancy.
@@ -23,36 +27,44 @@ import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from kibitz.backends import signaling
 from kibitz.backends.rtc_api import (
     ConnectSignaling,
     DataChannel,
     IceCandidateInit,
+    MediaPeerConnection,
     PeerConnection,
     PeerConnectionFactory,
     RtcConfig,
+    RtpSender,
     SessionDescription,
     SignalingSocket,
+    TrackEvent,
 )
 from kibitz.backends.signaling import AnswerPayload, BrokerFrame, CandidatePayload, OfferPayload
 from kibitz.clock import Scheduler, TimerHandle
 from kibitz.protocol.base import DropCounter
 from kibitz.transport import (
+    LANES,
+    PLACEHOLDER,
     ClaimOutcome,
     ClaimResult,
     EventSink,
     IdentityLost,
     IncomingLink,
+    Lane,
+    LaneDefault,
     LinkClosed,
     LinkId,
     LinkMessage,
     LinkOpened,
     Payload,
     PeerLeft,
+    TrackArrived,
     TransportEvent,
 )
 
@@ -60,6 +72,13 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_CANDIDATES = 64
 """Remote candidates kept while the remote description is not set yet; more is abuse."""
+
+PlaceholderTracks = Callable[[], Mapping[Lane, object]]
+"""Makes a fresh set of flowing placeholder tracks (one per lane) for one link; the link owns and
+stops them when it closes."""
+
+LaneWant = object | LaneDefault | None
+_UNSET: Any = object()
 
 
 @dataclass(eq=False)
@@ -90,6 +109,16 @@ class _Link:
     pending_remote: list[IceCandidateInit] = field(default_factory=list)
     pending_local: list[IceCandidateInit] = field(default_factory=list)
     open_timer: TimerHandle | None = None
+    media: bool = False
+    """This link negotiates audio+video lanes (label in ``media_labels`` and a media factory)."""
+    lanes: dict[Lane, LaneWant] = field(default_factory=dict)
+    """What each lane should send (last ``set_lane`` wins); missing = :data:`PLACEHOLDER`."""
+    applied: dict[Lane, object | None] = field(default_factory=dict)
+    senders: dict[Lane, RtpSender] = field(default_factory=dict)
+    placeholders: dict[Lane, object] | None = None
+    applying: bool = False
+    pending_tracks: list[TrackArrived] = field(default_factory=list)
+    lanes_arrived: set[Lane] = field(default_factory=set)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -102,8 +131,12 @@ def _gone(link: _Link) -> bool:
 
 
 class RtcTransport:
-    """:class:`~kibitz.transport.Transport` over a PeerJS broker and WebRTC data channels.
+    """:class:`~kibitz.transport.Transport` (and :class:`~kibitz.transport.MediaTransport`) over a
+    PeerJS broker and WebRTC.
 
+    ``media_labels``: links with these labels carry audio+video lanes (when the factory
+    ``supports_media``). ``placeholder_tracks``: makes the flowing placeholders a media link sends
+    until :meth:`set_lane` says otherwise; without it a lane's default is "send nothing".
     ``drops`` counts malformed or unexpected broker frames (they are never raised).
     """
 
@@ -121,6 +154,8 @@ class RtcTransport:
         claim_timeout_s: float = 10.0,
         rng: random.Random | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        media_labels: frozenset[str] = frozenset({"kbz-data"}),
+        placeholder_tracks: PlaceholderTracks | None = None,
     ) -> None:
         signaling.signaling_url(broker_url, key=key, peer_id="x", token="x")  # fail fast on a bad URL
         self._factory = factory
@@ -134,6 +169,9 @@ class RtcTransport:
         self._claim_timeout_s = claim_timeout_s
         self._rng = rng or random.Random()
         self._loop = loop
+        self._media = bool(getattr(factory, "supports_media", False))
+        self._media_labels = media_labels
+        self._placeholder_tracks = placeholder_tracks
         self._sink: EventSink | None = None
         self._queue: deque[TransportEvent] = deque()
         self._flush_pending = False
@@ -181,6 +219,7 @@ class RtcTransport:
             label=label,
             connection_id=signaling.new_connection_id(self._rng),
             role="dial",
+            media=self._media and label in self._media_labels,
         )
         ident = self._identities.get(local_id)
         if ident is None or ident.state != "open":
@@ -215,6 +254,32 @@ class RtcTransport:
         lk = self._links.get(link)
         if lk is not None:
             self._teardown(lk)
+
+    # ------------------------------------------------------------------- MediaTransport protocol
+
+    def set_lane(self, link: LinkId, lane: Lane, track: object | LaneDefault | None) -> None:
+        if lane not in LANES:
+            raise ValueError(f"unknown media lane {lane!r} (expected one of {LANES})")
+        lk = self._links.get(link)
+        if lk is None or not lk.media:
+            return
+        lk.lanes[lane] = track
+        self._kick_lanes(lk)
+
+    async def link_stats(self, link: LinkId) -> list[dict[str, Any]]:
+        lk = self._links.get(link)
+        if lk is None or lk.pc is None or not self._media:
+            return []
+        try:
+            return list(await cast(MediaPeerConnection, lk.pc).get_stats())
+        except Exception:
+            log.debug("get_stats failed on %s", link, exc_info=True)
+            return []
+
+    def lane_source(self, link: LinkId, lane: Lane) -> object | LaneDefault | None:
+        """What ``set_lane`` last asked ``lane`` of ``link`` to send (:data:`PLACEHOLDER` if never)."""
+        lk = self._links.get(link)
+        return PLACEHOLDER if lk is None else lk.lanes.get(lane, PLACEHOLDER)
 
     # ------------------------------------------------------------------------------- extras
 
@@ -462,6 +527,15 @@ class RtcTransport:
             link.open_timer = None
         link.pending_local.clear()
         link.pending_remote.clear()
+        link.pending_tracks.clear()
+        link.senders.clear()
+        if link.placeholders:
+            for track in link.placeholders.values():
+                try:
+                    cast(Any, track).stop()
+                except Exception:
+                    log.debug("placeholder stop failed on %s", link.link_id, exc_info=True)
+            link.placeholders = None
         if link.channel is not None:
             try:
                 link.channel.close()
@@ -494,7 +568,78 @@ class RtcTransport:
         pc.on("icecandidate", self._guard(lambda cand: self._on_local_candidate(link, cand)))
         pc.on("datachannel", self._guard(lambda ch: self._attach_channel(link, ch)))
         pc.on("connectionstatechange", self._guard(lambda state: self._on_pc_state(link, state)))
+        if self._media:
+            pc.on("track", self._guard(lambda ev: self._on_track(link, ev)))
         return pc
+
+    # ------------------------------------------------------------------------------ media lanes
+
+    def _resolve(self, link: _Link, lane: Lane) -> object | None:
+        want = link.lanes.get(lane, PLACEHOLDER)
+        if want is not PLACEHOLDER:
+            return want
+        if link.placeholders is None:
+            made = self._placeholder_tracks() if self._placeholder_tracks is not None else {}
+            link.placeholders = dict(made)
+        return link.placeholders.get(lane)
+
+    def _kick_lanes(self, link: _Link) -> None:
+        if link.senders and not link.applying and link.state != "closed":
+            self._spawn_for(link, self._apply_lanes(link))
+
+    async def _apply_lanes(self, link: _Link) -> None:
+        """Bring every sender in line with ``link.lanes``; loops until nothing changed meanwhile,
+        so the last ``set_lane`` wins whatever the interleaving. One runner per link at a time."""
+        if link.applying:
+            return
+        link.applying = True
+        try:
+            changed = True
+            while changed and not _gone(link):
+                changed = False
+                for lane, sender in list(link.senders.items()):
+                    if _gone(link):
+                        return
+                    target = self._resolve(link, lane)
+                    if link.applied.get(lane, _UNSET) is target:
+                        continue
+                    link.applied[lane] = target  # even if it fails: no retry loop on a bad track
+                    changed = True
+                    try:
+                        await sender.replace_track(target)
+                    except Exception as exc:  # a bad track must not take the link down
+                        self.drops.drop("media:replace-track-failed")
+                        log.warning("set_lane(%s, %s) failed: %r", link.link_id, lane, exc)
+        finally:
+            link.applying = False
+
+    def _adopt_transceivers(self, link: _Link, pc: PeerConnection) -> None:
+        """Answerer: the offer created the transceivers; use the first of each kind as its lane.
+
+        On a link that carries no media (or for extra m-sections) they are made inactive, so
+        nothing flows either way.
+        """
+        if not self._media:
+            return
+        for tr in cast(MediaPeerConnection, pc).get_transceivers():
+            kind = tr.kind
+            if link.media and kind in LANES and kind not in link.senders:
+                tr.direction = "sendrecv"
+                link.senders[kind] = tr.sender
+            elif tr.sender not in link.senders.values():
+                tr.direction = "inactive"
+
+    def _on_track(self, link: _Link, event: TrackEvent) -> None:
+        if not link.media or event.kind not in LANES or link.state == "closed":
+            return
+        if event.kind in link.lanes_arrived:
+            return  # an extra m-section of that kind (made inactive): the first one is the lane
+        link.lanes_arrived.add(event.kind)
+        arrived = TrackArrived(link.link_id, event.kind, event.track)
+        if link.state == "open":
+            self._emit(arrived)
+        else:
+            link.pending_tracks.append(arrived)
 
     def _attach_channel(self, link: _Link, channel: DataChannel) -> None:
         if link.state == "closed" or (link.channel is not None and link.channel is not channel):
@@ -516,6 +661,9 @@ class RtcTransport:
             link.open_timer.cancel()
             link.open_timer = None
         self._emit(LinkOpened(link.link_id))
+        pending, link.pending_tracks = link.pending_tracks, []
+        for arrived in pending:
+            self._emit(arrived)
 
     def _on_channel_message(self, link: _Link, data: Any) -> None:
         if link.state == "new":
@@ -565,6 +713,13 @@ class RtcTransport:
 
     async def _run_dial(self, link: _Link) -> None:
         pc = self._new_pc(link)
+        if link.media:
+            mpc = cast(MediaPeerConnection, pc)
+            for lane in LANES:  # always both m-sections: an answer can never add one later
+                link.senders[lane] = mpc.add_transceiver(lane, direction="sendrecv").sender
+            await self._apply_lanes(link)
+            if _gone(link):
+                return
         self._attach_channel(link, pc.create_data_channel(link.connection_id, ordered=True))
         offer = await pc.create_offer()
         if _gone(link):
@@ -593,6 +748,7 @@ class RtcTransport:
             label=offer.label,
             connection_id=offer.connection_id,
             role="answer",
+            media=self._media and offer.label in self._media_labels,
         )
         self._register(link)
         self._emit(IncomingLink(link.link_id, link.local_id, link.remote_id, link.label))
@@ -603,6 +759,11 @@ class RtcTransport:
         await self._remote_description(link, pc, offer)
         if _gone(link):
             return
+        self._adopt_transceivers(link, pc)
+        if link.senders:
+            await self._apply_lanes(link)
+            if _gone(link):
+                return
         answer = await pc.create_answer()
         if _gone(link):
             return

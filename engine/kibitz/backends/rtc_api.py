@@ -20,7 +20,7 @@ Rules for adapter authors:
   ``datachannel``             :class:`DataChannel` (a channel the remote side created)
   ``connectionstatechange``   the new ``connection_state`` (str)
   ``iceconnectionstatechange`` the new ``ice_connection_state`` (str)
-  ``track``                   reserved for media (a later step); adapters may ignore it now
+  ``track``                   :class:`TrackEvent` (media adapters only, see below)
   ========================== ===============================================================
 
   ========================== ===============================================================
@@ -33,9 +33,33 @@ Rules for adapter authors:
   ``bufferedamountlow``       none
   ========================== ===============================================================
 
-Media (``add_transceiver`` / ``replace_track`` / ``get_transceivers`` and the ``track`` event)
-is deliberately not part of the protocol yet; it will be added to :class:`PeerConnection` as
-optional members so existing data-only adapters keep working.
+Media is optional. A factory whose ``supports_media`` attribute is true promises that its peer
+connections are :class:`MediaPeerConnection` (the data members plus the media members below); a
+factory without the attribute (or with it false) is data-only and is never asked for media.
+
+Media members (W3C ``RTCPeerConnection`` / ``RTCRtpTransceiver`` / ``RTCRtpSender``, snake_case):
+
+* ``add_transceiver(kind, *, direction="sendrecv") -> Transceiver``: ``kind`` is ``"audio"`` or
+  ``"video"``; called by the dialer before ``create_offer`` so the offer always carries both
+  m-sections. The transceiver's sender starts with no track.
+* ``get_transceivers() -> list[Transceiver]``: in m-line order, the *same wrapper object* for the
+  same underlying transceiver every time (the transport keeps references to senders). After
+  ``set_remote_description(offer)`` it includes the transceivers the offer created.
+* ``Transceiver``: ``mid`` (``None`` until negotiated), ``kind``, ``direction`` (read/write; the
+  answerer sets ``"sendrecv"`` before ``create_answer``, or ``"inactive"`` on links that carry no
+  media), ``current_direction``, ``sender``, ``receiver``.
+* ``RtpSender.replace_track(track | None)`` (async, never renegotiates) and ``RtpSender.track``.
+  ``track`` is the backend's native local track (aiortc ``MediaStreamTrack`` in CPython, a JS
+  ``MediaStreamTrack`` in the page), passed through untouched; ``None`` = send no packets at all.
+  The adapter must allow one track on several senders at once (browsers do; aiortc needs a
+  fan-out, see :mod:`kibitz.backends.aio`) and must never stop a track it was handed.
+* ``RtpReceiver.track``: the remote :class:`MediaTrack` (``None`` before the remote description).
+* ``track`` event: one :class:`TrackEvent` per transceiver whose remote side may send, fired
+  during/after ``set_remote_description``; ``mid`` identifies the m-section.
+* ``get_stats() -> list[dict]`` (async): W3C ``RTCStatsReport`` entries as plain dicts with the W3C
+  camelCase keys (``type``, ``kind``, ``mid``, ``packetsReceived``, ``bytesReceived``,
+  ``framesDecoded``...; whatever the stack provides, at least ``type`` and ``kind`` and, for
+  ``"inbound-rtp"``, ``packetsReceived``). Entries for a stream appear once its first packet does.
 
 This module imports neither ``aiortc`` nor ``websockets`` nor ``js``.
 """
@@ -54,6 +78,8 @@ PeerConnectionState = Literal["new", "connecting", "connected", "disconnected", 
 IceConnectionState = Literal["new", "checking", "connected", "completed", "disconnected", "failed", "closed"]
 IceTransportPolicy = Literal["all", "relay"]
 SdpType = Literal["offer", "answer", "pranswer", "rollback"]
+MediaKind = Literal["audio", "video"]
+TransceiverDirection = Literal["sendrecv", "sendonly", "recvonly", "inactive", "stopped"]
 
 
 class IceServer(TypedDict):
@@ -120,7 +146,7 @@ class DataChannel(Protocol):
 
 
 class PeerConnection(Protocol):
-    """``RTCPeerConnection``, data-channel subset (media is a later, additive step)."""
+    """``RTCPeerConnection``, data-channel subset (media: :class:`MediaPeerConnection`)."""
 
     @property
     def connection_state(self) -> str:
@@ -150,8 +176,102 @@ class PeerConnection(Protocol):
     async def close(self) -> None: ...
 
 
+class MediaTrack(Protocol):
+    """``MediaStreamTrack``, the part the engine may read: what adapters hand out as remote tracks."""
+
+    @property
+    def kind(self) -> str:
+        """``"audio"`` or ``"video"``."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None: ...
+
+    @property
+    def ready_state(self) -> str:
+        """``"live"`` or ``"ended"``."""
+
+    def stop(self) -> None: ...
+
+
+class RtpSender(Protocol):
+    """``RTCRtpSender``: only track swapping; parameters and DTMF are not used."""
+
+    @property
+    def track(self) -> object | None:
+        """The native local track being sent, or ``None``."""
+
+    async def replace_track(self, track: object | None) -> None:
+        """Swap what is sent, without renegotiation; ``None`` = send nothing."""
+
+
+class RtpReceiver(Protocol):
+    """``RTCRtpReceiver``."""
+
+    @property
+    def track(self) -> MediaTrack | None: ...
+
+
+class Transceiver(Protocol):
+    """``RTCRtpTransceiver``."""
+
+    @property
+    def mid(self) -> str | None: ...
+
+    @property
+    def kind(self) -> str:
+        """``"audio"`` or ``"video"`` (W3C reads it from ``receiver.track.kind``)."""
+
+    @property
+    def direction(self) -> str:
+        """One of :data:`TransceiverDirection`."""
+
+    @direction.setter
+    def direction(self, value: str) -> None: ...
+
+    @property
+    def current_direction(self) -> str | None: ...
+
+    @property
+    def sender(self) -> RtpSender: ...
+
+    @property
+    def receiver(self) -> RtpReceiver: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    """``RTCTrackEvent``, reduced: a remote track and the m-section (``mid``) it belongs to."""
+
+    kind: str
+    track: MediaTrack
+    mid: str | None
+    transceiver: Transceiver | None = None
+
+
+class MediaPeerConnection(PeerConnection, Protocol):
+    """A :class:`PeerConnection` from a factory with ``supports_media = True``."""
+
+    def add_transceiver(
+        self, kind: MediaKind, *, direction: TransceiverDirection = "sendrecv"
+    ) -> Transceiver: ...
+
+    def get_transceivers(self) -> list[Transceiver]: ...
+
+    async def get_stats(self) -> list[dict[str, Any]]: ...
+
+
 class PeerConnectionFactory(Protocol):
-    """Makes peer connections; the only place a backend chooses its WebRTC stack."""
+    """Makes peer connections; the only place a backend chooses its WebRTC stack.
+
+    Optional attribute ``supports_media: bool`` (read with ``getattr(..., False)``): true when
+    :meth:`create` returns :class:`MediaPeerConnection` objects.
+    """
 
     def create(self, config: RtcConfig) -> PeerConnection: ...
 
