@@ -38,14 +38,23 @@ from kibitz.room import (
     Roster,
     RosterChanged,
 )
-from kibitz.transport import ClaimResult, IdentityLost, Transport, TransportEvent
+from kibitz.transport import (
+    PLACEHOLDER,
+    ClaimResult,
+    IdentityLost,
+    Lane,
+    LaneDefault,
+    MediaTransport,
+    TrackArrived,
+    Transport,
+    TransportEvent,
+)
 
 log = logging.getLogger(__name__)
 
 EVENTS: frozenset[str] = frozenset(
     {"participants", "join", "leave", "state", "chat", "message", "knocks", "lobby", "caps", "tracks"}
 )
-Lane = Literal["audio", "video"]
 Source = Literal["mic", "cam", "screen"]
 
 MEMBER_CLAIM_RETRY_S = (0.5, 1.0, 2.0, 4.0)
@@ -54,21 +63,13 @@ MEMBER_CLAIM_RETRY_S = (0.5, 1.0, 2.0, 4.0)
 class LocalMedia(Protocol):
     """Local capture, supplied by the backend (the page's getUserMedia, an agent's tone track).
 
-    ``acquire`` may prompt the user and fail (``PermissionError``); ``placeholder`` returns a flowing
-    stand-in (2×2 black video, silence) so a lane never goes sample-less.
+    ``acquire`` may prompt the user and fail (``PermissionError``). Flowing placeholders (2×2 black
+    video, silence) are the transport's business: a lane never goes sample-less unless we say so.
     """
 
     def acquire(self, source: Source) -> Awaitable[object]: ...
 
     def release(self, source: Source) -> None: ...
-
-    def placeholder(self, lane: Lane) -> object | None: ...
-
-
-class LanePlanner(Protocol):
-    """The optional media side of a transport: swap what a link's lane sends (no renegotiation)."""
-
-    def set_lane(self, link: str, lane: Lane, track: object | None) -> None: ...
 
 
 @dataclass
@@ -360,12 +361,11 @@ class Session:
                 return
             if self.mesh.handle(event):
                 return
-            arrived: Any = event
-            if hasattr(arrived, "track") and hasattr(arrived, "lane"):
-                peer = self.mesh.peer_of(arrived.link)
+            if isinstance(event, TrackArrived):
+                peer = self.mesh.peer_of(event.link)
                 if peer is not None:
-                    self._remote_tracks.setdefault(peer, {})[arrived.lane] = arrived.track
-                    self._emit("tracks", peer, arrived.lane, arrived.track)
+                    self._remote_tracks.setdefault(peer, {})[event.lane] = event.track
+                    self._emit("tracks", peer, event.lane, event.track)
         except Exception:
             # The engine must outlive any single bad event.
             log.exception("session failed on %r", event)
@@ -484,7 +484,7 @@ class Session:
                 self._media.release(source)
         self._apply_lanes()
 
-    def lane_track(self, peer: str, lane: Lane) -> object | None:
+    def lane_track(self, peer: str, lane: Lane) -> object | LaneDefault | None:
         """What we send ``peer`` on ``lane`` now: the real track, a flowing placeholder, or nothing.
 
         The decision is the capability book's; an agent that may not perceive a lane gets nothing
@@ -502,11 +502,11 @@ class Session:
         member = self._roster.get(peer)
         if member is not None and member.meta.get("role") == "agent":
             return None
-        return self._media.placeholder(lane) if self._media is not None else None
+        return PLACEHOLDER
 
     def _apply_lanes(self, only: str | None = None) -> None:
         planner = self._transport
-        if not hasattr(planner, "set_lane"):
+        if not isinstance(planner, MediaTransport):
             return
         for peer in [only] if only else self.mesh.members:
             if peer == self.self_id:
@@ -574,4 +574,4 @@ def _member_id(rng: random.Random) -> str:
     return "kbz-m-" + "".join(rng.choice(alphabet) for _ in range(16))
 
 
-__all__ = ["AGENT_DEFAULT", "EVENTS", "LanePlanner", "LocalMedia", "Session"]
+__all__ = ["AGENT_DEFAULT", "EVENTS", "LocalMedia", "Session"]
