@@ -1,7 +1,8 @@
 """Real Chromium for end-to-end tests: Debian's /usr/bin/chromium driven by Playwright.
 
-Every page made through ``new_context`` aborts and records any request that leaves 127.0.0.1;
-the test fails at teardown if there was one. Fake camera and microphone, and loopback ICE, are on.
+Every page made through ``new_context`` aborts and records any request (WebSockets included) that
+leaves 127.0.0.1; the test fails at teardown if there was one. Fake camera and microphone, and
+loopback ICE, are on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Playwright, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Playwright, Route, WebSocketRoute, sync_playwright
 
 CHROMIUM = os.environ.get("KIBITZ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,9 +32,12 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
+    # Run e2e tests last: the session's sync Playwright keeps an event loop running in the main
+    # thread, and pytest-asyncio cannot run async unit tests after it has started.
+    e2e = [item for item in items if "/e2e/" in str(item.fspath)]
+    for item in e2e:
+        item.add_marker(pytest.mark.e2e)
+    items[:] = [item for item in items if "/e2e/" not in str(item.fspath)] + e2e
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +74,18 @@ def new_context(browser: Browser, outside_requests: list[str]) -> Iterator[Calla
             outside_requests.append(route.request.url)
             route.abort()
 
+    # route() does not see WebSockets: they get their own guard (loopback ones are left untouched).
+    def off_loopback(url: str) -> bool:
+        return (urlsplit(url).hostname or "") not in LOCAL_HOSTS
+
+    def ws_guard(ws: WebSocketRoute) -> None:
+        outside_requests.append(ws.url)
+        ws.close(code=1008, reason="off-loopback WebSocket blocked by the test harness")
+
     def make(**kwargs: object) -> BrowserContext:
         ctx = browser.new_context(**kwargs)  # type: ignore[arg-type]
         ctx.route("**/*", guard)
+        ctx.route_web_socket(off_loopback, ws_guard)
         made.append(ctx)
         return ctx
 

@@ -308,13 +308,20 @@ class BrowserPeerConnectionFactory:
 
 
 class BrowserSignalingSocket:
-    """:class:`~kibitz.backends.rtc_api.SignalingSocket` over the browser's ``WebSocket``."""
+    """:class:`~kibitz.backends.rtc_api.SignalingSocket` over the browser's ``WebSocket``.
+
+    The broker speaks first (OPEN right after the handshake), often before the coroutine that
+    awaited the connection has resumed: frames and a close that arrive before :meth:`attach`
+    are kept and delivered, in order, right after it.
+    """
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self._listeners = _Listeners()
         self._on_message: OnSignalingMessage | None = None
         self._on_close: OnSignalingClose | None = None
+        self._backlog: list[str] | None = []
+        self._pending_close: str | None = None
         self._closed_by_us = False
         self._close_reported = False
         self.opened: asyncio.Future[None] = asyncio.get_event_loop().create_future()
@@ -326,6 +333,7 @@ class BrowserSignalingSocket:
     def attach(self, on_message: OnSignalingMessage, on_close: OnSignalingClose) -> None:
         self._on_message = on_message
         self._on_close = on_close
+        asyncio.get_event_loop().call_soon(self._drain)
 
     def send(self, text: str) -> None:
         if self._raw.readyState == _WS_OPEN:
@@ -336,18 +344,33 @@ class BrowserSignalingSocket:
             self._closed_by_us = True
             self._raw.close(1000, "bye")
 
+    def _drain(self) -> None:
+        backlog, self._backlog = self._backlog or [], None
+        for text in backlog:
+            self._deliver(text)
+        if self._pending_close is not None:
+            self._report_close(self._pending_close)
+
+    def _deliver(self, text: str) -> None:
+        if self._on_message is None:
+            return
+        try:
+            self._on_message(text)
+        except Exception:
+            log.exception("broker frame handler raised")
+
     def _handle_open(self, _ev: Any) -> None:
         if not self.opened.done():
             self.opened.set_result(None)
 
     def _handle_message(self, ev: Any) -> None:
         data = ev.data
-        if not isinstance(data, str) or self._on_message is None:
+        if not isinstance(data, str):
             return  # binary frames are not part of the broker protocol
-        try:
-            self._on_message(data)
-        except Exception:
-            log.exception("broker frame handler raised")
+        if self._backlog is not None:
+            self._backlog.append(data)
+        else:
+            self._deliver(data)
 
     def _handle_error(self, _ev: Any) -> None:
         if not self.opened.done():
@@ -358,14 +381,20 @@ class BrowserSignalingSocket:
         if not self.opened.done():
             self.opened.set_exception(ConnectionError(f"WebSocket to the broker closed (code {ev.code})"))
             return
-        if self._close_reported or self._on_close is None:
-            return
-        self._close_reported = True
         if self._closed_by_us:
             reason = "closed"
         else:
             detail = f" {ev.reason}" if _opt_str(ev.reason) else ""
             reason = f"closed by broker (code {ev.code}{detail})"
+        if self._backlog is not None:
+            self._pending_close = reason
+        else:
+            self._report_close(reason)
+
+    def _report_close(self, reason: str) -> None:
+        if self._close_reported or self._on_close is None:
+            return
+        self._close_reported = True
         try:
             self._on_close(reason)
         except Exception:

@@ -1,0 +1,119 @@
+// The thin JS layer under the Python engine. It exists only for what Python cannot do cleanly
+// through Pyodide's FFI: keeping a callback alive exactly as long as its listener, producing
+// placeholder media tracks, and wrapping media prompts. Everything else (RTCPeerConnection,
+// RTCDataChannel, WebSocket) Python drives directly through `js`. Python imports this object as
+// the module `kibitz_shim` (registered by the loader).
+
+const shim = (() => {
+  // A Python callable passed to JS is a *borrowed* proxy, destroyed when the call returns.
+  // listen() copies it, so the copy lives exactly as long as the listener, and off() frees it.
+  let live = 0;
+
+  function own(fn) {
+    if (fn && typeof fn.copy === "function") {
+      live += 1;
+      const copy = fn.copy();
+      return { fn: copy, free() { live -= 1; copy.destroy(); } };
+    }
+    return { fn, free() {} };
+  }
+
+  /** addEventListener with an owned callback; returns off() (idempotent). */
+  function listen(target, type, fn, options) {
+    const held = own(fn);
+    const handler = (ev) => held.fn(ev);
+    target.addEventListener(type, handler, options);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      target.removeEventListener(type, handler, options);
+      held.free();
+    };
+  }
+
+  /** setTimeout / setInterval with an owned callback; returns cancel() (idempotent). */
+  function timer(ms, fn, repeat) {
+    const held = own(fn);
+    let done = false;
+    const cancel = () => {
+      if (done) return;
+      done = true;
+      (repeat ? clearInterval : clearTimeout)(id);
+      held.free();
+    };
+    const id = (repeat ? setInterval : setTimeout)(() => {
+      if (!repeat) { done = true; try { held.fn(); } finally { held.free(); } } else held.fn();
+    }, ms);
+    return cancel;
+  }
+
+  function mediaError(err) {
+    const e = new Error(`${err && err.name || "Error"}: ${err && err.message || err}`);
+    e.name = (err && err.name) || "Error";
+    return e;
+  }
+
+  /** getUserMedia with plain-object constraints; rejects with a named Error (NotAllowedError, …). */
+  async function getUserMedia(constraints) {
+    const md = navigator.mediaDevices;
+    if (!md || !md.getUserMedia) throw mediaError({ name: "NotSupportedError", message: "no mediaDevices (insecure origin?)" });
+    try { return await md.getUserMedia(constraints); } catch (err) { throw mediaError(err); }
+  }
+
+  async function getDisplayMedia(constraints) {
+    const md = navigator.mediaDevices;
+    if (!md || !md.getDisplayMedia) throw mediaError({ name: "NotSupportedError", message: "no getDisplayMedia" });
+    try { return await md.getDisplayMedia(constraints || { video: true, audio: false }); } catch (err) { throw mediaError(err); }
+  }
+
+  /** A flowing 2×2 black video track: sent while the camera is off, so the lane never stalls.
+   * Repainted on a timer (not rAF, which stops in background tabs) so frames keep flowing. */
+  function blackVideoTrack(fps) {
+    const rate = fps || 5;
+    const canvas = document.createElement("canvas");
+    canvas.width = 2; canvas.height = 2;
+    const g = canvas.getContext("2d");
+    const paint = () => { g.fillStyle = "#000"; g.fillRect(0, 0, 2, 2); };
+    paint();
+    const track = canvas.captureStream(rate).getVideoTracks()[0];
+    const id = setInterval(() => { if (track.readyState === "ended") clearInterval(id); else paint(); }, 1000 / rate);
+    track.addEventListener("ended", () => clearInterval(id));
+    const stop = track.stop.bind(track);
+    track.stop = () => { clearInterval(id); stop(); };
+    return track;
+  }
+
+  let audioCtx = null;
+  /** A silent audio track (zero-gain oscillator into a MediaStream destination). */
+  function silentAudioTrack() {
+    audioCtx = audioCtx || new (window.AudioContext || window.webkitAudioContext)();
+    const osc = audioCtx.createOscillator();
+    const gain = audioCtx.createGain();
+    gain.gain.value = 0;
+    const dest = audioCtx.createMediaStreamDestination();
+    osc.connect(gain).connect(dest);
+    osc.start();
+    const track = dest.stream.getAudioTracks()[0];
+    const stop = track.stop.bind(track);
+    track.stop = () => { try { osc.stop(); } catch (_) { /* already stopped */ } osc.disconnect(); stop(); };
+    return track;
+  }
+
+  /** Run fn when the page is going away (tab closed, navigated, bfcache). Returns off(). */
+  function onPageHide(fn) {
+    return listen(window, "pagehide", fn);
+  }
+
+  /** Bytes for RTCDataChannel.send: a fresh ArrayBuffer copy of a Python bytes-like's Uint8Array. */
+  function toArrayBuffer(u8) {
+    return u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength);
+  }
+
+  return {
+    listen, timer, getUserMedia, getDisplayMedia, blackVideoTrack, silentAudioTrack, onPageHide,
+    toArrayBuffer,
+    /** Callback copies still held by listeners/timers (leak checks in tests). */
+    liveProxies: () => live,
+  };
+})();

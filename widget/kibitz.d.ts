@@ -1,0 +1,164 @@
+// Type declarations for widget.js: `window.Kibitz`, MountOptions and MountedWidget.
+// The engine behind them is Python (Pyodide); these are the page-facing types only.
+
+export type JoinGateMode = "open" | "names" | "code" | "email" | "google" | "invite";
+
+export interface JoinGate {
+  mode: JoinGateMode;
+  [key: string]: unknown;
+}
+
+export interface MountOptions {
+  /** The call everyone joins. Same string → same call. Make it unguessable. Required. */
+  room: string;
+  /** Pre-fills the visitor's display name (they can still edit it). Default ''. */
+  name?: string;
+  /** Open the panel immediately instead of the corner launcher. Default false. */
+  startOpen?: boolean;
+  /** Show the panel as a local self-view only; never dials a room. Default false. */
+  preview?: boolean;
+  /** Render no built-in UI; drive everything through the controller. Default false. */
+  headless?: boolean;
+  /** Stable per-user / per-seat id, so a reconnect is recognized as the same participant. */
+  identity?: string;
+  /** Opaque per-participant metadata carried in the roster. Default {}. */
+  meta?: Record<string, unknown>;
+  /** Signaling host or URL; default: the server that served widget.js. */
+  signalHost?: string;
+  /** Host or URL of an independent provider's /api/turn; default: the widget's server. */
+  turnHost?: string;
+  /** Premium bearer token sent to /api/turn. */
+  licenseKey?: string;
+  /** Signed room-grant token sent to /api/turn as X-Kibitz-Grant. */
+  grant?: string;
+  /** Who-can-join gate decoded from the room link. */
+  joinGate?: JoinGate;
+  /** This peer's own signed invite token (invite mode). */
+  joinCredential?: string;
+  /** Base URL of the email-code backend; default: the widget's server. */
+  apiBase?: string;
+}
+
+export type LobbyStatus = "none" | "waiting" | "denied" | "locked" | "admitted" | string;
+
+export interface WidgetState {
+  inCall: boolean;
+  micOn: boolean;
+  camOn: boolean;
+  sharing: boolean;
+  /** Your own participant id once known, else null. */
+  self: string | null;
+  isHost: boolean;
+  lobbyOn: boolean;
+  locked: boolean;
+  lobbyStatus: LobbyStatus;
+  identityEnabled?: boolean;
+  selfEmail?: string | null;
+  rosterActive?: boolean;
+  rosterCanShare?: boolean;
+  rosterCompromised?: boolean;
+}
+
+export interface Participant {
+  id: string;
+  name: string;
+  isSelf: boolean;
+  camOn: boolean;
+  speaking: boolean;
+  stream: MediaStream | null;
+  meta: Record<string, unknown>;
+  role: "host" | "guest";
+}
+
+export interface Knock {
+  id: string;
+  name: string;
+  avatar?: string;
+}
+
+export interface Grant {
+  perceive: string[];
+  act: string[];
+  [key: string]: unknown;
+}
+
+export interface WidgetEvents {
+  participants: (people: Participant[]) => void;
+  join: (participant: Participant) => void;
+  leave: (participant: Participant) => void;
+  speaking: (id: string, speaking: boolean) => void;
+  state: (state: WidgetState) => void;
+  knocks: (knocks: Knock[]) => void;
+  lobby: (status: LobbyStatus) => void;
+  message: (data: unknown, from: string) => void;
+}
+
+export interface Timings {
+  /** performance.now() when widget.js started running. */
+  scriptStart: number;
+  /** performance.now() when the launcher was attached (null while headless / not yet). */
+  launcherShown: number | null;
+  /** performance.now() when the first mount's engine session was ready. */
+  engineReady: number | null;
+  /** Milliseconds spent booting Pyodide and loading the engine's packages. */
+  bootMs: number | null;
+}
+
+export interface MountedWidget {
+  /** Settles once the Python engine has booted for this mount (rejects with a clear Error if it cannot). */
+  readonly ready: Promise<void>;
+  readonly timings: Timings;
+  /** Remove the widget and tear down the call. */
+  unmount(): void;
+  /** Send a structured-clone-able value to everyone else; a no-op until the data link is up. */
+  broadcast(data: unknown): void;
+  /** Send a value to one participant, directly peer-to-peer. */
+  sendTo(id: string, data: unknown): void;
+  /** Additive; returns an unsubscribe function. */
+  onMessage(cb: (data: unknown, from: string) => void): () => void;
+  on<E extends keyof WidgetEvents>(event: E, cb: WidgetEvents[E]): () => void;
+  getState(): WidgetState;
+  getParticipants(): Participant[];
+  getKnocks(): Knock[];
+  join(opts?: { mic?: boolean; cam?: boolean }): Promise<void>;
+  leave(): Promise<void>;
+  toggleMic(): Promise<boolean>;
+  toggleCam(): Promise<boolean>;
+  shareScreen(): Promise<void>;
+  shareTrack(track: MediaStreamTrack): Promise<void>;
+  stopShare(): Promise<void>;
+  setName(name: string): Promise<void>;
+  setAvatar(avatar: string): Promise<void>;
+  setMeta(meta: Record<string, unknown>): Promise<void>;
+  setLobby(on: boolean): Promise<void>;
+  admit(id: string): Promise<void>;
+  deny(id: string): Promise<void>;
+  remove(id: string): Promise<void>;
+  setLocked(on: boolean): Promise<void>;
+  resetRoom(): Promise<void>;
+  knock(name: string, avatar?: string): Promise<void>;
+  getCapabilityGrant(id: string): Promise<Grant | null>;
+  setCapabilityGrant(id: string, grant: Grant | null): Promise<void>;
+  getAgentAudit(id: string): Promise<unknown[]>;
+  signInIdentity(el: HTMLElement, method: "google" | "email"): Promise<void>;
+  identityNonce(): Promise<string>;
+  provideIdentityToken(jwt: string): Promise<void>;
+}
+
+export interface KibitzGlobal {
+  readonly version: string;
+  /** Base URL of the server that served widget.js (assets, broker and /api default to it). */
+  readonly server: string;
+  readonly timings: Timings;
+  /** The widget mounted by a `data-room` script tag, if any. */
+  auto: MountedWidget | null;
+  /** Returns the controller at once; throws if `room` is missing. */
+  mount(options: MountOptions): MountedWidget;
+}
+
+declare global {
+  interface Window {
+    Kibitz: KibitzGlobal;
+  }
+  const Kibitz: KibitzGlobal;
+}
