@@ -1,0 +1,121 @@
+"""``kibitz agent run path/to/agent.py --room R [--server S]``: run an agent file in a room.
+
+The file defines ``async def main(agent)`` (or ``agent_main``). The CLI creates the
+:class:`~kibitz.agent.Agent`, joins, prints ``KIBITZ_AGENT_READY <member-id> room=<room>`` once the
+agent is on the roster, and runs ``main`` until it returns, the agent is removed from the room, or
+the process gets Ctrl-C / SIGTERM; the agent always leaves with a clean goodbye.
+
+Optional module constants describe the agent: ``NAME`` (default: the file's stem), ``BACKEND``
+(default ``"none"``) and ``EGRESS`` (default ``False``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import inspect
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .agent import DEFAULT_SERVER, Agent, AgentJoinError
+
+log = logging.getLogger("kibitz.agent")
+
+AgentMain = Callable[[Agent], Coroutine[Any, Any, Any]]
+
+
+class AgentFileError(Exception):
+    """The agent file cannot be loaded or defines no ``async def main(agent)``."""
+
+
+def load_agent_file(path: str | Path) -> tuple[ModuleType, AgentMain]:
+    """Import ``path`` as a module and return it with its ``main``/``agent_main`` coroutine function."""
+    file = Path(path)
+    if not file.is_file():
+        raise AgentFileError(f"no agent file at {file}")
+    spec = importlib.util.spec_from_file_location(f"kibitz_agent_file_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise AgentFileError(f"cannot import {file} as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise AgentFileError(f"importing {file} failed: {exc!r}") from exc
+    for attr in ("main", "agent_main"):
+        fn = getattr(module, attr, None)
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            return module, fn
+    raise AgentFileError(f"{file} must define `async def main(agent)` (or `async def agent_main(agent)`)")
+
+
+async def run_agent(main: AgentMain, agent: Agent, *, announce: bool = True) -> None:
+    """Join with ``agent``, run ``main(agent)`` until it returns or the agent closes, then leave."""
+    async with agent:
+        if announce:
+            print(f"KIBITZ_AGENT_READY {agent.id} room={agent.room}", flush=True)
+        work = asyncio.ensure_future(main(agent))
+        closed = asyncio.ensure_future(agent.wait_closed())
+        try:
+            await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, closed):
+                task.cancel()
+            for task in (work, closed):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task  # re-raises main's own exception, after the agent has left
+            await agent.drain()
+
+
+def agent_main(args: argparse.Namespace) -> int:
+    """Entry point for ``kibitz agent run``; returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        module, main = load_agent_file(args.path)
+    except AgentFileError as exc:
+        print(f"kibitz agent: {exc}", file=sys.stderr)
+        return 2
+    try:
+        agent = Agent(
+            server=getattr(args, "server", None) or DEFAULT_SERVER,
+            room=args.room,
+            name=str(getattr(module, "NAME", None) or Path(args.path).stem),
+            backend=str(getattr(module, "BACKEND", "none")),
+            egress=bool(getattr(module, "EGRESS", False)),
+        )
+    except ValueError as exc:
+        print(f"kibitz agent: {exc}", file=sys.stderr)
+        return 2
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        await run_agent(main, agent)
+
+    try:
+        asyncio.run(runner())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0
+    except AgentJoinError as exc:
+        print(f"kibitz agent: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a malformed --server
+        print(f"kibitz agent: {exc}", file=sys.stderr)
+        return 2
+    except Exception:
+        log.exception("the agent's main failed")
+        return 1
+    return 0
+
+
+__all__ = ["AgentFileError", "agent_main", "load_agent_file", "run_agent"]
