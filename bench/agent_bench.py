@@ -34,10 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from server_fixture import running_kibitz_server  # noqa: E402
+
 from kibitz.backends.aio import make_aio_transport  # noqa: E402
 from kibitz.clock import AsyncioScheduler  # noqa: E402
 from kibitz.session import Session  # noqa: E402
-from server_fixture import running_kibitz_server  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Agents"

@@ -33,7 +33,9 @@ def room_peer_id(room: str) -> str:
         raise TypeError(f"room must be a str, got {type(room).__name__}")
     slug = normalize_room(room)
     if not slug:
-        raise ValueError(f"room {room!r} has no letters or digits; pick an unguessable id like 'room-3f9k2mq7p1'")
+        raise ValueError(
+            f"room {room!r} has no letters or digits; pick an unguessable id like 'room-3f9k2mq7p1'"
+        )
     return ROOM_ID_PREFIX + slug
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from kibitz.backends.rtc import RtcTransport
 from kibitz.transport import ClaimResult, IncomingLink, LinkOpened, TransportEvent
 

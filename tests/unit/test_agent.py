@@ -20,16 +20,17 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import kibitz.transport
 import pytest
 from aiohttp import web
+from server_fixture import KibitzServer
+
+import kibitz.transport
 from kibitz.agent import Agent, AgentJoinError, resolve_broker
 from kibitz.agent.cli import AgentFileError, load_agent_file
 from kibitz.backends.aio import make_aio_transport
 from kibitz.backends.rtc import RtcTransport
 from kibitz.clock import AsyncioScheduler
 from kibitz.session import Session
-from server_fixture import KibitzServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "agent" / "examples" / "summarizer.py"

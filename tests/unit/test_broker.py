@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
+
 from kibitz.server.app import RunningServer, start_server
 from kibitz.server.config import ServerConfig
-from websockets.asyncio.client import ClientConnection
 
 Connect = Callable[..., Awaitable[ClientConnection]]
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kibitz.server.app import RunningServer, start_server
-from kibitz.server.config import ServerConfig
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+
+from kibitz.server.app import RunningServer, start_server
+from kibitz.server.config import ServerConfig
 
 
 @pytest.fixture(scope="module")

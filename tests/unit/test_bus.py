@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kibitz.clock import FakeClock
 from kibitz.testing import Bus, BusTransport
 from kibitz.transport import (

@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kibitz.capabilities import AGENT_DEFAULT, Grant
 from kibitz.protocol.base import DropCounter
 from kibitz.protocol.content import (

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from mesh_helpers import Node, make_net, mid, spawn
+
 from kibitz.capabilities import AGENT_DEFAULT, CapabilityBook, Grant
 from kibitz.content import ChatLine, ContentRouter
 from kibitz.testing import Bus
-from mesh_helpers import Node, make_net, mid, spawn
 
 AGENT_META = {"role": "agent", "backend": "local", "egress": False}
 

@@ -11,6 +11,7 @@ import aiohttp
 import brotli
 import pytest
 import websockets
+
 from kibitz.server.app import RunningServer, start_server
 from kibitz.server.config import ServerConfig, make_config
 from kibitz.server.signal import BrokerDirectory, rendezvous

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from kibitz.server.openapi import openapi_spec
 from server_fixture import KibitzServer
+
+from kibitz.server.openapi import openapi_spec
 
 schema = schemathesis.openapi.from_dict(openapi_spec())
 

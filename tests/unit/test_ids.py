@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kibitz import room_peer_id
 from kibitz.ids import PEER_ID_PATTERN, new_member_id, normalize_room
 

@@ -8,12 +8,13 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mesh_helpers import make_net, mid, spawn
+
 from kibitz import mesh as mesh_mod
 from kibitz.clock import FakeClock
 from kibitz.mesh import CHUNK_SIZE, HIGH_WATER, MAX_BUFFER_BYTES, SendBufferFull, dial_plan, dials
 from kibitz.testing import Bus
 from kibitz.transport import LinkMessage
-from mesh_helpers import make_net, mid, spawn
 
 IDS = st.from_regex(r"kbz-m-[a-z0-9]{1,6}", fullmatch=True)
 

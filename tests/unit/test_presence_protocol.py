@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kibitz.protocol.base import DropCounter, WireModel, decode, encode
 from kibitz.protocol.presence import (
     CLIENT_FAMILY,

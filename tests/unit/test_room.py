@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import pytest
+
 from kibitz.clock import FakeClock
 from kibitz.protocol.presence import Mod
 from kibitz.room import (

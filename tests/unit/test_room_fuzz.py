@@ -7,6 +7,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from kibitz.clock import FakeClock
 from kibitz.protocol.presence import CLIENT_FAMILY, COORDINATOR_FAMILY
 from kibitz.room import Room

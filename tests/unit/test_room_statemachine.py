@@ -9,6 +9,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from kibitz.clock import FakeClock
 from kibitz.testing import Bus
 

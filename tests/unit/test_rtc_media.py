@@ -18,6 +18,8 @@ from typing import Any, cast
 import pytest
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
+from rtc_helpers import Events, uid
+
 from kibitz.backends.aio import AioPeerConnectionFactory, connect_signaling
 from kibitz.backends.aio_media import (
     BlackVideoTrack,
@@ -43,7 +45,6 @@ from kibitz.transport import (
     TrackArrived,
     TransportEvent,
 )
-from rtc_helpers import Events, uid
 
 TONE_PEAK = int(0.3 * 32767)
 

@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from rtc_helpers import BROKERS, EXPIRE_MS, Broker, Events, Peer, claimed, connected, uid
+
 from kibitz.backends.aio import make_aio_transport
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
@@ -41,7 +43,6 @@ from kibitz.transport import (
     PeerLeft,
     TransportEvent,
 )
-from rtc_helpers import BROKERS, EXPIRE_MS, Broker, Events, Peer, claimed, connected, uid
 
 # ------------------------------------------------------------------------------------ helpers
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kibitz.backends import signaling
 from kibitz.backends.rtc_api import IceCandidateInit, SessionDescription
 from kibitz.backends.signaling import (
