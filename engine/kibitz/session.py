@@ -42,6 +42,7 @@ from kibitz.transport import (
     PLACEHOLDER,
     ClaimResult,
     IdentityLost,
+    IncomingLink,
     Lane,
     LaneDefault,
     MediaTransport,
@@ -360,6 +361,12 @@ class Session:
             if self.room is not None and self.room.handle(event):
                 return
             if self.mesh.handle(event):
+                if isinstance(event, IncomingLink):
+                    # Decide the lanes before the answer goes out: an agent that may not perceive
+                    # media must never see a single placeholder packet.
+                    peer = self.mesh.peer_of(event.link)
+                    if peer is not None:
+                        self._apply_lanes(only=peer)
                 return
             if isinstance(event, TrackArrived):
                 peer = self.mesh.peer_of(event.link)

@@ -503,3 +503,58 @@ def test_example_summary_and_who_are_deterministic() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ------------------------------------------------------------------------------ media gating
+
+
+class ToneMic:
+    """LocalMedia for a CPython human: the 'microphone' is a 440 Hz tone."""
+
+    def __init__(self) -> None:
+        from kibitz.backends.aio_media import ToneTrack
+
+        self.track = ToneTrack()
+
+    async def acquire(self, source: str) -> object:
+        if source != "mic":
+            raise PermissionError(f"no {source} here")
+        return self.track
+
+    def release(self, source: str) -> None:
+        pass
+
+
+def _inbound(stats: list[dict[str, Any]], kind: str) -> int:
+    rtp = [s for s in stats if s.get("type") == "inbound-rtp" and s.get("kind") == kind]
+    return sum(int(s.get("packetsReceived", 0)) for s in rtp)
+
+
+async def test_agent_gets_no_audio_packets_until_hear_audio_is_granted(
+    kibitz_server: KibitzServer, room: str
+) -> None:
+    transport = make_aio_transport(kibitz_server.broker, key=kibitz_server.key, loopback_only=True)
+    ann = Session(
+        room, transport=transport, scheduler=AsyncioScheduler(asyncio.get_running_loop()), name="Ann",
+        media=ToneMic(),
+    )
+    ann.start()
+    ann.join()
+    try:
+        await until(lambda: ann.get_state()["isCoordinator"], what="Ann to coordinate")
+        await ann.set_mic(True)
+        async with Agent(server=kibitz_server.http, room=room, name="Ear") as agent:
+            await until(lambda: agent.session.mesh.link_up(ann.self_id), what="agent link")
+            await asyncio.sleep(1.0)
+            before = _inbound(await agent.media_stats(ann.self_id), "audio")
+            assert before == 0, f"agent without hear-audio received {before} audio packets"
+            ann.set_capability_grant(agent.id, {"perceive": [*DEFAULT_PERCEIVE, "hear-audio"], "act": []})
+            await until(lambda: "hear-audio" in agent.grant["perceive"], what="grant at the agent")
+            await asyncio.sleep(1.0)
+            after = _inbound(await agent.media_stats(ann.self_id), "audio")
+            assert after > 10, f"granted agent received only {after} audio packets"
+            # Video stays withheld: the agent may not see-screen.
+            assert _inbound(await agent.media_stats(ann.self_id), "video") == 0
+    finally:
+        ann.close()
+        await transport.shutdown()
