@@ -9,6 +9,7 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
     dist/wheels/pyodide-lock.json  a lock holding only those wheels, with their real sha256
     dist/demo/index.html           two tabs with the same URL share a room (room id in the hash)
     dist/demo/embed.html           the one-liner as a third-party page uses it
+    dist/demo/follow.html          follow-me: hash routing synced with broadcast/onMessage (headless)
     dist/manifest.json             bytes and sha256 of every file (for benchmarks and caching)
 
 Every run hashes its inputs first and returns at once when ``dist/.build-stamp`` matches, because
@@ -45,9 +46,9 @@ ENGINE = ROOT / "engine" / "kibitz"
 NODE_PYODIDE = ROOT / "node_modules" / "pyodide"
 STAMP_NAME = ".build-stamp"
 # JS sources concatenated into dist/widget.js, in this order, inside one IIFE.
-WIDGET_SOURCES = ["shim/shim.js", "widget/ui.js", "widget/loader.js"]
+WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/ui.js", "widget/loader.js"]
 STATIC_SOURCES = {"widget/kibitz.d.ts": "kibitz.d.ts", "widget/demo/index.html": "demo/index.html",
-                  "widget/demo/embed.html": "demo/embed.html"}
+                  "widget/demo/embed.html": "demo/embed.html", "widget/demo/follow.html": "demo/follow.html"}
 # Fixed zip timestamps make the engine wheel byte-for-byte reproducible.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 BUILD_MARKER = "/*__KIBITZ_BUILD__*/null"
