@@ -100,6 +100,85 @@ const shim = (() => {
     return track;
   }
 
+  /** Make `track` the stream's only track of `kind` (null: none), in place, so a <video> bound to
+   * the stream keeps playing across swaps and re-dials. */
+  function setStreamTrack(stream, kind, track) {
+    for (const t of stream.getTracks()) if (t.kind === kind && t !== track) stream.removeTrack(t);
+    if (track && !stream.getTrackById(track.id)) stream.addTrack(track);
+  }
+
+  /** Audio levels for speaking detection: one shared AudioContext, one AnalyserNode per track,
+   * one timer for all of them (~10 Hz), and one call to `onLevels({key: rms})` per tick — only
+   * while at least one track is watched. The decision (threshold, hold) is Python's. */
+  function levelMeter(onLevels, intervalMs) {
+    const held = own(onLevels);
+    const nodes = new Map();
+    let ctx = null;
+    let timer = null;
+    let resumeOff = null;
+    const context = () => {
+      if (!ctx) {
+        ctx = new (window.AudioContext || window.webkitAudioContext)();
+        if (ctx.state === "suspended") {
+          // Autoplay policy: an AudioContext may only start after a user gesture.
+          const resume = () => { ctx.resume().catch(() => {}); };
+          resume();
+          window.addEventListener("pointerdown", resume, true);
+          window.addEventListener("keydown", resume, true);
+          resumeOff = () => {
+            window.removeEventListener("pointerdown", resume, true);
+            window.removeEventListener("keydown", resume, true);
+          };
+        }
+      }
+      return ctx;
+    };
+    const tick = () => {
+      const out = {};
+      for (const [key, n] of nodes) {
+        n.an.getFloatTimeDomainData(n.buf);
+        let sum = 0;
+        for (let i = 0; i < n.buf.length; i++) sum += n.buf[i] * n.buf[i];
+        out[key] = Math.sqrt(sum / n.buf.length);
+      }
+      try { held.fn(out); } catch (err) { console.error("Kibitz: level callback failed", err); }
+    };
+    function remove(key) {
+      const n = nodes.get(key);
+      if (!n) return;
+      nodes.delete(key);
+      try { n.src.disconnect(); } catch (_) { /* already gone */ }
+      if (n.sink) n.sink.srcObject = null;
+      if (!nodes.size && timer !== null) { clearInterval(timer); timer = null; }
+    }
+    function add(key, track) {
+      remove(key);
+      const stream = new MediaStream([track]);
+      const src = context().createMediaStreamSource(stream);
+      const an = ctx.createAnalyser();
+      an.fftSize = 512;
+      src.connect(an);
+      // Chromium feeds a *remote* WebRTC track into Web Audio only while a media element plays it.
+      let sink = null;
+      if (track.remote !== false) {
+        sink = new Audio();
+        sink.muted = true;
+        sink.srcObject = stream;
+        sink.play().catch(() => {});
+      }
+      nodes.set(key, { src, an, sink, buf: new Float32Array(an.fftSize) });
+      if (timer === null) timer = setInterval(tick, intervalMs || 100);
+    }
+    function stop() {
+      for (const key of [...nodes.keys()]) remove(key);
+      if (resumeOff) resumeOff();
+      if (ctx) ctx.close().catch(() => {});
+      ctx = null;
+      held.free();
+    }
+    return { add, remove, stop, get watching() { return nodes.size; }, get state() { return ctx ? ctx.state : "none"; } };
+  }
+
   /** Run fn when the page is going away (tab closed, navigated, bfcache). Returns off(). */
   function onPageHide(fn) {
     return listen(window, "pagehide", fn);
@@ -112,7 +191,7 @@ const shim = (() => {
 
   return {
     listen, timer, getUserMedia, getDisplayMedia, blackVideoTrack, silentAudioTrack, onPageHide,
-    toArrayBuffer,
+    toArrayBuffer, setStreamTrack, levelMeter,
     /** Callback copies still held by listeners/timers (leak checks in tests). */
     liveProxies: () => live,
   };

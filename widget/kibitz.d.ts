@@ -57,6 +57,11 @@ export interface WidgetState {
   rosterActive?: boolean;
   rosterCanShare?: boolean;
   rosterCompromised?: boolean;
+  /** Member id of the room's current coordinator (keeps the roster), else null. */
+  coordinator?: string | null;
+  isCoordinator?: boolean;
+  /** Connected to the room's presence (also while not in the call). */
+  connected?: boolean;
 }
 
 export interface Participant {
@@ -64,10 +69,27 @@ export interface Participant {
   name: string;
   isSelf: boolean;
   camOn: boolean;
+  micOn: boolean;
   speaking: boolean;
+  /** Remote: audio + video from this participant (mutated in place on swaps and re-dials).
+   * Self: your local capture. null until a first track exists. */
   stream: MediaStream | null;
   meta: Record<string, unknown>;
   role: "host" | "guest";
+  avatar?: string | null;
+  kind?: "human" | "agent";
+  /** The direct data link to this participant is up (always true for yourself). */
+  linkUp?: boolean;
+}
+
+export interface ChatLine {
+  id: string;
+  from: string;
+  name: string;
+  text: string;
+  ts: number;
+  direct?: boolean;
+  [key: string]: unknown;
 }
 
 export interface Knock {
@@ -91,6 +113,10 @@ export interface WidgetEvents {
   knocks: (knocks: Knock[]) => void;
   lobby: (status: LobbyStatus) => void;
   message: (data: unknown, from: string) => void;
+  /** A chat line (sent or received); null when the room's chat was reset. */
+  chat: (line: ChatLine | null) => void;
+  /** Your own capability grant changed. */
+  caps: (grant: Grant) => void;
 }
 
 export interface Timings {
@@ -102,6 +128,8 @@ export interface Timings {
   engineReady: number | null;
   /** Milliseconds spent booting Pyodide and loading the engine's packages. */
   bootMs: number | null;
+  /** Milliseconds spent asking /api/signal for the room's broker (in parallel with the boot). */
+  signalMs: number | null;
 }
 
 export interface MountedWidget {
@@ -110,7 +138,9 @@ export interface MountedWidget {
   readonly timings: Timings;
   /** Remove the widget and tear down the call. */
   unmount(): void;
-  /** Send a structured-clone-able value to everyone else; a no-op until the data link is up. */
+  /** Send a structured-clone-able value to everyone else; a no-op until the data link is up.
+   * Values travel as JSON; Date, Map, Set, BigInt, NaN/±Infinity, undefined in arrays, ArrayBuffer,
+   * typed arrays, RegExp and Error are tagged and rebuilt on arrival. Functions throw DataCloneError. */
   broadcast(data: unknown): void;
   /** Send a value to one participant, directly peer-to-peer. */
   sendTo(id: string, data: unknown): void;
@@ -120,6 +150,10 @@ export interface MountedWidget {
   getState(): WidgetState;
   getParticipants(): Participant[];
   getKnocks(): Knock[];
+  /** Chat lines seen since mount (sent and received), oldest first. */
+  getChat(): ChatLine[];
+  /** Post a chat line to everyone, or directly to participant `to`. */
+  sendChat(text: string, to?: string): Promise<ChatLine>;
   join(opts?: { mic?: boolean; cam?: boolean }): Promise<void>;
   leave(): Promise<void>;
   toggleMic(): Promise<boolean>;
@@ -139,7 +173,7 @@ export interface MountedWidget {
   knock(name: string, avatar?: string): Promise<void>;
   getCapabilityGrant(id: string): Promise<Grant | null>;
   setCapabilityGrant(id: string, grant: Grant | null): Promise<void>;
-  getAgentAudit(id: string): Promise<unknown[]>;
+  getAgentAudit(id?: string, n?: number): Promise<unknown[]>;
   signInIdentity(el: HTMLElement, method: "google" | "email"): Promise<void>;
   identityNonce(): Promise<string>;
   provideIdentityToken(jwt: string): Promise<void>;

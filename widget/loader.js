@@ -1,11 +1,14 @@
 // window.Kibitz: mount() returns a controller at once and draws the launcher synchronously; the
 // Python engine (Pyodide + the kibitz wheel) boots in the background, from the server that served
 // this very script, so an embedding page on another origin needs no configuration.
+//
+// This file only marshals. Every decision (room, mesh, media lanes, capabilities, speaking) is
+// made by kibitz.backends.browser.PageSession over kibitz.session.Session, in Python.
 
 const BUILD = /*__KIBITZ_BUILD__*/null;
 const T_SCRIPT = performance.now();
 const SCRIPT = document.currentScript; // only readable now, while this script first runs
-const timings = { scriptStart: T_SCRIPT, launcherShown: null, engineReady: null, bootMs: null };
+const timings = { scriptStart: T_SCRIPT, launcherShown: null, engineReady: null, bootMs: null, signalMs: null };
 const mark = (name) => { try { performance.mark(name); } catch (_) { /* old browsers */ } };
 mark("kibitz:script");
 
@@ -19,14 +22,15 @@ const STATE_DEFAULTS = Object.freeze({
   inCall: false, micOn: false, camOn: false, sharing: false, self: null,
   isHost: false, lobbyOn: false, locked: false, lobbyStatus: "none",
 });
-const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "knocks", "lobby", "message"]);
+const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "chat", "knocks", "lobby",
+  "message", "caps"]);
 const KNOWN_OPTIONS = new Set(["room", "name", "startOpen", "preview", "headless", "identity", "meta",
   "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase"]);
 // Controller methods that run in the engine; each returns a promise that settles once it has.
 const ENGINE_METHODS = ["join", "leave", "toggleMic", "toggleCam", "shareScreen", "shareTrack", "stopShare",
-  "setName", "setAvatar", "setMeta", "setLobby", "admit", "deny", "remove", "setLocked", "resetRoom", "knock",
-  "getCapabilityGrant", "setCapabilityGrant", "getAgentAudit", "signInIdentity", "identityNonce",
-  "provideIdentityToken"];
+  "setName", "setAvatar", "setMeta", "sendChat", "setLobby", "admit", "deny", "remove", "setLocked",
+  "resetRoom", "knock", "getCapabilityGrant", "setCapabilityGrant", "getAgentAudit", "signInIdentity",
+  "identityNonce", "provideIdentityToken"];
 
 function normalizeRoom(room) {
   return room.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
@@ -61,19 +65,89 @@ function validate(options) {
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.has(key)) console.warn(`Kibitz.mount: unknown option ${JSON.stringify(key)} ignored`);
   }
-  const cfg = {
+  return {
     room, name: options.name || "", startOpen: !!options.startOpen, preview: !!options.preview,
     headless: !!options.headless, identity: options.identity || null, meta: options.meta || {},
     licenseKey: options.licenseKey || null, grant: options.grant || null, joinGate: options.joinGate || null,
     joinCredential: options.joinCredential || null, signalHost: options.signalHost || null,
     turnHost: options.turnHost || null,
     server: SERVER,
-    signalBase: baseUrl(options.signalHost, SERVER),
+    signalBase: /^wss?:\/\//i.test(options.signalHost || "") ? SERVER : baseUrl(options.signalHost, SERVER),
     turnBase: baseUrl(options.turnHost, SERVER),
     apiBase: baseUrl(options.apiBase, SERVER),
   };
-  return cfg;
 }
+
+// ---- structured-clone-able values ↔ JSON (the engine carries JSON; these tags carry the rest)
+
+const TAG = "$kbz";
+
+function b64(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+function unb64(text) {
+  const s = atob(text);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+function replacer(key, value) {
+  const raw = this[key];
+  if (raw === null || (typeof raw !== "object" && typeof raw !== "function" && typeof raw !== "bigint" &&
+      typeof raw !== "number" && typeof raw !== "undefined")) return value;
+  if (typeof raw === "number") return Number.isFinite(raw) ? value : { [TAG]: "Number", v: String(raw) };
+  if (typeof raw === "undefined") return Array.isArray(this) ? { [TAG]: "undefined", v: 0 } : value;
+  if (typeof raw === "bigint") return { [TAG]: "BigInt", v: raw.toString() };
+  if (typeof raw === "function") throw new DOMException(`Kibitz: a function cannot be sent (${key})`, "DataCloneError");
+  if (raw instanceof Date) return { [TAG]: "Date", v: raw.getTime() };
+  if (raw instanceof Map) return { [TAG]: "Map", v: [...raw] };
+  if (raw instanceof Set) return { [TAG]: "Set", v: [...raw] };
+  if (raw instanceof ArrayBuffer) return { [TAG]: "ArrayBuffer", v: b64(new Uint8Array(raw)) };
+  if (ArrayBuffer.isView(raw)) {
+    const bytes = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+    return { [TAG]: raw.constructor.name, v: b64(bytes) };
+  }
+  if (raw instanceof RegExp) return { [TAG]: "RegExp", v: [raw.source, raw.flags] };
+  if (raw instanceof Error) return { [TAG]: "Error", v: [raw.name, raw.message] };
+  if (Object.prototype.hasOwnProperty.call(raw, TAG)) return { [TAG]: "Object", v: Object.entries(raw) };
+  return value;
+}
+
+const VIEWS = { Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
+  Float32Array, Float64Array, BigInt64Array, BigUint64Array, DataView };
+
+function reviver(_key, value) {
+  if (value === null || typeof value !== "object" || typeof value[TAG] !== "string") return value;
+  const v = value.v;
+  switch (value[TAG]) {
+    case "Number": return Number(v);
+    case "undefined": return undefined;
+    case "BigInt": return BigInt(v);
+    case "Date": return new Date(v);
+    case "Map": return new Map(v);
+    case "Set": return new Set(v);
+    case "ArrayBuffer": return unb64(v).buffer;
+    case "RegExp": return new RegExp(v[0], v[1]);
+    case "Error": { const e = new Error(v[1]); e.name = v[0]; return e; }
+    case "Object": return Object.fromEntries(v);
+    default: {
+      const View = VIEWS[value[TAG]];
+      if (!View) return value;
+      const buf = unb64(v).buffer;
+      return View === DataView ? new DataView(buf) : new View(buf, 0, buf.byteLength / View.BYTES_PER_ELEMENT);
+    }
+  }
+}
+
+const encodeData = (data) => {
+  const text = JSON.stringify(data === undefined ? { [TAG]: "undefined", v: 0 } : data, replacer);
+  if (text === undefined) throw new TypeError("Kibitz: this value cannot be sent");
+  return text;
+};
+const decodeData = (text) => JSON.parse(text, reviver);
 
 // ---- the engine (one Pyodide per page, shared by every mount)
 
@@ -108,6 +182,54 @@ function bootEngine() {
   return enginePromise;
 }
 
+/** Which broker this room uses: `<server>/api/signal` (or the signalHost's), fetched while Pyodide
+ * boots. A ws(s):// signalHost names the broker directly. */
+async function discoverSignal(cfg) {
+  const t0 = performance.now();
+  try {
+    if (cfg.signalHost && /^wss?:\/\//i.test(cfg.signalHost)) {
+      const url = cfg.signalHost.endsWith("/") ? cfg.signalHost : cfg.signalHost + "/";
+      return { url, key: "peerjs" };
+    }
+    const base = cfg.signalBase;
+    try {
+      const r = await fetch(`${base}api/signal?room=${encodeURIComponent(cfg.room)}`, { cache: "no-store" });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      const info = await r.json();
+      const key = typeof info.key === "string" ? info.key : "peerjs";
+      if (typeof info.url === "string" && info.url) return { url: info.url, key };
+      if (info.host) {
+        const host = info.host.includes(":") && !info.host.startsWith("[") ? `[${info.host}]` : info.host;
+        return { url: `${info.secure ? "wss" : "ws"}://${host}:${info.port}${info.path || "/"}`, key };
+      }
+      console.warn(`Kibitz: ${base}api/signal names no broker; trying the default layout`);
+    } catch (err) {
+      console.warn(`Kibitz: ${base}api/signal failed (${err.message}); trying the default layout`);
+    }
+    // kibitz serve's default: the broker on the HTTP port + 1.
+    const u = new URL(base);
+    const port = Number(u.port || (u.protocol === "https:" ? 443 : 80)) + 1;
+    return { url: `${u.protocol === "https:" ? "wss" : "ws"}://${u.host.replace(/:\d+$/, "")}:${port}/`, key: "peerjs" };
+  } finally {
+    timings.signalMs = performance.now() - t0;
+  }
+}
+
+/** ICE servers from `<turnHost or server>/api/turn` (null / failure: host candidates only). */
+async function discoverIce(cfg) {
+  const headers = {};
+  if (cfg.licenseKey) headers.Authorization = `Bearer ${cfg.licenseKey}`;
+  if (cfg.grant) headers["X-Kibitz-Grant"] = cfg.grant;
+  try {
+    const r = await fetch(`${cfg.turnBase}api/turn`, { headers, cache: "no-store" });
+    if (!r.ok) return [];
+    const body = await r.json();
+    return Array.isArray(body.iceServers) ? body.iceServers : [];
+  } catch (_) {
+    return [];
+  }
+}
+
 function fromPy(value) {
   if (value && typeof value.toJs === "function") {
     const out = value.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
@@ -127,8 +249,9 @@ function mount(options) {
   let state = { ...STATE_DEFAULTS };
   let participants = [];
   let knocks = [];
+  let chat = [];
   let session = null; // PyProxy of kibitz.backends.browser.PageSession
-  let sessionCall = null;
+  let py = null; // its bound methods, looked up once
   let closed = false;
   let dropped = 0;
 
@@ -138,66 +261,72 @@ function mount(options) {
     }
   };
 
-  // What Python calls to reach the page (see PageSession.emit).
+  // What Python calls to reach the page (see PageSession.emit). Values arrive as plain JS.
   const emit = (event, a, b) => {
     if (closed) return;
-    a = fromPy(a); b = fromPy(b);
-    if (event === "state") { state = { ...state, ...a }; fire("state", { ...state }); }
+    if (event === "state") { state = { ...STATE_DEFAULTS, ...a }; fire("state", { ...state }); }
     else if (event === "participants") { participants = a || []; fire("participants", participants.slice()); }
     else if (event === "knocks") { knocks = a || []; fire("knocks", knocks.slice()); }
-    else fire(event, a, b);
+    else if (event === "message") {
+      let data;
+      try { data = decodeData(a); } catch (err) { console.warn("Kibitz: undecodable message dropped", err); return; }
+      fire("message", data, b);
+    } else if (event === "chat") {
+      if (a === null || a === undefined) chat = []; else chat.push(a);
+      fire("chat", a === undefined ? null : a);
+    } else fire(event, a, b);
   };
 
-  const ui = cfg.headless ? null : createLauncher({
-    startOpen: cfg.startOpen,
-    onShown() {
-      if (timings.launcherShown === null) { timings.launcherShown = performance.now(); mark("kibitz:launcher"); }
-    },
-  });
-
   const ready = (async () => {
-    const { browser } = await bootEngine();
+    const [{ browser }, broker, iceServers] = await Promise.all([
+      bootEngine(),
+      cfg.preview ? null : discoverSignal(cfg),
+      cfg.preview ? [] : discoverIce(cfg),
+    ]);
     if (closed) throw new Error("Kibitz: unmounted before the engine was ready");
-    session = browser.open_session(JSON.stringify(cfg), emit);
-    sessionCall = session.call;
+    session = browser.open_session(JSON.stringify({ ...cfg, broker, iceServers }), emit);
+    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close };
     if (timings.engineReady === null) { timings.engineReady = performance.now(); mark("kibitz:ready"); }
-    if (ui) ui.setState("ready", "Kibitz call: open");
+    if (ui && ui.setState) ui.setState("ready", "Kibitz call: open");
   })();
   ready.catch((err) => {
     if (closed) return;
     console.error(err);
-    if (ui) ui.setState("error", `Kibitz call failed to start: ${err.message}`);
+    if (ui && ui.setState) ui.setState("error", `Kibitz call failed to start: ${err.message}`);
   });
 
   const callEngine = async (method, args) => {
     await ready;
     if (closed) throw new Error(`Kibitz: ${method}() after unmount()`);
-    return fromPy(await sessionCall(method, args));
+    return fromPy(await py.call(method, args));
   };
 
   const controller = {
     ready,
     get timings() { return { ...timings }; },
+    get options() { return { ...cfg }; },
     unmount() {
       if (closed) return;
+      if (session) {
+        try { py.close(); } catch (err) { console.error("Kibitz: close failed", err); }
+        for (const fn of Object.values(py)) fn.destroy();
+        session.destroy();
+        session = py = null;
+      }
       closed = true;
       mounted.delete(controller);
-      if (ui) ui.remove();
-      if (session) {
-        try { session.close(); } catch (err) { console.error("Kibitz: close failed", err); }
-        if (sessionCall) sessionCall.destroy();
-        session.destroy();
-        session = sessionCall = null;
-      }
+      if (ui && ui.remove) ui.remove();
       for (const set of listeners.values()) set.clear();
     },
     broadcast(data) {
+      const text = encodeData(data); // throws for values that cannot be sent, like postMessage
       if (!session || closed) { dropped += 1; return; } // no-op until the data link is up
-      sessionCall("broadcast", [data]).then(fromPy, (err) => console.error("Kibitz: broadcast failed", err));
+      py.broadcast(text);
     },
     sendTo(id, data) {
+      const text = encodeData(data);
       if (!session || closed) { dropped += 1; return; }
-      sessionCall("sendTo", [id, data]).then(fromPy, (err) => console.error("Kibitz: sendTo failed", err));
+      try { py.sendTo(String(id), text); } catch (err) { console.warn(`Kibitz: sendTo(${id}) failed: ${err.message}`); }
     },
     onMessage(cb) { return controller.on("message", cb); },
     on(event, cb) {
@@ -209,9 +338,16 @@ function mount(options) {
     getState() { return { ...state }; },
     getParticipants() { return participants.slice(); },
     getKnocks() { return knocks.slice(); },
+    getChat() { return chat.slice(); },
     get droppedBeforeReady() { return dropped; },
   };
   for (const method of ENGINE_METHODS) controller[method] = (...args) => callEngine(method, args);
+
+  // The UI (widget/ui.js) draws synchronously, before Python boots, and drives only this controller.
+  const onShown = () => {
+    if (timings.launcherShown === null) { timings.launcherShown = performance.now(); mark("kibitz:launcher"); }
+  };
+  const ui = cfg.headless ? null : createLauncher({ startOpen: cfg.startOpen, preview: cfg.preview, onShown, controller });
   mounted.add(controller);
   return controller;
 }

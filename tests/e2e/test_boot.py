@@ -154,7 +154,9 @@ json.dumps({
     # Warm: same context (HTTP cache), reload.
     page.reload()
     warm = boot_timings(page)
-    assert widget_server.errors() == [], widget_server.errors()
+    # This static server has no /api/* (the real server's e2e tests cover discovery); nothing else 404s.
+    errors = [e for e in widget_server.errors() if not e[0].startswith("/api/")]
+    assert errors == [], errors
     assert not [e for e in console_errors if "Kibitz" in e], console_errors
     record("cross_origin", {"cold": cold, "warm": warm, "cpus": os.cpu_count()})
     print(f"\nboot timings: cold {cold}  warm {warm}")
@@ -197,7 +199,7 @@ def test_mount_errors_headless_and_queued_calls(
     )
     assert result["before"] == 0 and result["after"] == 0
     assert result["early"]["self"] is None and result["early"]["isHost"] is False
-    assert result["setName"].startswith("rejected: ") and "setName" in result["setName"]
+    assert result["setName"] == "ok"  # queued before ready, run by the engine once it booted
     assert "unknown event" in result["badEvent"]
     assert "unmount" in result["afterUnmount"]
     assert result["dropped"] == 1

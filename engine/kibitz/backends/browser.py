@@ -15,18 +15,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from kibitz.backends.rtc_api import (
     EventCallback,
     IceCandidateInit,
+    IceServer,
+    MediaKind,
     OnSignalingClose,
     OnSignalingMessage,
     RtcConfig,
     SessionDescription,
+    TrackEvent,
+    TransceiverDirection,
 )
+from kibitz.clock import Scheduler
 from kibitz.ids import room_peer_id
+from kibitz.session import Session, Source
+from kibitz.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +202,71 @@ class BrowserDataChannel:
         self._events.fire("error", str(message or "data channel error"))
 
 
+
+# ---------------------------------------------------------------------------------- media lanes
+
+
+class BrowserRtpSender:
+    """``RTCRtpSender``: swaps what is sent; the JS track is passed through and never stopped here."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._track: object | None = None
+
+    @property
+    def track(self) -> object | None:
+        return self._track
+
+    async def replace_track(self, track: object | None) -> None:
+        from pyodide.ffi import jsnull
+
+        await self._raw.replaceTrack(jsnull if _nullish(track) else track)
+        self._track = None if _nullish(track) else track
+
+
+class BrowserRtpReceiver:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    @property
+    def track(self) -> Any:
+        track = self._raw.track
+        return None if _nullish(track) else track
+
+
+class BrowserTransceiver:
+    """``RTCRtpTransceiver``; one wrapper per JS transceiver (the transport compares senders)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.sender = BrowserRtpSender(raw.sender)
+        self.receiver = BrowserRtpReceiver(raw.receiver)
+
+    @property
+    def raw(self) -> Any:
+        return self._raw
+
+    @property
+    def mid(self) -> str | None:
+        return _opt_str(self._raw.mid)
+
+    @property
+    def kind(self) -> str:
+        return str(self._raw.receiver.track.kind)
+
+    @property
+    def direction(self) -> str:
+        return str(self._raw.direction)
+
+    @direction.setter
+    def direction(self, value: str) -> None:
+        self._raw.direction = value
+
+    @property
+    def current_direction(self) -> str | None:
+        return _opt_str(self._raw.currentDirection)
+
+
 # ------------------------------------------------------------------------------- peer connection
 
 
@@ -208,6 +283,7 @@ class BrowserPeerConnection:
         self._events = _Events()
         self._listeners = _Listeners()
         self._channels: list[BrowserDataChannel] = []
+        self._transceivers: list[BrowserTransceiver] = []
         self._closed = False
         self._listeners.listen(self._raw, "icecandidate", self._on_candidate)
         self._listeners.listen(self._raw, "datachannel", self._on_datachannel)
@@ -221,7 +297,7 @@ class BrowserPeerConnection:
             "iceconnectionstatechange",
             lambda _ev: self._events.fire("iceconnectionstatechange", self.ice_connection_state),
         )
-        self._listeners.listen(self._raw, "track", lambda ev: self._events.fire("track", ev))
+        self._listeners.listen(self._raw, "track", self._on_track)
 
     @property
     def raw(self) -> Any:
@@ -265,6 +341,39 @@ class BrowserPeerConnection:
     def restart_ice(self) -> None:
         self._raw.restartIce()
 
+    def add_transceiver(
+        self, kind: MediaKind, *, direction: TransceiverDirection = "sendrecv"
+    ) -> BrowserTransceiver:
+        return self._wrap(self._raw.addTransceiver(kind, to_js_object({"direction": direction})))
+
+    def get_transceivers(self) -> list[BrowserTransceiver]:
+        """In m-line order, the same wrapper for the same JS transceiver every time."""
+        return [self._wrap(raw) for raw in self._raw.getTransceivers()]
+
+    async def get_stats(self) -> list[dict[str, Any]]:
+        """``getStats()`` entries as plain dicts with the W3C camelCase keys."""
+        js = _js()
+        report = await self._raw.getStats()
+        entries: list[dict[str, Any]] = json.loads(str(js.JSON.stringify(js.Array.from_(report.values()))))
+        return entries
+
+    def _wrap(self, raw: Any) -> BrowserTransceiver:
+        # An expando on the JS object names its wrapper: JsProxy identity is not JS identity.
+        index: Any = getattr(raw, "_kbzIndex", None)
+        if not _nullish(index) and 0 <= int(index) < len(self._transceivers):
+            return self._transceivers[int(index)]
+        wrapper = BrowserTransceiver(raw)
+        raw._kbzIndex = len(self._transceivers)
+        self._transceivers.append(wrapper)
+        return wrapper
+
+    def _on_track(self, ev: Any) -> None:
+        raw_tr = ev.transceiver
+        transceiver = None if _nullish(raw_tr) else self._wrap(raw_tr)
+        mid = transceiver.mid if transceiver is not None else None
+        self._events.fire("track", TrackEvent(kind=str(ev.track.kind), track=ev.track, mid=mid,
+                                              transceiver=transceiver))
+
     def on(self, name: str, callback: EventCallback) -> None:
         self._events.add(name, callback)
 
@@ -277,6 +386,7 @@ class BrowserPeerConnection:
         for channel in self._channels:
             channel._listeners.close_soon()
         self._channels.clear()
+        self._transceivers.clear()
 
     def _on_candidate(self, ev: Any) -> None:
         cand = ev.candidate
@@ -298,7 +408,9 @@ class BrowserPeerConnection:
 
 
 class BrowserPeerConnectionFactory:
-    """:class:`~kibitz.backends.rtc_api.PeerConnectionFactory` for the page."""
+    """:class:`~kibitz.backends.rtc_api.PeerConnectionFactory` for the page (data and media)."""
+
+    supports_media = True
 
     def create(self, config: RtcConfig) -> BrowserPeerConnection:
         return BrowserPeerConnection(config)
@@ -418,13 +530,15 @@ async def connect_signaling(
 def make_browser_transport(broker_url: str, **options: Any) -> Any:
     """An :class:`~kibitz.backends.rtc.RtcTransport` on the page's WebLoop with browser adapters.
 
-    ``broker_url`` is the ws(s):// base (``ws_base_of(server)`` turns the widget's server URL into
-    one); ``options`` go to ``RtcTransport`` (``key``, ``rtc_config``, ``heartbeat_s``...).
+    ``broker_url`` is the broker's ws(s):// URL (from ``/api/signal``); ``options`` go to
+    ``RtcTransport`` (``key``, ``rtc_config``, ``heartbeat_s``...). Media links send flowing
+    placeholders (silence, 2x2 black at 5 fps) until a lane is given a real track.
     """
     from kibitz.backends.rtc import RtcTransport
     from kibitz.clock import AsyncioScheduler
 
     options.setdefault("rtc_config", RtcConfig())
+    options.setdefault("placeholder_tracks", placeholder_tracks)
     return RtcTransport(
         BrowserPeerConnectionFactory(),
         connect_signaling,
@@ -432,6 +546,23 @@ def make_browser_transport(broker_url: str, **options: Any) -> Any:
         scheduler=AsyncioScheduler(asyncio.get_event_loop()),
         **options,
     )
+
+
+_placeholder_sources: dict[str, Any] = {}
+
+
+def placeholder_tracks() -> dict[str, Any]:
+    """Fresh placeholder tracks for one link: clones of one shared silent / black source each.
+
+    The link stops its tracks when it closes; stopping a clone never stops the shared source, so
+    N links cost one canvas and one oscillator.
+    """
+    src = _placeholder_sources
+    if "audio" not in src or str(src["audio"].readyState) == "ended":
+        src["audio"] = silent_audio_track()
+    if "video" not in src or str(src["video"].readyState) == "ended":
+        src["video"] = black_video_track(5)
+    return {"audio": src["audio"].clone(), "video": src["video"].clone()}
 
 
 def ws_base_of(http_base: str) -> str:
@@ -475,79 +606,627 @@ def on_pagehide(callback: Callable[[], None]) -> Callable[[], None]:
 # ---------------------------------------------------------------------------------- page session
 
 
+class StreamBook(Protocol):
+    """Builds the page's ``MediaStream`` objects (participants' ``stream``); JS in the page."""
+
+    def new(self) -> Any: ...
+
+    def set_track(self, stream: Any, kind: str, track: Any) -> None:
+        """Make ``track`` the stream's only track of ``kind`` (``None``: none of that kind)."""
+
+
+class LevelMeter(Protocol):
+    """Audio levels of tracks, reported to the callback given at creation (the page's analysers)."""
+
+    def add(self, key: str, track: Any) -> None: ...
+
+    def remove(self, key: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class SpeakingDetector:
+    """Who is speaking, from audio levels: on at ``threshold``, off after ``hold_s`` below it.
+
+    The hold keeps a tile from flickering between words; the levels come in ~10 times a second
+    from the page's analysers (RMS of a 512-sample window, 0..1).
+    """
+
+    def __init__(self, threshold: float = 0.02, hold_s: float = 0.6) -> None:
+        self.threshold = threshold
+        self.hold_s = hold_s
+        self._last_loud: dict[str, float] = {}
+        self.speaking: set[str] = set()
+
+    def feed(self, levels: Mapping[str, float], now: float) -> list[tuple[str, bool]]:
+        """Return the ``(id, speaking)`` changes caused by one round of levels."""
+        changes: list[tuple[str, bool]] = []
+        for key, level in levels.items():
+            if level >= self.threshold:
+                self._last_loud[key] = now
+                if key not in self.speaking:
+                    self.speaking.add(key)
+                    changes.append((key, True))
+        for key in sorted(self.speaking):
+            quiet_since = self._last_loud.get(key, now)
+            if key not in levels or now - quiet_since >= self.hold_s:
+                self.speaking.discard(key)
+                self._last_loud.pop(key, None)
+                changes.append((key, False))
+        return changes
+
+    def forget(self, key: str) -> bool:
+        self._last_loud.pop(key, None)
+        if key in self.speaking:
+            self.speaking.discard(key)
+            return True
+        return False
+
+
+class BrowserMedia:
+    """:class:`~kibitz.session.LocalMedia` for the page: getUserMedia / getDisplayMedia.
+
+    Mic and camera are separate captures, so turning one off stops only its device (the camera
+    light goes out). ``on_change`` tells the page session to rebuild the self-view stream.
+    """
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        self.tracks: dict[str, Any] = {}
+        self.on_change = on_change
+        self.on_screen_ended: Callable[[], None] | None = None
+        self._ended_off: Callable[[], None] | None = None
+
+    async def acquire(self, source: Source) -> object:
+        if source == "screen":
+            stream = await get_display_media()
+            track = stream.getVideoTracks()[0]
+            if self._ended_off is not None:
+                self._ended_off()
+            self._ended_off = _shim().listen(track, "ended", lambda _ev: self._screen_ended())
+        elif source == "mic":
+            track = (await get_user_media(audio=True, video=False)).getAudioTracks()[0]
+        else:
+            track = (await get_user_media(audio=False, video=True)).getVideoTracks()[0]
+        old = self.tracks.pop(source, None)
+        if old is not None:
+            old.stop()
+        self.tracks[source] = track
+        self._changed()
+        return track
+
+    def release(self, source: Source) -> None:
+        track = self.tracks.pop(source, None)
+        if source == "screen" and self._ended_off is not None:
+            self._ended_off()
+            self._ended_off = None
+        if track is not None:
+            track.stop()
+            self._changed()
+
+    def _screen_ended(self) -> None:
+        """The user stopped sharing from the browser's own bar."""
+        if self.on_screen_ended is not None:
+            self.on_screen_ended()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+
+class _JsStreams:
+    def new(self) -> Any:
+        return _js().MediaStream.new()
+
+    def set_track(self, stream: Any, kind: str, track: Any) -> None:
+        _shim().setStreamTrack(stream, kind, track)
+
+
+def _to_page(value: Any) -> Any:
+    """Python → page: dicts/lists as plain JS objects/arrays, ``None`` as JS ``null``."""
+    if isinstance(value, dict | list | tuple):
+        from pyodide.ffi import jsnull, to_js
+
+        return to_js(_nullify(value, jsnull), dict_converter=_js().Object.fromEntries)
+    return value
+
+
+def _nullify(value: Any, null: Any) -> Any:
+    if value is None:
+        return null
+    if isinstance(value, dict):
+        return {k: _nullify(v, null) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nullify(v, null) for v in value]
+    return value
+
+
+def from_page(value: Any) -> Any:
+    """Page → Python: JS arrays/objects as lists/dicts, ``null`` (``jsnull``) as ``None``.
+
+    Objects that have no Python equivalent (a ``MediaStreamTrack``) stay ``JsProxy``.
+    """
+    if hasattr(value, "to_py") and not _is_platform_object(value):
+        value = value.to_py()
+    return _denull(value)
+
+
+def _is_platform_object(value: Any) -> bool:
+    try:
+        return bool(_js().Object.prototype.toString.call(value) != "[object Object]"
+                    and not _js().Array.isArray(value))
+    except Exception:
+        return False
+
+
+def _denull(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _denull(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_denull(v) for v in value]
+    if value is not None and sys.platform == "emscripten" and _nullish(value):
+        return None
+    return value
+
+
 STATE_DEFAULTS: dict[str, Any] = {
     "inCall": False, "micOn": False, "camOn": False, "sharing": False, "self": None,
     "isHost": False, "lobbyOn": False, "locked": False, "lobbyStatus": "none",
 }
 
-
-_NO_OP_UNTIL_LINKED = frozenset({"broadcast", "sendTo"})
+SESSIONS: list[PageSession] = []
+"""Live page sessions (diagnostics and the e2e tests' hooks reach them through here)."""
 
 
 class PageSession:
-    """One ``Kibitz.mount()`` as Python sees it: the options, and the way back to the page.
+    """One ``Kibitz.mount()`` as Python sees it: a :class:`~kibitz.session.Session` and the way back.
 
-    widget.js calls :meth:`call` for every engine method of the controller (join, toggleMic...)
-    and :meth:`close` on unmount; Python reports through :meth:`emit` (``state``,
-    ``participants``, ``message``...), which widget.js turns into controller events. Methods
-    are looked up in :attr:`handlers`, which the room wiring fills; an unknown or not yet
-    wired method rejects the caller's promise with a clear message.
+    widget.js only marshals: controller methods arrive through :meth:`call` (or the synchronous
+    :meth:`broadcast_json` / :meth:`send_json` for app data, which must be cheap), and everything
+    the session reports goes to the page through ``emit(event, *args)``: ``state``,
+    ``participants``, ``join``, ``leave``, ``speaking``, ``chat``, ``knocks``, ``lobby``, ``caps``
+    and ``message`` (JSON text + sender id, so a large payload crosses the FFI as one string).
+
+    This class adds only what is the page's: a ``MediaStream`` per participant built from the
+    remote tracks the session reports (mutated in place when a link is re-dialled, so a <video>
+    bound to it keeps playing), the self-view stream, speaking detection from audio levels, and
+    the pagehide goodbye. ``preview`` mounts show a local self-view and never touch the network.
     """
 
-    def __init__(self, config: dict[str, Any], emit: Callable[..., Any]) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        emit: Callable[..., Any],
+        *,
+        transport: Transport | None = None,
+        scheduler: Scheduler | None = None,
+        media: BrowserMedia | None = None,
+        streams: StreamBook | None = None,
+        meter: Callable[[Callable[[Any], None]], LevelMeter] | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        convert: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.config = dict(config)
         self.room_id = room_peer_id(str(config.get("room", "")))
-        self._emit = emit
-        self.handlers: dict[str, Callable[..., Any]] = {}
-        self.state: dict[str, Any] = dict(STATE_DEFAULTS)
+        self.preview = bool(config.get("preview"))
+        self._emit_raw = emit
+        self._convert = convert or (lambda v: v)
+        self._streams = streams
+        self._media = media or BrowserMedia()
+        self._media.on_change = self._local_media_changed
+        self._media.on_screen_ended = self._screen_ended
+        self._scheduler = scheduler
+        self._wall = wall_clock
         self.closed = False
         self.dropped = 0
+        self.errors = 0
+        self.state: dict[str, Any] = dict(STATE_DEFAULTS)
+        self.speaking = SpeakingDetector()
+        self._stream_of: dict[str, Any] = {}
+        self._self_stream: Any = None
+        self._shared: Any = None
+        self._metered: dict[str, Any] = {}
+        self._meter: LevelMeter | None = meter(self._on_levels) if meter is not None else None
         self._close_hooks: list[Callable[[], None]] = []
+        self._preview_on = False
+        self.session: Session | None = None
+        if not self.preview:
+            if transport is None or scheduler is None:
+                raise ValueError("a page session needs a transport and a scheduler (preview does not)")
+            identity = config.get("identity")
+            self.session = Session(
+                str(config["room"]),
+                transport=transport,
+                scheduler=scheduler,
+                rng=rng,
+                name=str(config.get("name") or ""),
+                meta=dict(config.get("meta") or {}),
+                identity=str(identity) if identity else None,
+                media=self._media,
+                wall_clock=wall_clock,
+            )
+            for event in ("participants", "join", "leave", "state", "chat", "knocks", "lobby", "caps",
+                          "message", "tracks"):
+                self.session.on(event, getattr(self, f"_on_{event}"))
+        self.handlers: dict[str, Callable[..., Any]] = {
+            "join": self.join, "leave": self.leave, "toggleMic": self.toggle_mic,
+            "toggleCam": self.toggle_cam, "shareScreen": self.share_screen,
+            "shareTrack": self.share_track, "stopShare": self.stop_share,
+            "setName": self._s("set_name"), "setAvatar": self._s("set_avatar"),
+            "setMeta": self._s("set_meta"), "sendChat": self._s("send_chat"),
+            "getChat": self._s("get_chat"), "getKnocks": self._s("get_knocks"),
+            "setLobby": self._s("set_lobby"), "admit": self._s("admit"), "deny": self._s("deny"),
+            "remove": self._s("remove"), "setLocked": self._s("set_locked"),
+            "resetRoom": self._s("reset_room"), "getCapabilityGrant": self._s("get_capability_grant"),
+            "setCapabilityGrant": self._s("set_capability_grant"),
+            "getAgentAudit": self.get_agent_audit, "getState": self.get_state,
+            "getParticipants": self.get_participants,
+        }
+        SESSIONS.append(self)
 
-    def emit(self, event: str, *args: Any) -> None:
-        """Send an event to the page; dicts and lists arrive as plain JS values."""
-        if self.closed:
-            return
-        converted = [to_js_object(a) if isinstance(a, dict | list | tuple) else a for a in args]
-        self._emit(event, *converted)
+    # ------------------------------------------------------------------ lifecycle
 
-    def set_state(self, **changes: Any) -> None:
-        self.state.update(changes)
-        self.emit("state", changes)
+    def start(self) -> None:
+        """Join the room's presence now (the launcher shows who is there); enter the call if
+        ``startOpen``. Preview mounts only report their (local) state."""
+        if self.session is not None:
+            self.session.start()
+            if self.config.get("startOpen"):
+                self.session.join()
+        self._emit_state()
 
     def on_close(self, hook: Callable[[], None]) -> None:
         self._close_hooks.append(hook)
 
-    async def call(self, method: str, args: Any) -> Any:
-        if self.closed:
-            raise RuntimeError(f"{method}() after unmount")
-        handler = self.handlers.get(str(method))
-        if handler is None and method in _NO_OP_UNTIL_LINKED:
-            self.dropped += 1  # the contract: a no-op until the call's data link is up
-            return None
-        if handler is None:
-            raise NotImplementedError(f"Kibitz: {method}() is not available in this build yet")
-        py_args = args.to_py() if hasattr(args, "to_py") else list(args)
-        result = handler(*py_args)
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            result = await result
-        return result
-
     def close(self) -> None:
+        """Unmount / pagehide: a clean goodbye (peers drop us at once), then free what we hold."""
         if self.closed:
             return
+        if self.session is not None:
+            try:
+                self.session.close()
+            except Exception:
+                log.exception("session close failed")
         self.closed = True
+        for source in list(self._media.tracks):
+            self._media.release(source)  # type: ignore[arg-type]
+        if self._meter is not None:
+            self._meter.stop()
         hooks, self._close_hooks = self._close_hooks, []
         for hook in reversed(hooks):
             try:
                 hook()
             except Exception:
                 log.exception("close hook raised")
+        if self in SESSIONS:
+            SESSIONS.remove(self)
+
+    # ------------------------------------------------------------------ page → engine
+
+    async def call(self, method: str, args: Any) -> Any:
+        """One controller method from widget.js; the result settles the page's promise."""
+        if self.closed:
+            raise RuntimeError(f"{method}() after unmount")
+        handler = self.handlers.get(str(method))
+        if handler is None:
+            raise NotImplementedError(f"Kibitz: {method}() is not available in this build")
+        py_args = from_page(args)
+        result = handler(*(py_args or []))
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        return self._convert(result)
+
+    def broadcast_json(self, text: str) -> int:
+        """``broadcast(data)``: JSON text from the page; a no-op (0) until we are in the call."""
+        if self.session is None or self.closed or not self.session.in_call:
+            self.dropped += 1
+            return 0
+        return len(self.session.broadcast(json.loads(text)))
+
+    def send_json(self, peer: str, text: str) -> bool:
+        """``sendTo(id, data)``: directly over our own link to ``peer``; False when not possible."""
+        if self.session is None or self.closed or not self.session.in_call:
+            self.dropped += 1
+            return False
+        self.session.send_to(str(peer), json.loads(text))
+        return True
+
+    def _s(self, name: str) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            if self.session is None:
+                raise RuntimeError(f"a preview never joins a room: {name} is not available")
+            return getattr(self.session, name)(*args)
+
+        return run
+
+    async def join(self, opts: Mapping[str, Any] | None = None) -> None:
+        opts = opts or {}
+        if self.session is None:
+            self._preview_on = True
+            if opts.get("cam", True) and "cam" not in self._media.tracks:
+                await self._media.acquire("cam")
+            if opts.get("mic") and "mic" not in self._media.tracks:
+                await self._media.acquire("mic")
+            self._emit_state()
+            self._emit_participants()
+            return
+        self.session.join()
+        if opts.get("mic"):
+            await self.session.set_mic(True)
+        if opts.get("cam"):
+            await self.session.set_cam(True)
+
+    async def leave(self) -> None:
+        if self.session is None:
+            self._preview_on = False
+            for source in list(self._media.tracks):
+                self._media.release(source)  # type: ignore[arg-type]
+            self._emit_state()
+            self._emit_participants()
+            return
+        self.session.leave()
+        state = self.session.get_state()
+        if state["micOn"]:
+            await self.session.set_mic(False)
+        if state["camOn"]:
+            await self.session.set_cam(False)
+        if state["sharing"]:
+            self.session.stop_share()
+
+    async def toggle_mic(self) -> bool:
+        if self.session is None:
+            return await self._preview_toggle("mic")
+        return await self.session.toggle_mic()
+
+    async def toggle_cam(self) -> bool:
+        if self.session is None:
+            return await self._preview_toggle("cam")
+        return await self.session.toggle_cam()
+
+    async def _preview_toggle(self, source: Source) -> bool:
+        if source in self._media.tracks:
+            self._media.release(source)
+        else:
+            await self._media.acquire(source)
+        self._emit_state()
+        return source in self._media.tracks
+
+    async def share_screen(self) -> None:
+        await self._need().share_screen()
+
+    async def share_track(self, track: Any) -> None:
+        if _nullish(track):
+            raise TypeError("shareTrack(track) needs a MediaStreamTrack")
+        self._shared = track
+        await self._need().share_screen(track)
+        self._local_media_changed()
+
+    def stop_share(self) -> None:
+        self._shared = None
+        self._need().stop_share()
+        self._local_media_changed()
+
+    def get_agent_audit(self, peer: str | None = None, n: int = 6) -> list[dict[str, Any]]:
+        return self._need().get_agent_audit(peer, n)
+
+    def _need(self) -> Session:
+        if self.session is None:
+            raise RuntimeError("a preview never joins a room")
+        return self.session
+
+    # ------------------------------------------------------------------ engine → page
+
+    def get_state(self) -> dict[str, Any]:
+        if self.session is None:
+            tracks = self._media.tracks
+            return {**STATE_DEFAULTS, "inCall": self._preview_on, "micOn": "mic" in tracks,
+                    "camOn": "cam" in tracks, "preview": True}
+        state = self.session.get_state()
+        if state.get("lobbyStatus") is None:
+            state["lobbyStatus"] = "none"
+        return state
+
+    def get_participants(self) -> list[dict[str, Any]]:
+        if self.session is None:
+            if not self._preview_on:
+                return []
+            return [{"id": "preview", "name": str(self.config.get("name") or ""), "isSelf": True,
+                     "camOn": "cam" in self._media.tracks, "micOn": "mic" in self._media.tracks,
+                     "speaking": False, "stream": self._self_view(), "meta": {}, "role": "guest"}]
+        return [self._decorate(p) for p in self.session.get_participants()]
+
+    def _decorate(self, person: dict[str, Any]) -> dict[str, Any]:
+        pid = person["id"]
+        person["speaking"] = pid in self.speaking.speaking
+        person["stream"] = self._self_view() if person.get("isSelf") else self._stream_of.get(pid)
+        return person
+
+    def emit(self, event: str, *args: Any) -> None:
+        if self.closed:
+            return
+        try:
+            self._emit_raw(event, *[self._convert(a) for a in args])
+        except Exception:
+            self.errors += 1
+            log.exception("page listener for %s failed", event)
+
+    def _emit_state(self) -> None:
+        self.state = self.get_state()
+        self.emit("state", self.state)
+
+    def _emit_participants(self) -> None:
+        self.emit("participants", self.get_participants())
+
+    def _on_participants(self, _people: list[dict[str, Any]]) -> None:
+        self._emit_participants()
+        self._sync_meters()
+
+    def _on_join(self, person: dict[str, Any]) -> None:
+        self.emit("join", self._decorate(dict(person)))
+
+    def _on_leave(self, person: dict[str, Any]) -> None:
+        pid = str(person.get("id"))
+        self._stream_of.pop(pid, None)
+        if self.speaking.forget(pid):
+            self.emit("speaking", pid, False)
+        self.emit("leave", person)
+
+    def _on_state(self, _state: dict[str, Any]) -> None:
+        self._emit_state()
+        self._sync_meters()
+
+    def _on_chat(self, line: dict[str, Any] | None) -> None:
+        self.emit("chat", line)
+
+    def _on_knocks(self, knocks: list[dict[str, Any]]) -> None:
+        self.emit("knocks", knocks)
+
+    def _on_lobby(self, status: str) -> None:
+        self.emit("lobby", status)
+
+    def _on_caps(self, grant: dict[str, Any]) -> None:
+        self.emit("caps", grant)
+
+    def _on_message(self, data: Any, sender: str) -> None:
+        # One string over the FFI: the page's JSON.parse is far cheaper than a deep to_js.
+        self.emit("message", json.dumps(data, separators=(",", ":"), ensure_ascii=False), sender)
+
+    def _on_tracks(self, peer: str, lane: str, track: Any) -> None:
+        if self._streams is None:
+            return
+        stream = self._stream_of.get(peer)
+        if stream is None:
+            stream = self._stream_of[peer] = self._streams.new()
+        self._streams.set_track(stream, lane, track)
+        self._sync_meters()
+        self._emit_participants()
+
+    # ------------------------------------------------------------------ local media, speaking
+
+    def _self_view(self) -> Any:
+        if self._streams is None:
+            return None
+        tracks = self._media.tracks
+        if self._self_stream is None:
+            self._self_stream = self._streams.new()
+        state = self.session.get_state() if self.session is not None else {"micOn": True, "camOn": True,
+                                                                             "sharing": False}
+        video = (self._shared or tracks.get("screen")) if state["sharing"] else None
+        if video is None and state["camOn"]:
+            video = tracks.get("cam")
+        self._streams.set_track(self._self_stream, "audio", tracks.get("mic") if state["micOn"] else None)
+        self._streams.set_track(self._self_stream, "video", video)
+        return self._self_stream
+
+    def _local_media_changed(self) -> None:
+        if self.closed:
+            return
+        self._self_view()
+        self._sync_meters()
+
+    def _screen_ended(self) -> None:
+        if self.session is not None and self.session.get_state()["sharing"]:
+            self.stop_share()
+
+    def _sync_meters(self) -> None:
+        """Analyse exactly the audio we can hear: our mic while on, and each remote mic that is on."""
+        if self._meter is None or self.session is None:
+            return
+        want: dict[str, Any] = {}
+        mic = self._media.tracks.get("mic")
+        if mic is not None and self.session.get_state()["micOn"]:
+            want[self.session.self_id] = mic
+        for person in self.session.get_participants():
+            if person["isSelf"] or not person.get("micOn"):
+                continue
+            track = self.session.remote_tracks(person["id"]).get("audio")
+            if track is not None:
+                want[person["id"]] = track
+        for key in [k for k in self._metered if k not in want or self._metered[k] is not want[k]]:
+            self._meter.remove(key)
+            del self._metered[key]
+        for key, track in want.items():
+            if key not in self._metered:
+                self._meter.add(key, track)
+                self._metered[key] = track
+        for key in list(self.speaking.speaking):
+            if key not in want and self.speaking.forget(key):
+                self.emit("speaking", key, False)
+                self._emit_participants()
+
+    def _on_levels(self, levels: Any) -> None:
+        if self.closed:
+            return
+        raw = from_page(levels) or {}
+        now = self._scheduler.now() if self._scheduler is not None else self._wall()
+        changes = self.speaking.feed({str(k): float(v) for k, v in raw.items()}, now)
+        for key, on in changes:
+            self.emit("speaking", key, on)
+        if changes:
+            self._emit_participants()
+
+    # ------------------------------------------------------------------ diagnostics / test hooks
+
+    def cut_link(self, peer: str) -> bool:
+        """Close the ``RTCPeerConnection`` under our data link to ``peer`` (a simulated network cut)."""
+        session = self._need()
+        link = session.mesh.link_of(peer)
+        links = getattr(session._transport, "_links", {})
+        lk = links.get(link) if link is not None else None
+        if lk is None or lk.pc is None:
+            return False
+        lk.pc.raw.close()
+        return True
+
+
+_background: set[asyncio.Future[Any]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
-    """Called by widget.js for each mount, once the engine has booted."""
+    """Called by widget.js for each mount, once the engine has booted; starts presence at once.
+
+    ``config`` carries the mount options plus what the loader discovered in parallel with the boot:
+    ``broker`` (``{"url", "key"}`` from ``/api/signal``) and ``iceServers`` (from ``/api/turn``).
+    """
     config = json.loads(config_json)
     if not isinstance(config, dict):
         raise TypeError("mount config must be a JSON object")
-    return PageSession(config, emit)
+    room_peer_id(str(config.get("room", "")))  # a clear error for a room without letters/digits
+    if config.get("preview"):
+        page = PageSession(config, emit, streams=_JsStreams(), convert=_to_page)
+    else:
+        from kibitz.clock import AsyncioScheduler
+
+        broker = config.get("broker") or {}
+        url = broker.get("url")
+        if not isinstance(url, str) or not url:
+            raise ValueError("no signaling broker: /api/signal named none and no signalHost was given")
+        ice: tuple[IceServer, ...] = tuple(config.get("iceServers") or ())
+        transport = make_browser_transport(url, key=str(broker.get("key") or "peerjs"),
+                                           rtc_config=RtcConfig(ice_servers=ice))
+        page = PageSession(
+            config, emit, transport=transport, scheduler=AsyncioScheduler(asyncio.get_event_loop()),
+            streams=_JsStreams(), meter=lambda cb: _shim().levelMeter(cb), convert=_to_page,
+        )
+
+        async def shutdown() -> None:
+            await asyncio.sleep(0.2)  # let the goodbye frames leave first
+            await transport.shutdown()
+
+        page.on_close(lambda: _spawn(shutdown()))
+    page.on_close(on_pagehide(page.close))
+    page.start()
+    return page
+
+
+__all__ = [
+    "BrowserDataChannel", "BrowserMedia", "BrowserPeerConnection", "BrowserPeerConnectionFactory",
+    "BrowserSignalingSocket", "PageSession", "SpeakingDetector", "connect_signaling", "from_page",
+    "make_browser_transport", "open_session", "placeholder_tracks", "ws_base_of",
+]
