@@ -50,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from kibitz.backends.aio_media import FanoutRegistry, RemoteLane, SenderLane, placeholder_tracks
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
-    EventCallback,
+    EventListeners,
     IceCandidateInit,
     IceServer,
     MediaKind,
@@ -110,33 +110,16 @@ def _gathering_scope(loopback_only: bool) -> Iterator[None]:
 # ------------------------------------------------------------------------------- events
 
 
-class _Emitter:
-    """``on(name, cb)`` listeners; one listener raising never stops the others."""
-
-    def __init__(self) -> None:
-        self._listeners: dict[str, list[EventCallback]] = {}
-
-    def on(self, name: str, callback: EventCallback) -> None:
-        self._listeners.setdefault(name, []).append(callback)
-
-    def _fire(self, name: str, *args: Any) -> None:
-        for callback in list(self._listeners.get(name, ())):
-            try:
-                callback(*args)
-            except Exception:
-                log.exception("%s listener raised", name)
-
-
-class AioDataChannel(_Emitter):
+class AioDataChannel(EventListeners):
     """:class:`~kibitz.backends.rtc_api.DataChannel` over ``aiortc.RTCDataChannel``."""
 
     def __init__(self, channel: RTCDataChannel) -> None:
         super().__init__()
         self._channel = channel
-        channel.on("open", lambda: self._fire("open"))
-        channel.on("message", lambda data: self._fire("message", data))
-        channel.on("close", lambda: self._fire("close"))
-        channel.on("bufferedamountlow", lambda: self._fire("bufferedamountlow"))
+        channel.on("open", lambda: self.fire("open"))
+        channel.on("message", lambda data: self.fire("message", data))
+        channel.on("close", lambda: self.fire("close"))
+        channel.on("bufferedamountlow", lambda: self.fire("bufferedamountlow"))
 
     @property
     def label(self) -> str:
@@ -267,7 +250,7 @@ def _stat_dict(stat: Any) -> dict[str, Any]:
     return out
 
 
-class AioPeerConnection(_Emitter):
+class AioPeerConnection(EventListeners):
     """:class:`~kibitz.backends.rtc_api.MediaPeerConnection` over ``aiortc.RTCPeerConnection``."""
 
     def __init__(
@@ -279,12 +262,12 @@ class AioPeerConnection(_Emitter):
         self._registry = registry if registry is not None else FanoutRegistry()
         self._transceivers: dict[RTCRtpTransceiver, AioTransceiver] = {}
         pc.on("track", self._on_native_track)
-        pc.on("connectionstatechange", lambda: self._fire("connectionstatechange", self.connection_state))
+        pc.on("connectionstatechange", lambda: self.fire("connectionstatechange", self.connection_state))
         pc.on(
             "iceconnectionstatechange",
-            lambda: self._fire("iceconnectionstatechange", self.ice_connection_state),
+            lambda: self.fire("iceconnectionstatechange", self.ice_connection_state),
         )
-        pc.on("datachannel", lambda channel: self._fire("datachannel", AioDataChannel(channel)))
+        pc.on("datachannel", lambda channel: self.fire("datachannel", AioDataChannel(channel)))
 
     @property
     def native(self) -> RTCPeerConnection:
@@ -316,8 +299,8 @@ class AioPeerConnection(_Emitter):
         # Trickle what aiortc gathered, asynchronously like a browser, then end-of-candidates.
         loop = asyncio.get_running_loop()
         for cand in local_candidates(local.sdp):
-            loop.call_soon(self._fire, "icecandidate", cand)
-        loop.call_soon(self._fire, "icecandidate", None)
+            loop.call_soon(self.fire, "icecandidate", cand)
+        loop.call_soon(self.fire, "icecandidate", None)
 
     async def set_remote_description(self, desc: SessionDescription) -> None:
         with _gathering_scope(self._loopback_only):
@@ -366,7 +349,7 @@ class AioPeerConnection(_Emitter):
                 remote = RemoteLane(native_track)
                 tr.receiver.track = remote
                 event = TrackEvent(kind=remote.kind, track=remote, mid=native.mid, transceiver=tr)
-                self._fire("track", event)
+                self.fire("track", event)
                 return
         log.debug("remote track %s without a transceiver; ignored", native_track.id)
 

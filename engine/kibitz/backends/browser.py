@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from kibitz.backends.rtc_api import (
     EventCallback,
+    EventListeners,
     IceCandidateInit,
     IceServer,
     MediaKind,
@@ -86,23 +87,6 @@ def _bytes_of(value: Any) -> bytes:
     return bytes(value.to_py())
 
 
-class _Events:
-    """Several callbacks per event name, run in registration order; one failing never stops the rest."""
-
-    def __init__(self) -> None:
-        self._callbacks: dict[str, list[EventCallback]] = {}
-
-    def add(self, name: str, callback: EventCallback) -> None:
-        self._callbacks.setdefault(name, []).append(callback)
-
-    def fire(self, name: str, *args: Any) -> None:
-        for callback in list(self._callbacks.get(name, ())):
-            try:
-                callback(*args)
-            except Exception:
-                log.exception("%s listener raised", name)
-
-
 class _Listeners:
     """JS listeners registered through the shim; ``close()`` removes them and frees the proxies."""
 
@@ -137,7 +121,7 @@ class BrowserDataChannel:
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         raw.binaryType = "arraybuffer"
-        self._events = _Events()
+        self._events = EventListeners()
         self._listeners = _Listeners()
         self._listeners.listen(raw, "open", lambda _ev: self._events.fire("open"))
         self._listeners.listen(raw, "message", self._on_message)
@@ -182,7 +166,7 @@ class BrowserDataChannel:
         self._raw.close()
 
     def on(self, name: str, callback: EventCallback) -> None:
-        self._events.add(name, callback)
+        self._events.on(name, callback)
 
     def release(self) -> None:
         """Drop every JS listener now (the owning peer connection is gone)."""
@@ -280,7 +264,7 @@ class BrowserPeerConnection:
             "iceTransportPolicy": config.ice_transport_policy,
         }
         self._raw = js.RTCPeerConnection.new(to_js_object(conf))
-        self._events = _Events()
+        self._events = EventListeners()
         self._listeners = _Listeners()
         self._channels: list[BrowserDataChannel] = []
         self._transceivers: list[BrowserTransceiver] = []
@@ -375,7 +359,7 @@ class BrowserPeerConnection:
                                               transceiver=transceiver))
 
     def on(self, name: str, callback: EventCallback) -> None:
-        self._events.add(name, callback)
+        self._events.on(name, callback)
 
     async def close(self) -> None:
         if self._closed:

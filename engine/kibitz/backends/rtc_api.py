@@ -66,11 +66,13 @@ This module imports neither ``aiortc`` nor ``websockets`` nor ``js``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 EventCallback = Callable[..., Any]
+_log = logging.getLogger(__name__)
 """A listener; its argument (if any) depends on the event name, see the module docstring."""
 
 DataChannelState = Literal["connecting", "open", "closing", "closed"]
@@ -296,3 +298,24 @@ ConnectSignaling = Callable[[str, OnSignalingMessage, OnSignalingClose], Awaitab
 ``on_close(reason)`` exactly once after a successful open, when the socket closes for any reason.
 Neither is called before the awaitable resolves.
 """
+
+
+class EventListeners:
+    """``on(name, cb)`` listeners for the adapters; one listener raising never stops the others.
+
+    Both adapter families (aiortc and the page) re-emit their native events through this, so an
+    exception in engine code never unwinds into aiortc's or the browser's event loop.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[EventCallback]] = {}
+
+    def on(self, name: str, callback: EventCallback) -> None:
+        self._listeners.setdefault(name, []).append(callback)
+
+    def fire(self, name: str, *args: Any) -> None:
+        for callback in list(self._listeners.get(name, ())):
+            try:
+                callback(*args)
+            except Exception:
+                _log.exception("%s listener raised", name)
