@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from kibitz.ids import normalize_room
+
 
 @dataclass(frozen=True)
 class BrokerInfo:
@@ -71,6 +73,8 @@ class BrokerDirectory:
         The local broker is hashed under a fixed name, so clients that reach it through different
         host names (localhost vs 127.0.0.1) still agree on the choice.
         """
+        # Hash the room as the engine names it, so "My Room" and "my-room" meet on one broker.
+        room = normalize_room(room) or room
         pool = {u: u for u in self.remote if u in self.healthy}
         if local_url:
             pool[self.local or "local"] = local_url

@@ -237,3 +237,16 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         (tmp_path / "bad.json").write_text('{"nope": 1}')
         make_config(tmp_path / "bad.json")
     assert replace(cfg, port=0).resolved_broker_port() == 0
+
+
+def test_spellings_of_one_room_meet_on_one_broker() -> None:
+    from kibitz.server.signal import BrokerDirectory
+
+    remote = tuple(f"wss://b{i}.example/" for i in range(8))
+    directory = BrokerDirectory("peerjs", remote, interval=60, timeout=1)
+    directory.healthy = set(remote)
+    spellings = ["Room 3F9K2MQ7P1", "room-3f9k2mq7p1", "  room__3f9k2mq7p1!", "ROOM.3f9k2mq7p1"]
+    picks = {directory.choose(s, None)["url"] for s in spellings}
+    assert len(picks) == 1
+    others = {directory.choose(f"room-{i:04d}", None)["url"] for i in range(40)}
+    assert len(others) > 1  # the choice really depends on the room
