@@ -153,6 +153,20 @@ class Session:
         self._local.cam = self._local.cam or cam
         self._update_profile(on=True, mic=self._local.mic, cam=self._local.cam)
 
+    def knock(self, name: str | None = None, avatar: str | None = None) -> None:
+        """Introduce ourselves to a gated room: in a room with a waiting room this puts us in the
+        host's queue (a voice without a prior knock counts as one); re-callable to rename while
+        waiting. In an open room it simply joins."""
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if avatar is not None:
+            changes["avatar"] = avatar
+        if changes:
+            self._update_profile(**changes)
+        if not self._profile.on:
+            self.join()
+
     def leave(self) -> None:
         """Leave the call but stay connected to the room (the launcher still shows who is there)."""
         if self.room is not None and self._profile.on:

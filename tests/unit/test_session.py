@@ -166,3 +166,35 @@ def test_not_in_call_means_no_data(bus: Bus) -> None:
     with pytest.raises(RuntimeError, match="join the call"):
         bob.send_chat("hi")
     assert not bob.get_state()["inCall"]
+
+
+def test_waiting_room_knock_admit_and_deny(bus: Bus) -> None:
+    host = make(bus, "ann")
+    settle(bus.clock)
+    host.join()
+    settle(bus.clock)
+    host.set_lobby(True)
+    queue: list[list[dict[str, Any]]] = []
+    host.on("knocks", queue.append)
+    bob, cy = make(bus, "bob"), make(bus, "cy")
+    statuses: dict[str, list[str]] = {"bob": [], "cy": []}
+    bob.on("lobby", statuses["bob"].append)
+    cy.on("lobby", statuses["cy"].append)
+    settle(bus.clock)
+    bob.knock("Bobby")
+    cy.knock("Cyd")
+    settle(bus.clock, 1.0)
+    assert sorted(k["name"] for k in host.get_knocks()) == ["Bobby", "Cyd"]
+    assert queue, "the host saw no knocks event"
+    assert statuses["bob"][-1] == "waiting"
+    assert [p["id"] for p in host.get_participants()] == [host.self_id]  # nobody in before admit
+    host.admit(bob.self_id)
+    host.deny(cy.self_id)
+    settle(bus.clock, 1.0)
+    assert statuses["bob"][-1] == "admitted"
+    assert statuses["cy"][-1] == "denied"
+    assert {p["id"] for p in host.get_participants()} == {host.self_id, bob.self_id}
+    assert {p["name"] for p in bob.get_participants()} == {"Ann", "Bobby"}
+    assert host.get_state()["lobbyOn"] and bob.get_state()["lobbyOn"]
+    with pytest.raises(PermissionError):
+        bob.set_lobby(False)  # only the coordinator moderates in a room without a host

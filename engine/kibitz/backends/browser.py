@@ -844,7 +844,7 @@ class PageSession:
             "resetRoom": self._s("reset_room"), "getCapabilityGrant": self._s("get_capability_grant"),
             "setCapabilityGrant": self._s("set_capability_grant"),
             "getAgentAudit": self.get_agent_audit, "getState": self.get_state,
-            "getParticipants": self.get_participants,
+            "getParticipants": self.get_participants, "knock": self._s("knock"),
         }
         SESSIONS.append(self)
 
