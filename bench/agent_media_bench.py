@@ -1,17 +1,19 @@
 """Agent media benchmark: aiortc CPU per received audio stream (issue 6).
 
 One ``kibitz serve`` runs on 127.0.0.1. This process is the *sender*: it hosts N CPython humans
-(:class:`kibitz.session.Session` on aiortc, loopback only), each with a 440 Hz-ish
-:class:`~kibitz.backends.aio_media.ToneTrack` as its "microphone". The first human is the
-coordinator and grants the agent ``hear-audio``. A separate ``kibitz agent run`` process is the
-*agent*: it reads every audio track it gets to the end (so every frame is really decoded) and
-prints its per-peer frame counts every 250 ms.
+(:class:`kibitz.session.Session` on aiortc, loopback only), each with a
+:class:`~kibitz.backends.aio_media.ToneTrack` as its "microphone"; they send media to the agent
+only (see :class:`AgentOnlySession`). The first human is the coordinator and grants the agent
+``hear-audio``. A separate ``kibitz agent run`` process is the *agent*: it reads every audio track
+it gets to the end (so every frame is really decoded) and prints its per-peer frame counts every
+250 ms.
 
-Steps: N = 0 (the agent with one human whose mic is off: the baseline), 1, 2, 4, 8 (mics on),
-then a control with the 8 humans' mics off again (what 8 links cost without audio). For each,
-once the agent receives frames from every human whose mic is on, the AGENT process's CPU time
-(psutil, user+sys, all threads) is read over a 5 s window. Reported: CPU %, CPU-ms per second per
-stream ((cpu(N) − cpu(baseline)) / N), frames/s per stream, RSS.
+For N = 0 (the agent with one human whose mic is off: the baseline), 1, 2, 4, 8: with N humans in
+the room, their mics off (N > 1) and then on, and once the agent receives frames from all of them
+(or from none), the AGENT process's CPU time (psutil, user+sys, all threads) is read over a 5 s
+window. Reported: CPU %, CPU-ms per second per stream ((cpu(N) − cpu(baseline)) / N, and net of
+the same links with mics off), frames/s per stream, RSS, and a least-squares split of the agent's
+CPU into a per-link and a per-stream part. About a minute in all.
 
 Run: ``.venv/bin/python bench/agent_media_bench.py`` (``--window S``; ``--no-write`` to print only).
 Writes the ``## Agent media`` section of docs/benchmarks.md.
@@ -54,6 +56,8 @@ KIBITZ = ROOT / ".venv" / "bin" / "kibitz"
 STEPS = (0, 1, 2, 4, 8)
 SETTLE_S = 1.0
 FLOW_TIMEOUT_S = 30.0
+MIN_FPS = 45.0  # of a nominal 50: below it a window is measured again (up to RETRIES times)
+RETRIES = 2
 PERCEIVE = ["read-chat", "read-roster", "receive-directed", "hear-audio"]
 AGENT_FILE = """
 import asyncio
@@ -320,7 +324,13 @@ async def bench(server: str, broker: str, key: str, window: float, tmp: Path) ->
                 for h in humans:
                     await h.session.set_mic(True)
                 await wait_audio(agent, humans, flowing=True)
-                rows.append(await measure(agent, humans, True, window))
+                row = await measure(agent, humans, True, window)
+                for _ in range(RETRIES):  # a stalled window (frames lost) does not price a stream
+                    if min(row.fps) >= MIN_FPS:
+                        break
+                    print(f"  under {MIN_FPS} frames/s per stream: measuring again", flush=True)
+                    row = await measure(agent, humans, True, window)
+                rows.append(row)
     finally:
         if agent is not None:
             await agent.stop()
@@ -360,7 +370,37 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_section(text: str, window: float, head: str) -> None:
+def fit(rows: list[Row]) -> tuple[float, float, float]:
+    """Least squares ``CPU-ms/s = a + b·links + c·streams`` over all rows: ``(a, b, c)``.
+
+    Uses every row at once, so it is steadier than any one difference on a noisy box.
+    """
+    xs = [(1.0, float(r.humans), float(r.streams)) for r in rows]
+    ys = [r.cpu_pct * 10 for r in rows]
+    m = [
+        [sum(x[i] * x[j] for x in xs) for j in range(3)]
+        + [sum(x[i] * y for x, y in zip(xs, ys, strict=True))]
+        for i in range(3)
+    ]
+    for col in range(3):  # Gauss-Jordan on the 3x3 normal equations
+        pivot = max(range(col, 3), key=lambda r: abs(m[r][col]))
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(3):
+            if r != col:
+                f = m[r][col] / m[col][col]
+                m[r] = [u - f * v for u, v in zip(m[r], m[col], strict=True)]
+    return m[0][3] / m[0][0], m[1][3] / m[1][1], m[2][3] / m[2][2]
+
+
+def summary(rows: list[Row]) -> str:
+    a, b, c = fit(rows)
+    return (
+        f"Least-squares fit over all rows: agent CPU-ms/s ≈ {a:.0f} + **{b:.1f} per human link** + "
+        f"**{c:.1f} per received audio stream**."
+    )
+
+
+def write_section(text: str, rows: list[Row], window: float, head: str) -> None:
     body = (
         f"{SECTION}\n\n"
         f"{head}; {time.strftime('%Y-%m-%d')}.\n\n"
@@ -379,10 +419,15 @@ def write_section(text: str, window: float, head: str) -> None:
         f"(CPU(N) − CPU(baseline)) / N: what each talking human costs the agent, its link included "
         f"(the agent sends every human a silent-Opus and 2x2-VP8 placeholder, as a tab does). *vs same "
         f"links, mics off* subtracts the same N humans with their mics off: the receive path alone "
-        f"(SRTP, jitter buffer, Opus decode, the read loop). Frames/s are the agent's own counts "
-        f"(nominal 50). The sender column is this bench process (all the humans). The box is a shared "
-        f"2-core VM, often loaded by other work: expect ±20 % run-to-run noise.\n\n"
-        f"{text}\n"
+        f"(SRTP, jitter buffer, Opus decode, the read loop). The mics-off rows grow with the links "
+        f"because of the agent's own placeholders: a one-off run with them switched off had 8 silent "
+        f"links cost the agent about 1 % CPU. Frames/s are the agent's own counts "
+        f"(nominal 50; a window with a stream under {MIN_FPS:g} is measured again, up to {RETRIES} "
+        f"times). The sender column is this bench process (all the humans). The box is a shared "
+        f"2-core VM, often loaded by other work: a per-stream difference is small next to the agent's "
+        f"total and can swing by half between runs; the fit below the table uses every row and is "
+        f"steadier.\n\n"
+        f"{text}\n\n{summary(rows)}\n"
     )
     doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
@@ -402,9 +447,10 @@ def main() -> None:
         rows = asyncio.run(bench(srv.http, srv.broker, srv.key, args.window, Path(tmp)))
     text = table(rows)
     print(text)
+    print(summary(rows))
     print(f"total {time.monotonic() - started:.0f} s")
     if not args.no_write:
-        write_section(text, args.window, head)
+        write_section(text, rows, args.window, head)
         print(f"wrote the '{SECTION}' section of {DOC.relative_to(ROOT)}")
 
 
