@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Playwright, Route, WebSocketRoute, sync_playwright
+from browser_guard import guarded_context
+from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
 
 CHROMIUM = os.environ.get("KIBITZ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,8 +28,6 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--allow-loopback-in-peer-connection",
 ]
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Run e2e tests last: the session's sync Playwright keeps an event loop running in the main
@@ -66,26 +64,8 @@ def new_context(browser: Browser, outside_requests: list[str]) -> Iterator[Calla
     """Make isolated browser contexts (separate users) that cannot reach anything off loopback."""
     made: list[BrowserContext] = []
 
-    def guard(route: Route) -> None:
-        host = urlsplit(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            outside_requests.append(route.request.url)
-            route.abort()
-
-    # route() does not see WebSockets: they get their own guard (loopback ones are left untouched).
-    def off_loopback(url: str) -> bool:
-        return (urlsplit(url).hostname or "") not in LOCAL_HOSTS
-
-    def ws_guard(ws: WebSocketRoute) -> None:
-        outside_requests.append(ws.url)
-        ws.close(code=1008, reason="off-loopback WebSocket blocked by the test harness")
-
     def make(**kwargs: object) -> BrowserContext:
-        ctx = browser.new_context(**kwargs)  # type: ignore[arg-type]
-        ctx.route("**/*", guard)
-        ctx.route_web_socket(off_loopback, ws_guard)
+        ctx = guarded_context(browser, outside_requests, **kwargs)
         made.append(ctx)
         return ctx
 

@@ -15,11 +15,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, WebSocketRoute
+from browser_guard import guarded_context
+from playwright.sync_api import Browser, BrowserContext, Page
 from server_fixture import KibitzServer
 
 ROOM = "room-e2e-" + format(int(time.time() * 1000) % 36**6, "x")
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 # Counts every offer/answer negotiation a page takes part in: media changes must add none.
 COUNT_NEGOTIATIONS = """(() => {
@@ -60,21 +60,7 @@ def offline_guard() -> Iterator[list[str]]:
 
 
 def _guarded(browser: Browser, outside: list[str]) -> BrowserContext:
-    def guard(route: Route) -> None:
-        host = urlsplit(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    def ws_guard(ws: WebSocketRoute) -> None:
-        outside.append(ws.url)
-        ws.close(code=1008, reason="off-loopback WebSocket blocked by the test harness")
-
-    ctx = browser.new_context()
-    ctx.route("**/*", guard)
-    ctx.route_web_socket(lambda url: (urlsplit(url).hostname or "") not in LOCAL_HOSTS, ws_guard)
+    ctx = guarded_context(browser, outside)
     ctx.add_init_script(COUNT_NEGOTIATIONS)
     return ctx
 
@@ -191,6 +177,29 @@ def test_camera_toggle_changes_camon_and_frames_without_renegotiation(tabs: list
     assert after == before, f"a media change renegotiated: {before} → {after}"
 
 
+def test_screen_share_swaps_the_video_lane_without_renegotiation(tabs: list[Tab]) -> None:
+    ann, bob, cy = tabs
+    before = [tab.js("() => ({ ...window.__neg })") for tab in tabs]
+    bob.js("() => window.call.shareScreen()")  # the fake UI picks the (fake) whole screen
+    assert bob.js("() => window.call.getState().sharing") is True
+    # Chromium's fake screen is 1280×720 (the fake camera is 640×480); the encoder may scale it
+    # down at first, so wait for a 16:9 frame rather than an exact size.
+    wide = (
+        "(id) => { const v = document.querySelector(`video[data-id='${id}']`); "
+        "return v && v.videoWidth > 2 && Math.abs(v.videoWidth / v.videoHeight - 16 / 9) < 0.05; }"
+    )
+    wait_all([ann, cy], wide, bob.id)
+    bob.js("() => window.call.stopShare()")
+    assert bob.js("() => window.call.getState().sharing") is False
+    small = (
+        "(id) => { const v = document.querySelector(`video[data-id='${id}']`); "
+        "return v && v.videoWidth === 2; }"
+    )
+    wait_all([ann, cy], small, bob.id)
+    after = [tab.js("() => ({ ...window.__neg })") for tab in tabs]
+    assert after == before, f"screen sharing renegotiated: {before} → {after}"
+
+
 def _frames_from(tab: Tab, peer: str) -> int:
     """Video frames ``tab`` decoded on its media link from ``peer`` (inbound-rtp framesDecoded)."""
     code = f"""
@@ -299,7 +308,7 @@ def test_demo_and_cross_origin_embed_share_a_call(
         embed.goto(embed_url)
         pages = (demo, embed)
         for page in pages:
-            page.wait_for_function("() => window.Kibitz && window.Kibitz.auto", timeout=10_000)
+            page.wait_for_function("() => window.Kibitz && window.Kibitz.auto", timeout=30_000)
             page.evaluate("() => window.Kibitz.auto.ready")
         assert embed.evaluate("() => [location.origin, Kibitz.server]") == [
             urlsplit(embed_url)._replace(path="", query="", fragment="").geturl(),
