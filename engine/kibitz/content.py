@@ -26,15 +26,24 @@ from kibitz.capabilities import CapabilityBook, Grant
 from kibitz.mesh import Mesh
 from kibitz.protocol.base import DropCounter
 from kibitz.protocol.content import (
+    MAX_APP_BYTES,
     MAX_CHAT_CHARS,
+    UNSURE,
     App,
     Caps,
     Chat,
     ContentModel,
     IdToken,
     Schema,
+    app_wire,
+    chat_wire,
+    check_app,
+    check_chat,
     decode_content,
+    json_text,
+    parse_app_text,
     to_wire,
+    utf8_len,
 )
 
 log = logging.getLogger(__name__)
@@ -87,6 +96,7 @@ class ContentRouter:
         self._seq = 0
         self._known: set[str] = set()
         self._was_authority = False
+        self._delivering: tuple[Any, str] | None = None
         mesh.on_message = self.receive
 
     # ------------------------------------------------------------------ room facts
@@ -125,12 +135,12 @@ class ContentRouter:
         if len(text) > MAX_CHAT_CHARS:
             raise ValueError(f"chat text of {len(text)} characters exceeds {MAX_CHAT_CHARS}")
         self._require_own("send-chat", "send chat")
-        msg = to_wire(Chat(text=text, dm=True if to else None))
+        wire = chat_wire(text, dm=to is not None)  # ValueError for a lone surrogate, as Chat would
         if to is None:
-            self.mesh.broadcast(msg, only=lambda p: self.book.may_perceive(p, "read-chat"))
+            self.mesh.broadcast_encoded(wire, only=self._reader)
         else:
             self._require_directed(to)
-            self.mesh.send(to, msg)
+            self.mesh.send_encoded(to, wire)
         line = self._remember(self.self_id, text, direct=to is not None)
         return line
 
@@ -138,15 +148,41 @@ class ContentRouter:
         """App data to every peer that may perceive it; returns the recipients."""
         self._require_own("send-chat", "broadcast")
         self._require_act(data)
-        readers = lambda p: self.book.may_perceive(p, "read-chat")  # noqa: E731
-        return self.mesh.broadcast(to_wire(App(data=data)), only=readers)
+        return self.mesh.broadcast_encoded(app_wire(_app_text(data)), only=self._reader)
 
     def send_to(self, peer: str, data: Any) -> None:
         """App data to one peer, directly; refused when it may not receive directed messages."""
         self._require_own("send-chat", "send")
         self._require_act(data)
         self._require_directed(peer)
-        self.mesh.send(peer, to_wire(App(data=data)))
+        self.mesh.send_encoded(peer, app_wire(_app_text(data)))
+
+    def broadcast_json(self, text: str) -> list[str]:
+        """:meth:`broadcast` for data given as JSON text (the page's ``broadcast``): parsed once,
+        checked as :class:`App` checks it, and carried without encoding it again."""
+        data, text = parse_app_text(text)
+        self._require_own("send-chat", "broadcast")
+        self._require_act(data)
+        return self.mesh.broadcast_encoded(app_wire(text), only=self._reader)
+
+    def send_json(self, peer: str, text: str) -> None:
+        """:meth:`send_to` for data given as JSON text (the page's ``sendTo``)."""
+        data, text = parse_app_text(text)
+        self._require_own("send-chat", "send")
+        self._require_act(data)
+        self._require_directed(peer)
+        self.mesh.send_encoded(peer, app_wire(text))
+
+    def json_of(self, data: Any) -> str:
+        """Compact JSON text of app data; free for the value being delivered right now (the
+        receive check already encoded it), so the page hands it to JS without a second encode."""
+        delivering = self._delivering
+        if delivering is not None and delivering[0] is data:
+            return delivering[1]
+        return json_text(data)
+
+    def _reader(self, peer: str) -> bool:
+        return self.book.may_perceive(peer, "read-chat")
 
     def send_idtoken(self, peer: str, jwt: str) -> None:
         self.mesh.send(peer, to_wire(IdToken(jwt=jwt)))
@@ -180,15 +216,56 @@ class ContentRouter:
     # ------------------------------------------------------------------ receiving
 
     def receive(self, sender: str, raw: Any) -> None:
-        """Mesh callback: one content message from ``sender``; never raises."""
-        msg = decode_content(raw, self.drops)
-        if msg is None:
-            return
+        """Mesh callback: one content message from ``sender``; never raises.
+
+        ``app`` and ``chat`` objects take the hand-written checks (same limits as the models, see
+        :mod:`kibitz.protocol.content`); everything else, and whatever those checks cannot decide,
+        is validated by the pydantic models.
+        """
         try:
+            if type(raw) is dict:
+                kind = raw.get("k")
+                if kind == "app":
+                    self._receive_app(sender, raw)
+                    return
+                if kind == "chat":
+                    checked = check_chat(raw)
+                    if checked is None:
+                        self.drops.drop("invalid:chat")
+                        return
+                    if checked != UNSURE:
+                        text, dm = checked
+                        self._receive_chat(sender, text, bool(dm))
+                        return
+            msg = decode_content(raw, self.drops)
+            if msg is None:
+                return
             self._dispatch(sender, msg)
         except Exception:
             log.exception("content from %s failed", sender)
             self.drops.drop("handler-error")
+
+    def _receive_app(self, sender: str, raw: dict[str, Any]) -> None:
+        text = check_app(raw)
+        if text is None:
+            self.drops.drop("invalid:app")
+            return
+        data = raw.get("data")
+        if not self._allowed(sender, "app", data=data):
+            return
+        if self.on_app:
+            self._delivering = (data, text)
+            try:
+                self.on_app(sender, data)
+            finally:
+                self._delivering = None
+
+    def _receive_chat(self, sender: str, text: str, direct: bool) -> None:
+        if not self._allowed(sender, "chat", text=text):
+            return
+        line = self._remember(sender, text, direct=direct)
+        if self.on_chat:
+            self.on_chat(line)
 
     def _dispatch(self, sender: str, msg: ContentModel) -> None:
         if isinstance(msg, Caps):
@@ -199,16 +276,14 @@ class ContentRouter:
             if self.on_idtoken:
                 self.on_idtoken(sender, msg.jwt)
             return
-        if not self._allowed(sender, msg):
-            return
         if isinstance(msg, Chat):
-            line = self._remember(sender, msg.text, direct=bool(msg.dm))
-            if self.on_chat:
-                self.on_chat(line)
+            self._receive_chat(sender, msg.text, bool(msg.dm))
         elif isinstance(msg, App):
-            if self.on_app:
+            if self._allowed(sender, "app", data=msg.data) and self.on_app:
                 self.on_app(sender, msg.data)
         elif isinstance(msg, Schema):
+            if not self._allowed(sender, "schema"):
+                return
             key = (sender, msg.name)
             if key not in self.schemas and len(self.schemas) >= SCHEMA_KEEP:
                 self.drops.drop("schema-cap")
@@ -217,14 +292,14 @@ class ContentRouter:
             if self.on_schema:
                 self.on_schema(sender, msg)
 
-    def _allowed(self, sender: str, msg: ContentModel) -> bool:
-        kind = msg.k  # type: ignore[attr-defined]
+    def _allowed(self, sender: str, kind: str, *, text: str = "", data: Any = None) -> bool:
+        """Receiver-side enforcement: chat, app data and schemas need ``send-chat``; an agent
+        ``act`` envelope needs ``act`` too. Refusals are audited and counted."""
         if not self.book.may_act(sender, "send-chat"):
-            detail = msg.text[:80] if isinstance(msg, Chat) else ""
-            self.book.blocked(sender, str(kind), f"lacks send-chat {detail}".strip())
+            self.book.blocked(sender, kind, f"lacks send-chat {text[:80]}".strip())
             self.drops.drop(f"blocked:{kind}")
             return False
-        if isinstance(msg, App) and _is_agent_act(msg.data) and not self.book.may_act(sender, "act"):
+        if kind == "app" and _is_agent_act(data) and not self.book.may_act(sender, "act"):
             self.book.blocked(sender, "act", "lacks act")
             self.drops.drop("blocked:act")
             return False
@@ -245,4 +320,15 @@ class ContentRouter:
 
 
 def _is_agent_act(data: Any) -> bool:
+    if type(data) is dict:  # the usual case, without an ABC isinstance check
+        return data.get(AGENT_ENVELOPE) == "act"
     return isinstance(data, Mapping) and data.get(AGENT_ENVELOPE) == "act"
+
+
+def _app_text(data: Any) -> str:
+    """App data as JSON text, refused as :class:`App` refuses it (not plain JSON, too big)."""
+    text = json_text(data)
+    size = utf8_len(text)
+    if size > MAX_APP_BYTES:
+        raise ValueError(f"app data of {size} bytes exceeds {MAX_APP_BYTES}")
+    return text

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from kibitz.clock import Scheduler, TimerHandle
-from kibitz.protocol.base import DropCounter
+from kibitz.protocol.base import DropCounter, dumps_compact, loads
 from kibitz.transport import (
     IncomingLink,
     LinkClosed,
@@ -103,6 +103,7 @@ MAX_HELD = 32
 MAX_HELD_FRAMES = 16
 RECV_MEMORY = 256
 
+_CONTROL_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _CHUNK_HEADER = struct.Struct("<2sBQIII")
 _MAGIC = b"KZ"
 
@@ -261,6 +262,14 @@ class Mesh:
 
     def handle(self, event: TransportEvent) -> bool:
         """Feed one transport event; True when it belonged to the mesh (others go to the room)."""
+        if type(event) is LinkMessage:  # the hot path: a frame on a link we hold for a member
+            peer_id = self._links.get(event.link)
+            if peer_id is not None:
+                p = self._peers[peer_id]
+                if not p.opened:
+                    self._opened(p)
+                self._on_frame(p, event.data)
+                return True
         if isinstance(event, IncomingLink):
             if event.label != self.label or event.local_id != self.self_id:
                 return False
@@ -304,12 +313,34 @@ class Mesh:
             raise KeyError(f"{to!r} is not in the room")
         self._enqueue(p, *self._encode(message))
 
+    def send_encoded(self, to: str, text: str) -> None:
+        """:meth:`send` for a message that is already compact JSON text (the caller vouches for it).
+
+        Saves encoding the same value twice; the text is framed as is, so it must be exactly one
+        JSON value or the peer drops the frame and the stream stalls at that sequence number.
+        """
+        if to == self.self_id:
+            raise ValueError("cannot send a message to ourselves")
+        p = self._peers.get(to)
+        if p is None:
+            raise KeyError(f"{to!r} is not in the room")
+        self._enqueue(p, *self._sized(text))
+
     def broadcast(self, message: Any, *, only: Callable[[str], bool] | None = None) -> list[str]:
         """Queue ``message`` for every member (never ourselves) that ``only`` admits; returns them.
 
         A peer whose resend buffer is full is skipped and counted (``buffer-full``).
         """
-        text, blob, size = self._encode(message)
+        return self._broadcast(self._encode(message), only)
+
+    def broadcast_encoded(self, text: str, *, only: Callable[[str], bool] | None = None) -> list[str]:
+        """:meth:`broadcast` for compact JSON text (see :meth:`send_encoded`)."""
+        return self._broadcast(self._sized(text), only)
+
+    def _broadcast(
+        self, encoded: tuple[str | None, bytes | None, int], only: Callable[[str], bool] | None
+    ) -> list[str]:
+        text, blob, size = encoded
         sent: list[str] = []
         for peer_id in sorted(self._peers):
             if only is not None and not only(peer_id):
@@ -541,15 +572,28 @@ class Mesh:
 
     def _encode(self, message: Any) -> tuple[str | None, bytes | None, int]:
         try:
-            text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text = dumps_compact(message)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"message is not plain JSON: {exc}") from None
-        raw = text.encode()
-        if len(raw) > MAX_MESSAGE_BYTES:
-            raise ValueError(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
-        if len(raw) <= CHUNK_SIZE:
-            return text, None, len(raw)
-        return None, raw, len(raw)
+        return self._sized(text)
+
+    @staticmethod
+    def _sized(text: str) -> tuple[str | None, bytes | None, int]:
+        """One frame's text for a small message, the UTF-8 blob to chunk for a large one."""
+        if text.isascii():
+            size = len(text)
+            if size <= CHUNK_SIZE:
+                return text, None, size
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raise ValueError("message is not plain JSON: it holds a lone surrogate") from None
+        size = len(raw)
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError(f"message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+        if size <= CHUNK_SIZE:
+            return text, None, size
+        return None, raw, size
 
     def _enqueue(self, p: _Peer, text: str | None, blob: bytes | None, size: int) -> None:
         if p.out and p.out_bytes + size > MAX_BUFFER_BYTES:
@@ -600,7 +644,7 @@ class Mesh:
 
     def _send_control(self, p: _Peer, obj: dict[str, Any]) -> None:
         if p.link is not None:
-            self._write(p, p.link, json.dumps(obj, separators=(",", ":")))
+            self._write(p, p.link, _CONTROL_ENCODER.encode(obj))
 
     def _acked(self, p: _Peer, upto: int) -> None:
         upto = min(upto, p.next_seq - 1)
@@ -627,11 +671,11 @@ class Mesh:
             self.drops.drop("oversize")
             return
         try:
-            obj: Any = json.loads(data)
+            obj: Any = loads(data)
         except (ValueError, RecursionError):
             self.drops.drop("not-json")
             return
-        if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
+        if type(obj) is not dict or not isinstance(obj.get("t"), str):
             self.drops.drop("no-kind")
             return
         kind = obj["t"]

@@ -259,6 +259,17 @@ class Session:
         self._require_in_call("send")
         self.content.send_to(peer, data)
 
+    def broadcast_json(self, text: str) -> list[str]:
+        """:meth:`broadcast` for data that is already JSON text (the page): parsed once, never re-encoded."""
+        if not self.in_call:
+            return []
+        return self.content.broadcast_json(text)
+
+    def send_json(self, peer: str, text: str) -> None:
+        """:meth:`send_to` for data that is already JSON text."""
+        self._require_in_call("send")
+        self.content.send_json(peer, text)
+
     def send_chat(self, text: str, to: str | None = None) -> dict[str, Any]:
         self._require_in_call("chat")
         line = self.content.send_chat(text, to)

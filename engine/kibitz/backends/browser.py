@@ -905,14 +905,15 @@ class PageSession:
         if self.session is None or self.closed or not self.session.in_call:
             self.dropped += 1
             return 0
-        return len(self.session.broadcast(json.loads(text)))
+        # The text is parsed once for the checks and carried as is, never re-encoded.
+        return len(self.session.broadcast_json(text))
 
     def send_json(self, peer: str, text: str) -> bool:
         """``sendTo(id, data)``: directly over our own link to ``peer``; False when not possible."""
         if self.session is None or self.closed or not self.session.in_call:
             self.dropped += 1
             return False
-        self.session.send_to(str(peer), json.loads(text))
+        self.session.send_json(str(peer), text)
         return True
 
     def _s(self, name: str) -> Callable[..., Any]:
@@ -1072,8 +1073,10 @@ class PageSession:
         self.emit("caps", grant)
 
     def _on_message(self, data: Any, sender: str) -> None:
-        # One string over the FFI: the page's JSON.parse is far cheaper than a deep to_js.
-        self.emit("message", json.dumps(data, separators=(",", ":"), ensure_ascii=False), sender)
+        # One string over the FFI: the page's JSON.parse is far cheaper than a deep to_js. The
+        # receive check already encoded the value being delivered; json_of reuses that text.
+        text = self.session.content.json_of(data) if self.session is not None else json.dumps(data)
+        self.emit("message", text, sender)
 
     def _on_tracks(self, peer: str, lane: str, track: Any) -> None:
         if self._streams is None:

@@ -8,8 +8,10 @@ peer can talk to an older one). Senders get a clear ``ValueError`` instead, befo
 from __future__ import annotations
 
 import json
+import json.encoder
+import json.scanner
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,6 +47,67 @@ class DropCounter:
 
     def __repr__(self) -> str:
         return f"DropCounter({dict(self.by_reason)})"
+
+
+def _not_json(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_dumps_compact() -> Callable[[Any], str]:
+    slow: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                                  allow_nan=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return slow
+    try:
+        # What JSONEncoder.encode builds on every call, built once. No circular-reference markers:
+        # a cycle ends in RecursionError instead of ValueError, and every caller catches both.
+        enc = make(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+        if "".join(enc({"a": [1, "é", None]}, 0)) != '{"a":[1,"é",null]}':
+            return slow
+    except Exception:  # pragma: no cover - a runtime whose _json differs: stay correct
+        return slow
+
+    def dumps_compact(value: Any) -> str:
+        return "".join(enc(value, 0))
+
+    return dumps_compact
+
+
+dumps_compact: Callable[[Any], str] = _make_dumps_compact()
+"""Compact JSON text, non-ASCII kept, NaN/Infinity refused (``ValueError``), non-JSON types
+``TypeError``: ``json.dumps(v, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``
+without rebuilding an encoder per call."""
+
+
+def make_loads(decoder: json.JSONDecoder) -> Callable[[str], Any]:
+    """``decoder.decode`` minus its Python-level wrapper when the text is one bare value.
+
+    The C scanner reads one value from the start; only if it stops short (surrounding whitespace,
+    trailing junk) or fails does ``decoder.decode`` run, to give the same verdict and the same error.
+    """
+    # typeshed types make_scanner as a class taking itself; at runtime it takes the decoder.
+    scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+    decode = decoder.decode
+
+    def loads(text: str) -> Any:
+        try:
+            value, end = scan(text, 0)
+        except (StopIteration, ValueError):
+            return decode(text)
+        return value if end == len(text) else decode(text)
+
+    return loads
+
+
+_loads_str = make_loads(json.JSONDecoder())
+
+
+def loads(text: str | bytes) -> Any:
+    """Exactly ``json.loads`` (bytes included), faster for the usual frame: one bare JSON value."""
+    if type(text) is str and not text.startswith("\ufeff"):
+        return _loads_str(text)
+    return json.loads(text)
 
 
 def encode(message: WireModel) -> str:
