@@ -247,23 +247,35 @@ class CapabilityBook:
         self._held = {k: v for k, v in self._held.items() if k in self._metas}
 
     def set_authority(self, *, host: str | None, coordinator: str | None) -> bool:
-        """Record the room's host and coordinator; apply a map held from either. True if applied."""
+        """Record the room's host and coordinator; apply a map held from an authority. True if applied."""
         self._host = host or None
         self._coordinator = coordinator or None
         applied = False
-        for who in (self._coordinator, self._host):
-            snap = self._held.pop(who, None) if who else None
+        for who in dict.fromkeys((self._coordinator, self._host, self.author)):
+            snap = self._held.pop(who, None) if who and self.is_authority(who) else None
             if snap is not None and who is not None:
                 applied = self._accept(who, snap) or applied
         return applied
 
+    def _is_agent(self, peer: str) -> bool:
+        meta = self._metas.get(peer)
+        return bool(meta) and meta is not None and meta.get("role") == "agent"
+
     @property
     def author(self) -> str | None:
-        """Who may edit the map now: the host if the room has one, else the coordinator."""
-        return self._host or self._coordinator
+        """Who may edit the map now: the host if the room has one, else the coordinator — unless
+        that is an agent. An agent never authors grants (it could grant itself everything); then the
+        human member with the smallest id does, which every honest peer derives from the roster."""
+        for who in (self._host, self._coordinator):
+            if who and not self._is_agent(who):
+                return who
+        humans = sorted(p for p in self._metas if not self._is_agent(p))
+        return humans[0] if humans else None
 
     def is_authority(self, peer: str) -> bool:
-        return peer in (self._host, self._coordinator)
+        """Whether a map from ``peer`` may be accepted: the host, the coordinator or the author,
+        never an agent."""
+        return peer in (self._host, self._coordinator, self.author) and not self._is_agent(peer)
 
     # -- the map ------------------------------------------------------------------------------
 
@@ -288,8 +300,8 @@ class CapabilityBook:
         """
         if self.author != self.self_id:
             who = self.author or "nobody (no coordinator yet)"
-            raise PermissionError(f"only the room's host or, without one, its coordinator may change grants; "
-                                  f"that is {who}")
+            raise PermissionError(f"only the room's host or, without one, its coordinator (never an agent) "
+                                  f"may change grants; that is {who}")
         clean = None if grant is None else sanitize(grant)
         grants = {k: v for k, v in self._grants.items() if k in self._metas or k == peer}
         if clean is None:

@@ -243,6 +243,7 @@ class Room:
         profile: MemberProfile,
         on_event: Callable[[RoomEvent], None] | None = None,
         features: Sequence[str] = DEFAULT_FEATURES,
+        reclaim_bias: float = 0.0,
     ) -> None:
         _check_profile(profile)
         self.room = room
@@ -254,6 +255,8 @@ class Room:
         self._profile = profile
         self._on_event = on_event
         self.features = tuple(features)
+        self.reclaim_bias = reclaim_bias
+        """Extra seconds before racing for a freed room id: agents yield coordination to people."""
         self.role: Role = "idle"
         self.roster = Roster()
         self.drops = DropCounter()
@@ -514,6 +517,7 @@ class Room:
             delay = self._rng.uniform(*RECLAIM_DELAY)
         else:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**k) * self._rng.uniform(0.5, 1.0)
+        delay += self.reclaim_bias
         self._enter("reclaiming")
         self._set_timer("reclaim", delay, self._claim)
 

@@ -59,6 +59,7 @@ EVENTS: frozenset[str] = frozenset(
 Source = Literal["mic", "cam", "screen"]
 
 MEMBER_CLAIM_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+AGENT_RECLAIM_BIAS_S = 1.5
 
 
 class LocalMedia(Protocol):
@@ -417,6 +418,9 @@ class Session:
                     rng=self._rng,
                     profile=self._profile,
                     on_event=self._on_room,
+                    # People win the race for a freed coordinator slot; an agent takes it only
+                    # when no person does.
+                    reclaim_bias=AGENT_RECLAIM_BIAS_S if self._profile.meta.get("role") == "agent" else 0.0,
                 )
                 self.room.start()
             return

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -99,19 +98,6 @@ class AgentLoop:
         self.thread.join(10)
         assert not self.thread.is_alive(), "the agent's event loop did not stop"
         self.loop.close()
-
-
-class LateReclaimRng(random.Random):
-    """The agent's randomness with a slow first reclaim after its coordinator goes.
-
-    ``uniform`` is only used by the room engine for the reclaim race (kibitz/room.py); making the
-    agent's draw long lets the remaining *tab* take over, which is the scenario under test. Without
-    it the agent (aiortc notices the loss before the Pyodide tab does) won 5 of 7 trial runs, and a
-    coordinating agent is the grant map's author: it could widen its own grant (a known gap).
-    """
-
-    def uniform(self, a: float, b: float) -> float:
-        return 3.0 * b
 
 
 # ------------------------------------------------------------------------------------ the tabs
@@ -240,7 +226,6 @@ def agent(
         name="Scribe",
         backend="test-model",
         egress=False,
-        rng=LateReclaimRng(),
     )
     assert made.server.startswith("http://127.0.0.1:")
     agent_loop.pump = lambda: _pump(tabs)

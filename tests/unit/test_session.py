@@ -198,3 +198,55 @@ def test_waiting_room_knock_admit_and_deny(bus: Bus) -> None:
     assert host.get_state()["lobbyOn"] and bob.get_state()["lobbyOn"]
     with pytest.raises(PermissionError):
         bob.set_lobby(False)  # only the coordinator moderates in a room without a host
+
+
+def test_an_agent_that_coordinates_cannot_author_grants(bus: Bus) -> None:
+    agent = make(bus, "zed", meta={"role": "agent"})
+    settle(bus.clock)
+    agent.join()
+    settle(bus.clock)
+    assert agent.get_state()["isCoordinator"]  # first in the room: it coordinates presence
+    ann, bob = make(bus, "ann"), make(bus, "bob")
+    settle(bus.clock)
+    ann.join()
+    bob.join()
+    settle(bus.clock)
+    everything = {
+        "perceive": ["see-screen", "hear-audio", "read-chat", "read-roster", "receive-directed"],
+        "act": ["send-chat", "speak", "act"],
+    }
+    with pytest.raises(PermissionError, match="never an agent"):
+        agent.set_capability_grant(agent.self_id, everything)
+    # Tampered: the agent forges its own book and pushes the map anyway; honest peers ignore it.
+    from kibitz.capabilities import CapsSnapshot, sanitize
+    from kibitz.protocol.content import Caps, to_wire
+
+    forged = CapsSnapshot(99, agent.self_id, {agent.self_id: sanitize(everything)})
+    agent.mesh.broadcast(to_wire(Caps.of(forged)))
+    settle(bus.clock, 0.5)
+    for human in (ann, bob):
+        assert human.get_capability_grant(agent.self_id)["act"] == []
+    # The grant author is a person (the smaller id of the two), and the map it writes holds.
+    author = min(ann, bob, key=lambda s: s.self_id)
+    other = bob if author is ann else ann
+    with pytest.raises(PermissionError):
+        other.set_capability_grant(agent.self_id, everything)
+    author.set_capability_grant(agent.self_id, {"perceive": ["read-chat"], "act": ["send-chat"]})
+    settle(bus.clock, 0.5)
+    assert other.get_capability_grant(agent.self_id)["act"] == ["send-chat"]
+    assert agent.can("send-chat")
+
+
+def test_people_win_the_race_for_a_freed_coordinator_slot(bus: Bus) -> None:
+    ann = make(bus, "ann")
+    settle(bus.clock)
+    ann.join()
+    agent = make(bus, "zed", meta={"role": "agent"})
+    bob = make(bus, "bob")
+    settle(bus.clock)
+    agent.join()
+    bob.join()
+    settle(bus.clock)
+    bus.kill("ann")
+    settle(bus.clock, 5.0)
+    assert bob.get_state()["isCoordinator"] and not agent.get_state()["isCoordinator"]
