@@ -142,7 +142,9 @@ export interface MountedWidget {
    * Values travel as JSON; Date, Map, Set, BigInt, NaN/±Infinity, undefined in arrays, ArrayBuffer,
    * typed arrays, RegExp and Error are tagged and rebuilt on arrival. Functions throw DataCloneError. */
   broadcast(data: unknown): void;
-  /** Send a value to one participant, directly peer-to-peer. */
+  /** Send a value to one participant, directly peer-to-peer (no one relays it). Throws an Error
+   * with the reason when refused: the addressee is not in the call, or may not receive directed
+   * messages under its capability grant. A no-op before the engine is ready. */
   sendTo(id: string, data: unknown): void;
   /** Additive; returns an unsubscribe function. */
   onMessage(cb: (data: unknown, from: string) => void): () => void;

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 from browser_guard import guarded_context
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
+from playwright.sync_api import Browser, BrowserContext, Page
 from server_fixture import KibitzServer
 
 from kibitz.agent import Agent
@@ -375,13 +375,15 @@ def test_broadcast_reaches_the_agent_and_send_to_is_refused_without_receive_dire
         lambda: "receive-directed" not in bot.grant["perceive"], what="the revocation at the agent"
     )
     for tab in tabs:
-        # sendTo is fire-and-forget (void, like postMessage): the refusal is a console warning.
-        def refused(msg: ConsoleMessage, peer: str = bot.id) -> bool:
-            return msg.type == "warning" and f"sendTo({peer}) failed" in msg.text
-
-        with tab.page.expect_console_message(refused, timeout=10_000) as warning:
-            assert tab.js("(id) => { window.call.sendTo(id, { secret: 1 }); return 'no throw'; }", bot.id)
-        assert "may not receive directed messages" in warning.value.text
+        # The refusal is thrown to the caller with its reason (not swallowed, not a traceback).
+        error = tab.js(
+            "(id) => { try { window.call.sendTo(id, { secret: 1 }); return 'no throw'; }"
+            " catch (e) { return e.message; } }",
+            bot.id,
+        )
+        assert error.startswith(f"Kibitz: sendTo({bot.id}) refused: ")
+        assert "may not receive directed messages" in error
+        assert "Traceback" not in error
     # A broadcast still reaches the agent, after anything the refused sends could have carried.
     other.js("() => window.call.broadcast({ after: 'revoke' })")
     agent_loop.until(lambda: got({"after": "revoke"}, other.id), what="the broadcast after the revocation")
