@@ -8,7 +8,8 @@
 const BUILD = /*__KIBITZ_BUILD__*/null;
 const T_SCRIPT = performance.now();
 const SCRIPT = document.currentScript; // only readable now, while this script first runs
-const timings = { scriptStart: T_SCRIPT, launcherShown: null, engineReady: null, bootMs: null, signalMs: null };
+const timings = { scriptStart: T_SCRIPT, launcherShown: null, engineReady: null, bootMs: null, signalMs: null,
+  bootPath: null, runtimeMs: null, packagesMs: null, importMs: null };
 const mark = (name) => { try { performance.mark(name); } catch (_) { /* old browsers */ } };
 mark("kibitz:script");
 
@@ -153,28 +154,106 @@ const decodeData = (text) => JSON.parse(text, reviver);
 
 let enginePromise = null;
 
+/** The snapshot to restore, or null: none built, a browser without DecompressionStream, or turned
+ * off for diagnostics and benchmarks (`window.__KIBITZ_BOOT__ = "plain"` before widget.js runs). */
+function snapshotUrl() {
+  if (!BUILD.snapshot || typeof DecompressionStream !== "function") return null;
+  if (globalThis.__KIBITZ_BOOT__ === "plain") return null;
+  return SERVER + BUILD.snapshot;
+}
+
+/** The snapshot's bytes. The file is gzip (so any static host serves it small); if something on the
+ * way already decoded it, the bytes arrive plain, so sniff the first chunk instead of trusting names. */
+async function fetchSnapshot(url) {
+  const r = await fetch(url);
+  if (!r.ok || !r.body) throw new Error(`HTTP ${r.status} for ${url}`);
+  const reader = r.body.getReader();
+  const first = await reader.read();
+  if (first.done) throw new Error(`empty ${url}`);
+  const body = new ReadableStream({
+    start(c) { c.enqueue(first.value); },
+    async pull(c) { const { done, value } = await reader.read(); if (done) c.close(); else c.enqueue(value); },
+    cancel(reason) { return reader.cancel(reason); },
+  });
+  const gzipped = first.value[0] === 0x1f && first.value[1] === 0x8b;
+  return new Uint8Array(await new Response(gzipped ? body.pipeThrough(new DecompressionStream("gzip")) : body).arrayBuffer());
+}
+
+function checkPackages(pyodide) {
+  // loadPackage never rejects on a failed download: check what really arrived.
+  const missing = BUILD.expect.filter((n) => !(n in pyodide.loadedPackages));
+  if (missing.length) {
+    const err = new Error(`Kibitz: engine packages failed to load: ${missing.join(", ")} ` +
+      `(from ${SERVER + BUILD.packages}; the console shows the failed requests)`);
+    err.kibitzFatal = true; // the snapshot is not to blame: do not boot again without it
+    throw err;
+  }
+}
+
+/** Restore the base-runtime snapshot (stdlib already imported), then load the wheels: pydantic_core's
+ * .so cannot be inside a snapshot, so every wheel loads after the restore, as in a plain boot. */
+async function bootFromSnapshot(loadPyodide, options, snapshot) {
+  const t0 = performance.now();
+  const pyodide = await loadPyodide({ ...options, _loadSnapshot: snapshot });
+  // Pyodide keeps its config: drop the 31 MB it would otherwise hold for the page's lifetime.
+  try { pyodide._api.config._loadSnapshot = undefined; } catch (_) { /* internals moved: only memory */ }
+  // The snapshot froze `random`'s state: without a reseed every page would draw the same numbers.
+  pyodide.runPython("import random; random.seed()");
+  const t1 = performance.now();
+  timings.runtimeMs = t1 - t0;
+  await pyodide.loadPackage(BUILD.preload);
+  timings.packagesMs = performance.now() - t1;
+  return pyodide;
+}
+
 function bootEngine() {
   if (enginePromise) return enginePromise;
   enginePromise = (async () => {
     const t0 = performance.now();
+    timings.bootPath = null;
     const runtime = SERVER + BUILD.pyodide;
+    const snapUrl = snapshotUrl();
+    // Started first, so it downloads while pyodide.mjs, the wasm and the stdlib do.
+    const snapshot = snapUrl ? fetchSnapshot(snapUrl) : null;
+    if (snapshot) snapshot.catch(() => {}); // awaited (and reported) below
     const { loadPyodide } = await import(runtime + "pyodide.mjs");
-    const pyodide = await loadPyodide({
+    const options = {
       indexURL: runtime,
       lockFileURL: SERVER + BUILD.lock,
       packageBaseUrl: SERVER + BUILD.packages,
-      packages: BUILD.preload,
       stdout: (s) => console.debug("[kibitz]", s),
       stderr: (s) => console.warn("[kibitz]", s),
-    });
-    // loadPackage never rejects on a failed download: check what really arrived.
-    const missing = BUILD.expect.filter((n) => !(n in pyodide.loadedPackages));
-    if (missing.length) {
-      throw new Error(`Kibitz: engine packages failed to load: ${missing.join(", ")} ` +
-        `(from ${SERVER + BUILD.packages}; the console shows the failed requests)`);
+    };
+    let pyodide = null;
+    let browser = null;
+    if (snapshot) {
+      try {
+        pyodide = await bootFromSnapshot(loadPyodide, options, snapshot);
+        checkPackages(pyodide);
+        const t1 = performance.now();
+        pyodide.registerJsModule("kibitz_shim", shim);
+        browser = pyodide.pyimport("kibitz.backends.browser");
+        timings.importMs = performance.now() - t1;
+        timings.bootPath = "snapshot";
+      } catch (err) {
+        if (err && err.kibitzFatal) throw err;
+        console.warn(`Kibitz: the runtime snapshot did not work (${err && err.message}); booting without it`);
+        pyodide = browser = null;
+        timings.bootPath = "fallback";
+      }
     }
-    pyodide.registerJsModule("kibitz_shim", shim);
-    const browser = pyodide.pyimport("kibitz.backends.browser");
+    if (!browser) {
+      const t1 = performance.now();
+      pyodide = await loadPyodide({ ...options, packages: BUILD.preload });
+      timings.runtimeMs = performance.now() - t1; // runtime and packages: Pyodide loads both here
+      timings.packagesMs = 0;
+      checkPackages(pyodide);
+      const t2 = performance.now();
+      pyodide.registerJsModule("kibitz_shim", shim);
+      browser = pyodide.pyimport("kibitz.backends.browser");
+      timings.importMs = performance.now() - t2;
+      if (!timings.bootPath) timings.bootPath = "plain";
+    }
     timings.bootMs = performance.now() - t0;
     return { pyodide, browser };
   })();
@@ -326,7 +405,12 @@ function mount(options) {
     sendTo(id, data) {
       const text = encodeData(data);
       if (!session || closed) { dropped += 1; return; }
-      try { py.sendTo(String(id), text); } catch (err) { console.warn(`Kibitz: sendTo(${id}) failed: ${err.message}`); }
+      try { py.sendTo(String(id), text); } catch (err) {
+        // A refusal (the addressee may not receive directed messages, or is not in the room) is the
+        // caller's to handle: throw its reason, not the Python traceback.
+        const lines = String(err && err.message || err).trim().split("\n");
+        throw new Error(`Kibitz: sendTo(${id}) refused: ${lines[lines.length - 1].replace(/^\w+Error: /, "")}`);
+      }
     },
     onMessage(cb) { return controller.on("message", cb); },
     on(event, cb) {

@@ -1,0 +1,109 @@
+"""The page boots from the build's runtime snapshot, and boots without it when the snapshot fails.
+
+A restored snapshot carries the interpreter's memory, `random`'s state included, so two pages must
+still draw different random numbers; a missing or unusable snapshot must cost a warning, not the call.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import BrowserContext, Page
+from static_server import StaticServer, ensure_dist, serve
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body>
+<script src="/widget.js"></script></body></html>"""
+
+PROBE = """
+import asyncio, json, os, random, secrets, uuid
+from pydantic import BaseModel
+import kibitz.backends.browser
+
+class Seat(BaseModel):
+    seat: int
+
+await asyncio.sleep(0.01)  # the WebLoop runs after a restore
+json.dumps({"urandom": os.urandom(16).hex(), "random": random.random(), "uuid": str(uuid.uuid4()),
+            "token": secrets.token_hex(8), "seat": Seat.model_validate_json('{"seat": "4"}').seat})
+"""
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[StaticServer]:
+    with serve(ensure_dist(), {"/snap.html": PAGE}) as server:
+        yield server
+
+
+def snapshot_rel() -> str | None:
+    manifest = json.loads((ensure_dist() / "manifest.json").read_text())
+    rel: str | None = manifest["build"].get("snapshot")
+    return rel
+
+
+def boot(page: Page, site: StaticServer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mount headless, wait for the engine, run PROBE; return (timings, probe result)."""
+    page.goto(f"{site.url}/snap.html")
+    page.evaluate("() => Kibitz.mount({ room: 'room-snap-7q2w9x', headless: true }).ready")
+    timings = page.evaluate("() => window.Kibitz.timings")
+    out = page.evaluate(
+        "async (code) => { const py = await window.Kibitz._engine(); return await py.runPythonAsync(code); }",
+        PROBE,
+    )
+    return timings, json.loads(out)
+
+
+def test_build_ships_a_snapshot_and_the_page_restores_it(
+    new_context: Callable[..., BrowserContext], site: StaticServer
+) -> None:
+    rel = snapshot_rel()
+    assert rel and rel.startswith("assets/pyodide-snapshot-") and rel.endswith(".bin"), rel
+    assert (ensure_dist() / rel).read_bytes()[:2] == b"\x1f\x8b"  # gzip inside
+    results = []
+    for _ in range(2):  # two users: separate contexts, same snapshot file
+        page = new_context().new_page()
+        timings, probe = boot(page, site)
+        assert timings["bootPath"] == "snapshot", timings
+        assert timings["runtimeMs"] > 0 and timings["importMs"] > 0
+        assert probe["seat"] == 4
+        results.append(probe)
+    a, b = results
+    for key in ("urandom", "random", "uuid", "token"):
+        assert a[key] != b[key], f"{key} repeats across pages restored from one snapshot"
+    assert (rel, 200) in [(p.lstrip("/").split("?")[0], c) for p, c in site.log]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"status": 404, "body": b"not found"},
+        {"status": 200, "body": gzip.compress(b"\x00not a snapshot\x00" * 4096)},
+    ],
+    ids=["missing", "not-a-snapshot"],
+)
+def test_a_broken_snapshot_falls_back_to_the_plain_boot(
+    new_context: Callable[..., BrowserContext], site: StaticServer, broken: dict[str, Any]
+) -> None:
+    page = new_context().new_page()
+    warnings: list[str] = []
+    page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    page.route("**/assets/pyodide-snapshot-*", lambda route: route.fulfill(
+        status=broken["status"], body=broken["body"], content_type="application/octet-stream"))
+    timings, probe = boot(page, site)
+    assert timings["bootPath"] == "fallback", timings
+    assert probe["seat"] == 4
+    assert [w for w in warnings if "snapshot did not work" in w], warnings
+
+
+def test_plain_boot_can_be_forced(new_context: Callable[..., BrowserContext], site: StaticServer) -> None:
+    ctx = new_context()
+    ctx.add_init_script('window.__KIBITZ_BOOT__ = "plain";')
+    page = ctx.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    timings, probe = boot(page, site)
+    assert timings["bootPath"] == "plain" and probe["seat"] == 4
+    assert not [u for u in requested if "pyodide-snapshot-" in u]
