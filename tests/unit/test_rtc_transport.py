@@ -563,3 +563,43 @@ async def test_dial_times_out_when_nothing_answers(rig: Rig) -> None:
     await rig.settle()
     assert rig.events[-1] == LinkClosed(link, "timeout")
     assert rig.factory.pcs[0].closed
+
+
+async def test_messages_skip_the_loop_hop_only_when_nothing_is_queued_ahead(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    offer = {"sdp": {"type": "offer", "sdp": "v=0 remote"}, "type": "data", "connectionId": "dc_9"}
+    sock.deliver({"type": "OFFER", "src": "them", "dst": "me", "payload": offer})
+    await rig.settle()
+    incoming = rig.events[-1]
+    assert isinstance(incoming, IncomingLink)
+    ch = FakeChannel("dc_9")
+    rig.factory.pcs[0].fire("datachannel", ch)
+    ch.fire("open")
+    await rig.settle()
+    # Idle transport: a message from the channel reaches the sink within the native callback.
+    ch.fire("message", "now")
+    assert rig.events[-1] == LinkMessage(incoming.link, "now")
+    # Something queued ahead (a close reported by another link): the message waits its turn.
+    other = rig.transport.dial("nobody", "x", "l")  # answered later, from the loop
+    ch.fire("message", "after")
+    assert rig.events[-1] == LinkMessage(incoming.link, "now")
+    await rig.settle()
+    assert rig.events[-2:] == [LinkClosed(other, "not-claimed"), LinkMessage(incoming.link, "after")]
+    # A sink that sends while handling a message is not re-entered by the next one.
+    depth = 0
+    seen: list[str] = []
+
+    def sink(event: TransportEvent) -> None:
+        nonlocal depth
+        depth += 1
+        assert depth == 1, "re-entered"
+        if isinstance(event, LinkMessage):
+            seen.append(str(event.data))
+            if event.data == "ping":
+                ch.fire("message", "pong")  # a (fake) synchronous echo: must be queued, not nested
+        depth -= 1
+
+    rig.transport.bind(sink)
+    ch.fire("message", "ping")
+    await rig.settle()
+    assert seen == ["ping", "pong"]

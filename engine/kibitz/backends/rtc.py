@@ -175,6 +175,7 @@ class RtcTransport:
         self._sink: EventSink | None = None
         self._queue: deque[TransportEvent] = deque()
         self._flush_pending = False
+        self._delivering = False
         self._identities: dict[str, _Identity] = {}
         self._tokens: dict[str, str] = {}
         self._links: dict[LinkId, _Link] = {}
@@ -311,15 +312,20 @@ class RtcTransport:
     def _flush(self) -> None:
         self._flush_pending = False
         while self._queue:
-            event = self._queue.popleft()
-            sink = self._sink
-            if sink is None:
-                log.warning("transport event with no sink bound: %r", event)
-                continue
-            try:
-                sink(event)
-            except Exception:
-                log.exception("transport sink raised on %r", event)
+            self._deliver(self._queue.popleft())
+
+    def _deliver(self, event: TransportEvent) -> None:
+        sink = self._sink
+        if sink is None:
+            log.warning("transport event with no sink bound: %r", event)
+            return
+        self._delivering = True
+        try:
+            sink(event)
+        except Exception:
+            log.exception("transport sink raised on %r", event)
+        finally:
+            self._delivering = False
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -675,7 +681,14 @@ class RtcTransport:
         if not isinstance(data, str | bytes):
             self.drops.drop("link:bad-payload-type")
             return
-        self._emit(LinkMessage(link.link_id, data))
+        event = LinkMessage(link.link_id, data)
+        if self._queue or self._flush_pending or self._delivering:
+            self._emit(event)
+        else:
+            # The hot path: a native callback, nothing queued ahead of it and no delivery under
+            # way, so handing it over now keeps order and non-reentrancy and saves a loop hop
+            # (160–330 µs per message under Pyodide's WebLoop).
+            self._deliver(event)
 
     def _on_pc_state(self, link: _Link, state: str) -> None:
         if state == "failed":
