@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
-import re
 import signal
 import statistics
 import sys
@@ -34,13 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_docs import DOC, machine, replace_section  # noqa: E402
 from server_fixture import running_kibitz_server  # noqa: E402
 
 from kibitz.backends.aio import make_aio_transport  # noqa: E402
 from kibitz.clock import AsyncioScheduler  # noqa: E402
 from kibitz.session import Session  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Agents"
 KIBITZ = ROOT / ".venv" / "bin" / "kibitz"
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -57,21 +55,6 @@ async def main(agent):
     await got.wait()
     print("KIBITZ_FIRST_CHAT", flush=True)
 """
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    cores = os.cpu_count() or "?"
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"Machine: {cpu}, {cores} CPUs, Python {platform.python_version()}, {platform.system()} "
-        f"{platform.machine()}; load average at start {load}"
-    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -186,10 +169,10 @@ def table(results: dict[str, list[float]]) -> str:
     return "\n".join(rows)
 
 
-def write_section(text: str, runs: int) -> None:
+def write_section(text: str, runs: int, head: str) -> None:
     body = (
         f"{SECTION}\n\n"
-        f"{machine()}; {time.strftime('%Y-%m-%d')}.\n\n"
+        f"{head}; {time.strftime('%Y-%m-%d')}.\n\n"
         f"`bench/agent_bench.py`: `kibitz serve` on 127.0.0.1 with one CPython human in the room (the "
         f"coordinator) posting a chat line every {CHAT_EVERY_S * 1000:.0f} ms. Each of {runs} runs spawns a "
         f"fresh `kibitz agent run` process and times from spawn to the agent being on the roster and to its "
@@ -201,10 +184,7 @@ def write_section(text: str, runs: int) -> None:
         f"2-core VM: the import time, and with it the total, swings with its load.\n\n"
         f"{text}\n"
     )
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    doc = pattern.sub(lambda _: body + "\n", doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + body
-    DOC.write_text(doc.rstrip("\n") + "\n")
+    replace_section(SECTION, body)
 
 
 def main() -> None:
@@ -212,13 +192,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    print(machine(), flush=True)
+    head = machine()
+    print(head, flush=True)
     with running_kibitz_server() as srv:
         results = asyncio.run(bench(srv.http, srv.broker, srv.key, args.runs))
     text = table(results)
     print(text)
     if not args.no_write:
-        write_section(text, args.runs)
+        write_section(text, args.runs, head)
         print(f"wrote the '{SECTION}' section of {DOC.relative_to(ROOT)}")
 
 

@@ -26,8 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
-import re
 import signal
 import sys
 import tempfile
@@ -41,6 +39,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_docs import DOC, machine, replace_section  # noqa: E402
 from server_fixture import running_kibitz_server  # noqa: E402
 
 from kibitz.backends.aio import make_aio_transport  # noqa: E402
@@ -50,7 +49,6 @@ from kibitz.clock import AsyncioScheduler  # noqa: E402
 from kibitz.session import Session  # noqa: E402
 from kibitz.transport import Lane, LaneDefault  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Agent media"
 KIBITZ = ROOT / ".venv" / "bin" / "kibitz"
 STEPS = (0, 1, 2, 4, 8)
@@ -100,21 +98,6 @@ async def main(agent):
         print("KIBITZ_MEDIA " + json.dumps(stats), flush=True)
         await asyncio.sleep(0.25)
 """
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    cores = os.cpu_count() or "?"
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"Machine: {cpu}, {cores} CPUs, Python {platform.python_version()}, {platform.system()} "
-        f"{platform.machine()}; load average at start {load}"
-    )
 
 
 class ToneMic:
@@ -429,10 +412,7 @@ def write_section(text: str, rows: list[Row], window: float, head: str) -> None:
         f"steadier.\n\n"
         f"{text}\n\n{summary(rows)}\n"
     )
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    doc = pattern.sub(lambda _: body + "\n", doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + body
-    DOC.write_text(doc.rstrip("\n") + "\n")
+    replace_section(SECTION, body)
 
 
 def main() -> None:

@@ -36,10 +36,10 @@ from typing import Any
 import orjson
 import psutil
 import uvloop
+from bench_docs import replace_section
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Signaling broker"
 PAYLOAD_TMPL = (
     b'{"type":"CANDIDATE","payload":{"t":%.9f,"candidate":{"candidate":"candidate:842163049 1 udp '
@@ -381,17 +381,6 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: text + "\n", doc, count=1)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(doc)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="200 peers only, 2 s windows")
@@ -409,7 +398,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if not args.no_write:
-        write_section(text)
+        replace_section(SECTION, text)
     return 0
 
 

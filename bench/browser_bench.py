@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -37,10 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from room_bench import machine  # noqa: E402
+from bench_docs import machine, replace_section  # noqa: E402
 from server_fixture import running_kibitz_server  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Engine in the page"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -438,16 +436,6 @@ def render(boot: dict[str, Any], msg: dict[str, Any], runs: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: body + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    DOC.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 cold loads, 100 pings")
@@ -459,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         body = render(saved["boot"], saved["messaging"], len(saved["boot"]["cold"]))
         print(body)
         if not args.no_write:
-            write_section(body)
+            replace_section(SECTION, body)
         return 0
     import subprocess
 
@@ -483,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     print(json.dumps({"boot": boot, "messaging": msg}, indent=1), file=sys.stderr)
     if not args.no_write:
-        write_section(body)
+        replace_section(SECTION, body)
     return 0
 
 

@@ -25,7 +25,6 @@ import gc
 import json
 import pstats
 import random
-import re
 import statistics
 import sys
 import time
@@ -37,13 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_docs import machine, replace_section  # noqa: E402
+
 from kibitz.backends.browser import BrowserMedia, PageSession  # noqa: E402
 from kibitz.clock import FakeClock  # noqa: E402
 from kibitz.session import Session  # noqa: E402
 from kibitz.testing import Bus, BusTransport  # noqa: E402
 from kibitz.transport import LinkId, LinkMessage, Payload  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Engine message path"
 ROOM = "room-bench-msgpath"
 SMALL = {"ping": 12345}
@@ -376,10 +376,10 @@ first, and `Session._emit`'s `inspect.isawaitable` per listener."""
 
 
 def render(rows: list[dict[str, Any]], page_rows: list[dict[str, Any]] | None, page: dict[str, Any] | None,
-           rounds: int, n: int) -> str:
-    where = machine() + "."
+           rounds: int, n: int, head: str) -> str:
+    where = head + "."
     if page is not None:
-        where = machine() + f"; in the page: Chromium {page['version']}, Pyodide 314.0.7."
+        where = head + f"; in the page: Chromium {page['version']}, Pyodide 314.0.7."
     lines = [
         f"{SECTION}\n",
         where + "\n",
@@ -428,16 +428,6 @@ def render(rows: list[dict[str, Any]], page_rows: list[dict[str, Any]] | None, p
     return "\n".join(lines) + "\n"
 
 
-def write_section(body: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: body + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    DOC.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 rounds of 1000 messages")
@@ -450,15 +440,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         profile(args.profile, 2000)
         return 0
+    head = machine()
     rounds, n = (3, 1000) if args.quick else (15, 1000)
     rows = measure(rounds, n)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     page_rows, page = (None, None) if args.cpython_only else measure_in_page(rounds, n)
-    body = render(rows, page_rows, page, rounds, n)
+    body = render(rows, page_rows, page, rounds, n, head)
     print(body)
     if not args.no_write and not args.quick:
-        write_section(body)
+        replace_section(SECTION, body)
     return 0
 
 
@@ -466,12 +457,6 @@ def logging_off() -> None:
     import logging
 
     logging.disable(logging.CRITICAL)
-
-
-def machine() -> str:
-    from room_bench import machine as describe
-
-    return describe()
 
 
 if __name__ == "__main__":

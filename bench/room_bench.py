@@ -13,38 +13,18 @@ and writes it into the ``## Room engine`` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from bench_docs import DOC, machine, replace_section
 
 from kibitz.clock import FakeClock
 from kibitz.room import PING_INTERVAL
 from kibitz.testing import Bus
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Room engine"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
-    try:
-        cores = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        cores = "?"
-    python = f"Python {platform.python_version()} ({sys.implementation.name})"
-    return f"Machine: {cpu}, {cores} CPUs (nproc), {python}, {platform.system()} {platform.machine()}"
 
 
 def settled_room(n: int, seed: int) -> tuple[FakeClock, Bus]:
@@ -93,10 +73,10 @@ def run(sizes: list[int], rounds: int, seeds: int) -> str:
     return "\n".join(rows)
 
 
-def write_section(table: str, sizes: list[int], rounds: int, seeds: int) -> None:
+def write_section(table: str, sizes: list[int], rounds: int, seeds: int, head: str) -> None:
     body = (
         f"{SECTION}\n\n"
-        f"{machine()}\n\n"
+        f"{head}\n\n"
         f"`bench/room_bench.py`: N members join one room on the in-memory bus (`kibitz.testing.Bus`, "
         f"5 ms link latency, fake clock). CPU is process time for simulating {rounds} settled 2.5 s rounds "
         f"(every room's timers, roster broadcasts, pings, JSON encode/decode and the bus itself), divided "
@@ -105,14 +85,7 @@ def write_section(table: str, sizes: list[int], rounds: int, seeds: int) -> None
         f"survivor's roster equals the live set ({seeds} seeds; the target is under 3 s).\n\n"
         f"{table}\n"
     )
-    if DOC.exists():
-        text = DOC.read_text()
-        pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        text = pattern.sub(body + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
-    else:
-        text = f"# Benchmarks\n\n{machine()}\n\n{body}"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text.rstrip("\n") + "\n")
+    replace_section(SECTION, body)
 
 
 def main() -> None:
@@ -122,10 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [2, 4, 8] if args.quick else [2, 4, 8, 16, 32, 64]
     rounds, seeds = (4, 2) if args.quick else (8, 5)
-    print(machine())
+    head = machine()
+    print(head)
     table = run(sizes, rounds, seeds)
     if not (args.quick or args.no_write):
-        write_section(table, sizes, rounds, seeds)
+        write_section(table, sizes, rounds, seeds, head)
         print(f"wrote the '{SECTION}' section of {DOC.relative_to(ROOT)}")
 
 

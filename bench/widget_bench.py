@@ -25,7 +25,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -37,11 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 
+from bench_docs import machine, replace_section  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from server_fixture import running_kibitz_server  # noqa: E402
 from static_server import ensure_dist, serve  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Widget UI"
 CHROMIUM = os.environ.get("KIBITZ_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -69,21 +68,10 @@ def gz(data: bytes) -> int:
     return len(gzip.compress(data, 9))
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def where() -> str:
+    """The shared machine line plus what only this bench depends on: the Chromium build."""
     chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} CPUs, {chromium or 'chromium'}, Linux {platform.machine()}; "
-        f"load average at start {load}; {time.strftime('%Y-%m-%d')}"
-    )
+    return f"{machine()}; {chromium or 'chromium'}; {time.strftime('%Y-%m-%d')}"
 
 
 VIEWPORT = {"width": 1000, "height": 800}
@@ -139,6 +127,7 @@ def one_visit(page: Page, url: str, reload: bool) -> dict[str, float]:
 
 
 def run(runs: int) -> dict[str, Any]:
+    head = where()
     dist = ensure_dist()
     results: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}
     with running_kibitz_server() as srv, serve(dist) as origin, sync_playwright() as p:
@@ -178,7 +167,7 @@ def run(runs: int) -> dict[str, Any]:
         "runtime": (sum(runtime.values()), None),
         "wheels": (sum(wheels.values()), None),
     }
-    return {"times": results, "sizes": sizes, "runs": runs}
+    return {"times": results, "sizes": sizes, "runs": runs, "machine": head}
 
 
 def med(xs: list[float]) -> str:
@@ -201,7 +190,7 @@ def render(data: dict[str, Any]) -> str:
     lines = [
         SECTION,
         "",
-        f"Machine: {machine()}.",
+        f"{data['machine']}.",
         "",
         f"`bench/widget_bench.py`: {data['runs']} runs. A third-party page (its own 127.0.0.1 origin) "
         "carries "
@@ -244,16 +233,6 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(body: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: body + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    DOC.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--runs", type=int, default=5)
@@ -262,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     body = render(run(args.runs))
     print(body)
     if not args.no_write:
-        write_section(body)
+        replace_section(SECTION, body)
     return 0
 
 
