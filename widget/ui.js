@@ -185,6 +185,7 @@ function createLauncher(opts) {
   let built = false;
   let state = {};
   let people = [];
+  let shownName = "";
   let chat = [];
   let chatAvailable = true;
   let everConnected = false;
@@ -348,6 +349,7 @@ function createLauncher(opts) {
 
   function commitName() {
     const name = els.name.value.trim().slice(0, 64);
+    shownName = name; // committed: later renames (e.g. setName from page JS) may show again
     if (name === options.name) return;
     options.name = name;
     if (options.preview) { render(); return; }
@@ -645,7 +647,12 @@ function createLauncher(opts) {
     els.mic.disabled = busy.has("mic");
     els.cam.disabled = busy.has("cam");
     els.copy.hidden = !!options.preview;
-    if (root.activeElement !== els.name && !els.name.value && options.name) els.name.value = options.name;
+    // The field shows the name the room knows us by (a setName() from page JS included), but never
+    // overwrites an edit the user has not committed yet.
+    const me = people.find((p) => p.isSelf);
+    const myName = (me && me.name) || options.name || "";
+    const editing = root.activeElement === els.name && els.name.value.trim() !== shownName;
+    if (myName && myName !== shownName && !editing) { els.name.value = myName; shownName = myName; }
     renderChat();
     updateChatHint();
   }

@@ -430,6 +430,10 @@ def test_click_through_two_people(
     name.fill("Benjamin")
     name.press("Enter")
     expect(tile(ana, "Benjamin")).to_be_visible(timeout=10_000)
+    # A rename from page JS (the public controller) shows in the field and on the other side too.
+    ben.evaluate("() => (window.call || window.Kibitz.auto).setName('Ben B')")
+    expect(name).to_have_value("Ben B", timeout=10_000)
+    expect(tile(ana, "Ben B")).to_be_visible(timeout=10_000)
 
     # Leave: Ana is alone again, Ben is out of the call.
     panel(ben).get_by_role("button", name="Leave call").click()
