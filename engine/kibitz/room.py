@@ -77,6 +77,9 @@ DEFAULT_FEATURES: tuple[str, ...] = ("presence.v1",)
 # Timing (seconds). The first five match the original engine; the reclaim delay is much shorter
 # because we react to the transport's close and the broker's LEAVE instead of waiting for silence.
 PING_INTERVAL = 2.5
+FULL_ROSTER_EVERY = 4
+"""Heartbeat ticks between unconditional full rosters; other ticks send a changed roster or a ping
+(a full roster to everyone every tick made presence traffic grow with N²)."""
 REAP_AFTER = 12.0
 FREEZE_GAP = 6.0
 CLAIM_TIMEOUT = 8.0
@@ -287,6 +290,7 @@ class Room:
         self._locked = False
         self._host = ""
         self._last_tick = 0.0
+        self._ticks_since_full = 0
         self.stats: dict[str, int] = {"claims": 0, "dials": 0, "sent": 0, "received": 0}
 
     # --- public API -----------------------------------------------------------------------------
@@ -578,7 +582,12 @@ class Room:
                     self._remove(mid)
         for w in self._waiting.values():
             self._send(w.link, Ping())
-        self._broadcast(force=True)
+        self._ticks_since_full += 1
+        if not self._broadcast(force=self._ticks_since_full >= FULL_ROSTER_EVERY):
+            ping = encode(Ping())
+            for link in self._links:
+                if link in self._subscribed and link in self._open:
+                    self._send_raw(link, ping)
         self._set_timer("tick", PING_INTERVAL, self._tick)
 
     def _on_incoming(self, ev: IncomingLink) -> None:
@@ -768,6 +777,7 @@ class Room:
         if not (changed or force):
             return False
         frame = self._roster_frame(roster)
+        self._ticks_since_full = 0
         for link in self._links:
             if link in self._subscribed and link in self._open:
                 self._send_raw(link, frame)

@@ -439,3 +439,40 @@ def test_coordinator_freeze_gap_does_not_reap_everyone() -> None:
     assert lost == []
     assert bus.converged() and coordinators(bus) == [name]
     assert all(r.stats["claims"] == 1 for r in rooms)  # nobody gave up on the coordinator
+
+
+def test_an_idle_room_pings_and_sends_a_full_roster_only_every_few_beats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kibitz.testing import BusTransport
+
+    clock = FakeClock()
+    bus = Bus(clock)
+    sent: list[tuple[str, str]] = []
+    original = BusTransport.send
+
+    def recording(self: BusTransport, link: str, data: str | bytes) -> None:
+        if isinstance(data, str) and '"t":"roster"' in data:
+            sent.append((self.name, "roster"))
+        elif isinstance(data, str) and data == '{"t":"ping"}':
+            sent.append((self.name, "ping"))
+        original(self, link, data)
+
+    monkeypatch.setattr(BusTransport, "send", recording)
+    rooms = [bus.spawn_member(n, ROOM, profile=MemberProfile(name=n)) for n in ("a", "b", "c", "d")]
+    assert bus.run_until_converged(10.0) is not None
+    clock.advance(5.0)
+    coordinator = next(r for r in rooms if r.is_coordinator)
+    name = {r.self_id: n for r, n in zip(rooms, "abcd", strict=True)}[coordinator.self_id]
+    sent.clear()
+    clock.advance(10.0)  # four heartbeats, nothing changes
+    rosters = sum(1 for who, kind in sent if who == name and kind == "roster")
+    pings = sum(1 for who, kind in sent if who == name and kind == "ping")
+    assert rosters == 3, sent  # one full roster to each of the 3 participants in 10 s
+    assert pings == 9, sent  # the other three beats are pings
+    # A change goes out at once as a full roster, whatever the beat.
+    sent.clear()
+    rooms[[r.self_id for r in rooms].index(coordinator.self_id) - 1].update_profile(name="renamed")
+    clock.advance(0.5)
+    assert any(kind == "roster" for who, kind in sent if who == name)
+    assert bus.converged()
