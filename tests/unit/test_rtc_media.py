@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -190,7 +191,7 @@ async def test_lanes_placeholders_and_swaps_never_renegotiate(mpeers: Callable[.
         await b_video.wait_for(lambda p: p.frames >= 3)
         await a_video.wait_for(lambda p: p.frames >= 3)
         assert b_video.size == (2, 2) and a_video.size == (2, 2)
-        await b_audio.wait_for(lambda p: p.frames >= 10)
+        await b_audio.wait_for(lambda p: p.frames >= 3)  # silence is paced like DTX: 2.5 frames/s
         assert b_audio.loud_frames == 0 and b_audio.last_peak == 0
 
         # A's mic on: B hears the tone. B's camera on: A sees the bigger frames.
@@ -364,3 +365,17 @@ async def test_tone_copy_and_fanout_share_one_read() -> None:
     one.stop()
     two.stop()
     assert len(registry) == 0 and tone.readyState == "live"
+
+
+async def test_silent_placeholder_is_paced_like_dtx() -> None:
+    from kibitz.backends.aio_media import DTX_INTERVAL_S, SilenceTrack
+
+    track = SilenceTrack()
+    t0 = time.monotonic()
+    frames = [await track.recv() for _ in range(3)]
+    took = time.monotonic() - t0
+    assert 1.5 * DTX_INTERVAL_S <= took < 4 * DTX_INTERVAL_S  # two waits, not 50 frames a second
+    stride = int(48_000 * DTX_INTERVAL_S)
+    assert [f.pts for f in frames] == [0, stride, 2 * stride]  # timestamps skip the gaps
+    assert all(f.samples == 960 and not any(bytes(f.planes[0])) for f in frames)  # 20 ms of silence
+    track.stop()

@@ -60,6 +60,10 @@ class KibitzTrack(MediaStreamTrack):
         raise MediaStreamError
 
 
+DTX_INTERVAL_S = 0.4
+"""How often a silent placeholder sends a frame (Opus DTX sends one packet per 400 ms of silence)."""
+
+
 class _Paced(KibitzTrack):
     """Yields one frame every ``period`` seconds on the monotonic clock (no drift, no burst)."""
 
@@ -130,7 +134,24 @@ class _AudioSource(_Paced):
 
 
 class SilenceTrack(_AudioSource):
-    """The flowing audio placeholder: 20 ms frames of digital silence (mono s16, 48 kHz)."""
+    """The flowing audio placeholder, paced like Opus DTX: one 20 ms frame of digital silence
+    every 400 ms (mono s16, 48 kHz), with timestamps that skip the gaps.
+
+    A browser sending silence with DTX does the same, so receivers treat the lane as alive, while
+    encoding (and the peer's decoding) costs a twentieth of a 50 fps stream: measured on aiortc,
+    the audio placeholder was ~85 % of an idle link's CPU before this pacing.
+    """
+
+    def __init__(self, sample_rate: int = AUDIO_CLOCK, every_s: float = DTX_INTERVAL_S) -> None:
+        super().__init__(sample_rate)
+        self._period = every_s
+        self._stride = int(sample_rate * every_s)
+
+    async def recv(self) -> AudioFrame:
+        frame = await super().recv()
+        assert frame.pts is not None
+        frame.pts = (frame.pts // self.samples) * self._stride
+        return frame
 
 
 class ToneTrack(_AudioSource):
