@@ -400,7 +400,7 @@ def write_section(text: str, rows: list[Row], window: float, head: str) -> None:
         f"{SETTLE_S:g} s settle, the agent process's CPU time (psutil, user+sys, all threads, aiortc's "
         f"decoder threads included) is read over a {window:g} s window. *vs baseline* = "
         f"(CPU(N) − CPU(baseline)) / N: what each talking human costs the agent, its link included "
-        f"(the agent sends every human a silent-Opus and 2x2-VP8 placeholder, as a tab does). *vs same "
+        f"(the agent sends every human a silent-Opus placeholder paced like DTX (one frame per 400 ms) and a 2x2-VP8 one at 5 fps, as a tab sends flowing placeholders). *vs same "
         f"links, mics off* subtracts the same N humans with their mics off: the receive path alone "
         f"(SRTP, jitter buffer, Opus decode, the read loop). The mics-off rows grow with the links "
         f"because of the agent's own placeholders: a one-off run with them switched off had 8 silent "
