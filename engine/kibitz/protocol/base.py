@@ -135,7 +135,14 @@ def decode(
     except (ValueError, UnicodeDecodeError, RecursionError):
         drops.drop("not-json")
         return None
-    if not isinstance(obj, dict):
+    return decode_object(obj, family, drops, kind_key=kind_key)
+
+
+def decode_object(
+    obj: Any, family: Mapping[str, type[M]], drops: DropCounter, *, kind_key: str = "t"
+) -> M | None:
+    """Validate an already-parsed frame into the model its kind names, or count why not."""
+    if not isinstance(obj, Mapping):
         drops.drop("not-object")
         return None
     kind = obj.get(kind_key)
@@ -148,6 +155,6 @@ def decode(
         return None
     try:
         return model.model_validate(obj)
-    except ValidationError:
+    except (ValidationError, RecursionError, ValueError):
         drops.drop(f"invalid:{kind}")
         return None

@@ -22,10 +22,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from kibitz.capabilities import CapsSnapshot, Grant
-from kibitz.protocol.base import DropCounter, WireModel, decode, dumps_compact, make_loads
+from kibitz.protocol.base import DropCounter, WireModel, decode, decode_object, dumps_compact, make_loads
 
 MAX_CHAT_CHARS = 500
 MAX_APP_BYTES = 16 * 1024 * 1024
@@ -246,19 +246,4 @@ def decode_content(raw: str | bytes | Mapping[str, Any] | Any, drops: DropCounte
     """One content message from raw text or an already-parsed object; ``None`` (counted) if unusable."""
     if isinstance(raw, str | bytes):
         return decode(raw, CONTENT_FAMILY, drops, kind_key="k", max_bytes=MAX_CONTENT_BYTES)
-    if not isinstance(raw, Mapping):
-        drops.drop("not-object")
-        return None
-    kind = raw.get("k")
-    if not isinstance(kind, str):
-        drops.drop("no-kind")
-        return None
-    model = CONTENT_FAMILY.get(kind)
-    if model is None:
-        drops.drop("unknown-kind")
-        return None
-    try:
-        return model.model_validate(raw)
-    except (ValidationError, RecursionError, ValueError):
-        drops.drop(f"invalid:{kind}")
-        return None
+    return decode_object(raw, CONTENT_FAMILY, drops, kind_key="k")
