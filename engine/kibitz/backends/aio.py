@@ -60,6 +60,8 @@ from kibitz.backends.rtc_api import (
     SessionDescription,
     TrackEvent,
     TransceiverDirection,
+    W3CDataChannelState,
+    W3CPeerConnectionState,
 )
 from kibitz.clock import AsyncioScheduler
 
@@ -110,7 +112,7 @@ def _gathering_scope(loopback_only: bool) -> Iterator[None]:
 # ------------------------------------------------------------------------------- events
 
 
-class AioDataChannel(EventListeners):
+class AioDataChannel(W3CDataChannelState, EventListeners):
     """:class:`~kibitz.backends.rtc_api.DataChannel` over ``aiortc.RTCDataChannel``."""
 
     def __init__(self, channel: RTCDataChannel) -> None:
@@ -122,30 +124,11 @@ class AioDataChannel(EventListeners):
         channel.on("bufferedamountlow", lambda: self.fire("bufferedamountlow"))
 
     @property
-    def label(self) -> str:
-        return str(self._channel.label)
-
-    @property
-    def ready_state(self) -> str:
-        return str(self._channel.readyState)
-
-    @property
-    def buffered_amount(self) -> int:
-        return int(self._channel.bufferedAmount)
-
-    @property
-    def buffered_amount_low_threshold(self) -> int:
-        return int(self._channel.bufferedAmountLowThreshold)
-
-    @buffered_amount_low_threshold.setter
-    def buffered_amount_low_threshold(self, value: int) -> None:
-        self._channel.bufferedAmountLowThreshold = value
+    def _w3c(self) -> RTCDataChannel:
+        return self._channel
 
     def send(self, data: str | bytes) -> None:
         self._channel.send(data)
-
-    def close(self) -> None:
-        self._channel.close()
 
 
 def local_candidates(sdp: str) -> list[IceCandidateInit]:
@@ -250,7 +233,7 @@ def _stat_dict(stat: Any) -> dict[str, Any]:
     return out
 
 
-class AioPeerConnection(EventListeners):
+class AioPeerConnection(W3CPeerConnectionState, EventListeners):
     """:class:`~kibitz.backends.rtc_api.MediaPeerConnection` over ``aiortc.RTCPeerConnection``."""
 
     def __init__(
@@ -275,20 +258,8 @@ class AioPeerConnection(EventListeners):
         return self._pc
 
     @property
-    def connection_state(self) -> str:
-        return str(self._pc.connectionState)
-
-    @property
-    def ice_connection_state(self) -> str:
-        return str(self._pc.iceConnectionState)
-
-    async def create_offer(self) -> SessionDescription:
-        desc = await self._pc.createOffer()
-        return SessionDescription(type=desc.type, sdp=desc.sdp)
-
-    async def create_answer(self) -> SessionDescription:
-        desc = await self._pc.createAnswer()
-        return SessionDescription(type=desc.type, sdp=desc.sdp)
+    def _w3c(self) -> RTCPeerConnection:
+        return self._pc
 
     async def set_local_description(self, desc: SessionDescription) -> None:
         with _gathering_scope(self._loopback_only):

@@ -33,6 +33,8 @@ from kibitz.backends.rtc_api import (
     SessionDescription,
     TrackEvent,
     TransceiverDirection,
+    W3CDataChannelState,
+    W3CPeerConnectionState,
 )
 from kibitz.clock import Scheduler
 from kibitz.ids import room_peer_id
@@ -115,7 +117,7 @@ class _Listeners:
 # ---------------------------------------------------------------------------------- data channel
 
 
-class BrowserDataChannel:
+class BrowserDataChannel(W3CDataChannelState):
     """:class:`~kibitz.backends.rtc_api.DataChannel` over an ``RTCDataChannel``."""
 
     def __init__(self, raw: Any) -> None:
@@ -135,24 +137,8 @@ class BrowserDataChannel:
         return self._raw
 
     @property
-    def label(self) -> str:
-        return str(self._raw.label)
-
-    @property
-    def ready_state(self) -> str:
-        return str(self._raw.readyState)
-
-    @property
-    def buffered_amount(self) -> int:
-        return int(self._raw.bufferedAmount)
-
-    @property
-    def buffered_amount_low_threshold(self) -> int:
-        return int(self._raw.bufferedAmountLowThreshold)
-
-    @buffered_amount_low_threshold.setter
-    def buffered_amount_low_threshold(self, value: int) -> None:
-        self._raw.bufferedAmountLowThreshold = int(value)
+    def _w3c(self) -> Any:
+        return self._raw
 
     def send(self, data: str | bytes) -> None:
         if isinstance(data, str):
@@ -161,9 +147,6 @@ class BrowserDataChannel:
             from pyodide.ffi import to_js
 
             self._raw.send(to_js(bytes(data)))  # a Uint8Array copy, never a view into wasm memory
-
-    def close(self) -> None:
-        self._raw.close()
 
     def on(self, name: str, callback: EventCallback) -> None:
         self._events.on(name, callback)
@@ -254,7 +237,7 @@ class BrowserTransceiver:
 # ------------------------------------------------------------------------------- peer connection
 
 
-class BrowserPeerConnection:
+class BrowserPeerConnection(W3CPeerConnectionState):
     """:class:`~kibitz.backends.rtc_api.PeerConnection` over an ``RTCPeerConnection``."""
 
     def __init__(self, config: RtcConfig) -> None:
@@ -289,20 +272,8 @@ class BrowserPeerConnection:
         return self._raw
 
     @property
-    def connection_state(self) -> str:
-        return str(self._raw.connectionState)
-
-    @property
-    def ice_connection_state(self) -> str:
-        return str(self._raw.iceConnectionState)
-
-    async def create_offer(self) -> SessionDescription:
-        desc = await self._raw.createOffer()
-        return SessionDescription(str(desc.type), str(desc.sdp))
-
-    async def create_answer(self) -> SessionDescription:
-        desc = await self._raw.createAnswer()
-        return SessionDescription(str(desc.type), str(desc.sdp))
+    def _w3c(self) -> Any:
+        return self._raw
 
     async def set_local_description(self, desc: SessionDescription) -> None:
         await self._raw.setLocalDescription(to_js_object(desc.to_json()))

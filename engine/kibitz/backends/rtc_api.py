@@ -319,3 +319,61 @@ class EventListeners:
                 callback(*args)
             except Exception:
                 _log.exception("%s listener raised", name)
+
+
+class W3CDataChannelState:
+    """The data-channel members both adapter families read straight off a W3C-shaped native object
+    (aiortc's ``RTCDataChannel`` and the browser's share the camelCase names); subclasses provide
+    ``_w3c``, the native channel."""
+
+    @property
+    def _w3c(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        return str(self._w3c.label)
+
+    @property
+    def ready_state(self) -> str:
+        return str(self._w3c.readyState)
+
+    @property
+    def buffered_amount(self) -> int:
+        return int(self._w3c.bufferedAmount)
+
+    @property
+    def buffered_amount_low_threshold(self) -> int:
+        return int(self._w3c.bufferedAmountLowThreshold)
+
+    @buffered_amount_low_threshold.setter
+    def buffered_amount_low_threshold(self, value: int) -> None:
+        self._w3c.bufferedAmountLowThreshold = int(value)
+
+    def close(self) -> None:
+        self._w3c.close()
+
+
+class W3CPeerConnectionState:
+    """The peer-connection members both adapter families share: states and offer/answer creation,
+    read off the W3C-shaped native object that ``_w3c`` returns."""
+
+    @property
+    def _w3c(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def connection_state(self) -> str:
+        return str(self._w3c.connectionState)
+
+    @property
+    def ice_connection_state(self) -> str:
+        return str(self._w3c.iceConnectionState)
+
+    async def create_offer(self) -> SessionDescription:
+        desc = await self._w3c.createOffer()
+        return SessionDescription(str(desc.type), str(desc.sdp))
+
+    async def create_answer(self) -> SessionDescription:
+        desc = await self._w3c.createAnswer()
+        return SessionDescription(str(desc.type), str(desc.sdp))
