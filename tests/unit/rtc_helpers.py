@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from server_fixture import running_kibitz_server
 
 from kibitz.backends.rtc import RtcTransport
 from kibitz.transport import ClaimResult, IncomingLink, LinkOpened, TransportEvent
@@ -95,47 +95,10 @@ def start_npm_broker() -> Broker:
 
 
 def start_kibitz_broker() -> Broker:
-    """Our broker (server/kibitz_server) via ``kibitz serve`` in its own process group."""
-    proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "kibitz"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--broker-port",
-            "0",
-            "--expire-timeout",
-            str(EXPIRE_MS / 1000),
-            "--dist",
-            str(ROOT / "no-dist"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline().decode()
-            if not line:
-                break
-            if line.startswith("KIBITZ_READY"):
-                url = line.split("broker=", 1)[1].strip()
-                return Broker(url, "kibitz", sends_leave=True, stop=stop)
-    stop()
-    raise RuntimeError("kibitz serve did not become ready")
+    """Our broker (server/kibitz_server): the shared ``kibitz serve`` fixture with a short EXPIRE."""
+    server = running_kibitz_server("--expire-timeout", str(EXPIRE_MS / 1000), "--dist", str(ROOT / "no-dist"))
+    srv = server.__enter__()
+    return Broker(srv.broker, "kibitz", sends_leave=True, stop=lambda: server.__exit__(None, None, None))
 
 
 BROKERS: dict[str, Callable[[], Broker]] = {"npm": start_npm_broker, "kibitz": start_kibitz_broker}
