@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,9 +19,15 @@ class TimerHandle(Protocol):
 
 
 class Scheduler(Protocol):
-    """Monotonic time in seconds plus one-shot timers; everything the engine needs of a clock."""
+    """Monotonic time in seconds plus one-shot timers; everything the engine needs of a clock.
+
+    ``wall()`` is epoch seconds, only for what peers compare across machines (grant expiry,
+    chat timestamps); everything else uses the monotonic ``now()``.
+    """
 
     def now(self) -> float: ...
+
+    def wall(self) -> float: ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
 
@@ -33,6 +40,9 @@ class AsyncioScheduler:
 
     def now(self) -> float:
         return self._loop.time()
+
+    def wall(self) -> float:
+        return time.time()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_later(max(0.0, delay), callback)
@@ -63,6 +73,10 @@ class FakeClock:
         self._seq = itertools.count()
 
     def now(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        """Simulated time doubles as wall time: deterministic, and expiry still moves with advance()."""
         return self._now
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _FakeTimer:

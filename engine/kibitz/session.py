@@ -13,11 +13,9 @@ never breaks the call.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -97,19 +95,19 @@ class Session:
         identity: str | None = None,
         member_id: str | None = None,
         media: LocalMedia | None = None,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.room_name = room
         self._transport = transport
         self._scheduler = scheduler
         self._rng = rng or random.Random()
         self._media = media
-        self._wall = wall_clock
+        self._wall = wall_clock or scheduler.wall
         self.self_id = member_id or _member_id(self._rng)
         token = identity or f"tok-{self._rng.getrandbits(64):016x}"
         self._profile = MemberProfile(name=name, on=False, meta=dict(meta or {}), token=token)
         self.room: Room | None = None
-        self.book = CapabilityBook(self_id=self.self_id, now=wall_clock)
+        self.book = CapabilityBook(self_id=self.self_id, now=self._wall)
         self.mesh = Mesh(
             self_id=self.self_id,
             transport=transport,
@@ -120,7 +118,7 @@ class Session:
         self.content = ContentRouter(
             mesh=self.mesh,
             book=self.book,
-            now=wall_clock,
+            now=self._wall,
             name_of=self._name_of,
             on_chat=self._on_chat,
             on_app=self._on_app,
@@ -586,19 +584,21 @@ class Session:
         self._emit("state", self.get_state())
 
     def _emit(self, event: str, *args: Any) -> None:
+        """Listeners are plain functions (the agent SDK adapts async ones on its own loop): the
+        core schedules nothing. A listener that raises is counted and logged, never fatal."""
         for cb in list(self._listeners.get(event, ())):
             try:
                 result = cb(*args)
-                if inspect.isawaitable(result):
-                    asyncio.ensure_future(result).add_done_callback(self._log_async_failure)
             except Exception:
                 self.handler_errors += 1
                 log.exception("%s listener failed", event)
-
-    def _log_async_failure(self, fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            self.handler_errors += 1
-            log.error("async listener failed", exc_info=fut.exception())
+                continue
+            if inspect.isawaitable(result):
+                self.handler_errors += 1
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited: close it rather than leak a warning
+                log.error("%s listener returned an awaitable; Session listeners must be plain "
+                          "functions (kibitz.agent.Agent accepts async callbacks)", event)
 
 
 def _grant_json(grant: Grant) -> dict[str, Any]:

@@ -106,6 +106,9 @@ class ProcessScheduler:
     def now(self) -> float:
         return self._bus.clock.now()
 
+    def wall(self) -> float:
+        return self._bus.clock.wall()
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> _BusTimer:
         handle = _BusTimer()
         proc = self._proc

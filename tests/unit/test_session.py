@@ -250,3 +250,17 @@ def test_people_win_the_race_for_a_freed_coordinator_slot(bus: Bus) -> None:
     bus.kill("ann")
     settle(bus.clock, 5.0)
     assert bob.get_state()["isCoordinator"] and not agent.get_state()["isCoordinator"]
+
+
+def test_async_listeners_are_refused_by_the_core_not_silently_dropped(bus: Bus) -> None:
+    ann = make(bus, "ann")
+    calls: list[str] = []
+
+    async def handler(_state: dict[str, Any]) -> None:
+        calls.append("ran")  # pragma: no cover - the core never awaits it
+
+    ann.on("state", handler)
+    settle(bus.clock)
+    ann.join()
+    settle(bus.clock)
+    assert calls == [] and ann.handler_errors > 0
