@@ -405,12 +405,8 @@ function mount(options) {
     sendTo(id, data) {
       const text = encodeData(data);
       if (!session || closed) { dropped += 1; return; }
-      try { py.sendTo(String(id), text); } catch (err) {
-        // A refusal (the addressee may not receive directed messages, or is not in the room) is the
-        // caller's to handle: throw its reason, not the Python traceback.
-        const lines = String(err && err.message || err).trim().split("\n");
-        throw new Error(`Kibitz: sendTo(${id}) refused: ${lines[lines.length - 1].replace(/^\w+Error: /, "")}`);
-      }
+      const refused = py.sendTo(String(id), text);
+      if (refused) throw new Error(`Kibitz: sendTo(${id}) refused: ${refused}`);
     },
     onMessage(cb) { return controller.on("message", cb); },
     on(event, cb) {

@@ -879,13 +879,21 @@ class PageSession:
         # The text is parsed once for the checks and carried as is, never re-encoded.
         return len(self.session.broadcast_json(text))
 
-    def send_json(self, peer: str, text: str) -> bool:
-        """``sendTo(id, data)``: directly over our own link to ``peer``; False when not possible."""
+    def send_json(self, peer: str, text: str) -> str | None:
+        """``sendTo(id, data)``: directly over our own link to ``peer``.
+
+        Returns ``None`` when sent (or dropped before we are in the call, like ``broadcast``) and
+        the refusal's reason otherwise, which the page throws as its own Error: the reason crosses
+        the FFI as data, not as a Python traceback to pick apart.
+        """
         if self.session is None or self.closed or not self.session.in_call:
             self.dropped += 1
-            return False
-        self.session.send_json(str(peer), text)
-        return True
+            return None
+        try:
+            self.session.send_json(str(peer), text)
+        except (KeyError, ValueError, PermissionError, RuntimeError) as exc:
+            return str(exc.args[0]) if exc.args else type(exc).__name__
+        return None
 
     def _s(self, name: str) -> Callable[..., Any]:
         def run(*args: Any) -> Any:
