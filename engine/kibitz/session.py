@@ -107,11 +107,25 @@ class Session:
         token = identity or f"tok-{self._rng.getrandbits(64):016x}"
         self._profile = MemberProfile(name=name, on=False, meta=dict(meta or {}), token=token)
         self.room: Room | None = None
+        self._make_parts()
+        self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
+        self._local = _LocalState()
+        self._remote_tracks: dict[str, dict[str, object]] = {}
+        self._claim_attempts = 0
+        self._claim_timer: TimerHandle | None = None
+        self._started = False
+        self._left = False
+        self._roster = Roster()
+        self._lobby_status: str | None = None
+        self.handler_errors = 0
+
+    def _make_parts(self) -> None:
+        """The per-identity parts: grant book, data mesh and content router, all keyed by self_id."""
         self.book = CapabilityBook(self_id=self.self_id, now=self._wall)
         self.mesh = Mesh(
             self_id=self.self_id,
-            transport=transport,
-            scheduler=scheduler,
+            transport=self._transport,
+            scheduler=self._scheduler,
             rng=self._rng,
             on_link=self._on_link,
         )
@@ -124,16 +138,6 @@ class Session:
             on_app=self._on_app,
             on_caps=self._on_caps,
         )
-        self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
-        self._local = _LocalState()
-        self._remote_tracks: dict[str, dict[str, object]] = {}
-        self._claim_attempts = 0
-        self._claim_timer: TimerHandle | None = None
-        self._started = False
-        self._left = False
-        self._roster = Roster()
-        self._lobby_status: str | None = None
-        self.handler_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -423,11 +427,10 @@ class Session:
                 self.room.start()
             return
         if ev.outcome == "taken" and self.room is None:
-            # Another tab holds this id (a copied identity): pick a fresh one before we are known.
+            # Another tab holds this id (a copied identity): pick a fresh one before we are known,
+            # and rebuild what is keyed by it (nothing has been sent under the old one yet).
             self.self_id = _member_id(self._rng)
-            self.book.self_id = self.self_id
-            self.mesh.self_id = self.self_id
-            self.content.self_id = self.self_id
+            self._make_parts()
         self._schedule_claim()
 
     def _schedule_claim(self) -> None:

@@ -264,3 +264,20 @@ def test_async_listeners_are_refused_by_the_core_not_silently_dropped(bus: Bus) 
     ann.join()
     settle(bus.clock)
     assert calls == [] and ann.handler_errors > 0
+
+
+def test_a_taken_member_id_is_replaced_before_joining(bus: Bus) -> None:
+    first = make(bus, "ann", member_id="kbz-m-samesamesame0001")
+    settle(bus.clock)
+    copy = make(bus, "bob", member_id="kbz-m-samesamesame0001")  # e.g. a duplicated tab's identity
+    settle(bus.clock)
+    assert copy.self_id != "kbz-m-samesamesame0001"
+    assert copy.mesh.self_id == copy.book.self_id == copy.content.self_id == copy.self_id
+    first.join()
+    copy.join()
+    settle(bus.clock)
+    got: list[Any] = []
+    first.on_message(lambda data, frm: got.append((data, frm)))
+    copy.broadcast("hello")
+    settle(bus.clock, 0.5)
+    assert got == [("hello", copy.self_id)]
