@@ -367,12 +367,12 @@ What this means for the page's round trip: a ping/pong costs the engine two send
 about 55 µs in Pyodide now against about 120 µs before, while the round trip in `## Engine in the
 page` is ~2 ms against ~0.4–0.7 ms for plain JS. The engine's message path was never most of that
 gap (the earlier estimate of ~0.2 ms per send and per receive was several times too high); the rest
-sits around it: every inbound frame waits for a `call_soon` callback on Pyodide's event loop in
-`RtcTransport` (one such round: the line above, 0.1–0.35 ms in our runs on this shared box), the data-channel
+sits around it: inbound frames used to wait for a `call_soon` callback on Pyodide's event loop in
+`RtcTransport` (one such round: the line above, 0.1–0.35 ms in our runs on this shared box; an idle
+transport now delivers a message in its native callback), the data-channel
 event reaches Python through the listener shim and `EventListeners`, and the page's main thread is
 shared with both tabs' live call (fake camera and microphone, meters, timers).
-Not touched here: that transport hop, `Session._on_transport` offering every frame to the room engine
-first, and `Session._emit`'s `inspect.isawaitable` per listener."""
+Not touched here: `Session._on_transport` offering every frame to the room engine first."""
 
 
 def render(rows: list[dict[str, Any]], page_rows: list[dict[str, Any]] | None, page: dict[str, Any] | None,

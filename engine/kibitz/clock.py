@@ -87,9 +87,6 @@ class FakeClock:
     def call_soon(self, callback: Callable[[], None]) -> _FakeTimer:
         return self.call_later(0.0, callback)
 
-    def pending(self) -> int:
-        return sum(1 for _, _, t in self._queue if not t.cancelled)
-
     def run_until(self, deadline: float) -> None:
         """Fire every timer due at or before ``deadline`` (in order), then set now = deadline."""
         while self._queue and self._queue[0][0] <= deadline:
@@ -102,9 +99,3 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.run_until(self._now + seconds)
-
-    def run_until_idle(self, limit: float = 3600.0) -> None:
-        """Run until no zero-delay work is left and nothing is due before ``now + limit``."""
-        self.run_until(self._now)
-        while self._queue and self._queue[0][0] <= self._now:
-            self.run_until(self._now)

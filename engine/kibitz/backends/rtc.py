@@ -13,9 +13,11 @@ Shape of the work:
   sendrecv audio and one sendrecv video transceiver, offered by the dialer up-front, so either
   side can send either kind from the start; :meth:`RtcTransport.set_lane` swaps sender tracks on
   the live connection and never renegotiates (there is exactly one OFFER and one ANSWER per link);
-* outcomes become :data:`~kibitz.transport.TransportEvent` values, queued and delivered to the
-  sink in order from a ``call_soon`` callback, never from inside a Transport call, so the engine
-  can call back into the transport from its sink without re-entrancy.
+* outcomes become :data:`~kibitz.transport.TransportEvent` values, delivered to the sink in order
+  and never from inside a Transport call, so the engine can call back into the transport from its
+  sink without re-entrancy: they are queued for a ``call_soon`` callback, except an inbound message
+  arriving in a native callback with nothing queued ahead of it, which is delivered at once (the
+  hot path saves a loop hop per message).
 
 This module must stay importable under Pyodide: asyncio only, no aiortc, websockets or ``js``.
 """
