@@ -234,6 +234,9 @@ def test_hostile_page_css_cannot_touch_the_widget_nor_the_widget_the_page(
                 assert hit, f"{key}: the launcher is covered"
                 launcher(page).click()
                 expect(panel(page)).to_be_visible()
+                # Compare like with like: the panel's height follows its state (loading bar,
+                # connecting…), so measure both pages once the engine is up and Join is live.
+                expect(panel(page).get_by_role("button", name="Join call")).to_be_enabled(timeout=BOOT_MS)
                 bb = panel(page).bounding_box()
                 assert bb is not None
                 measured[key]["panel"] = bb
