@@ -114,12 +114,14 @@ def category(path: str) -> str:
         return "widget.js"
     if "/assets/pyodide-snapshot-" in path:
         return "snapshot"
+    if path.endswith(".wasm") and "/assets/" in path:
+        return "side modules"
+    if "/assets/site-packages-" in path:
+        return "wheel files"
     if "/pyodide-" in path:
         return "runtime"
     if "/wheels/" in path:
         return "wheels"
-    if "/assets/pyodide-snapshot-" in path:
-        return "snapshot"
     return "other"
 
 
@@ -365,7 +367,7 @@ def render(boot: dict[str, Any], msg: dict[str, Any], runs: int) -> str:
         "|---|---|---|---|",
     ]
     total_raw = total_wire = 0
-    for cat in ("widget.js", "runtime", "snapshot", "wheels", "other"):
+    for cat in ("widget.js", "runtime", "snapshot", "side modules", "wheel files", "wheels", "other"):
         w = boot["wire"].get(cat)
         if not w:
             continue

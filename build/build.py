@@ -7,7 +7,9 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
     dist/pyodide-<ver>/            the Pyodide runtime files from node_modules/pyodide (npm pin)
     dist/wheels/*.whl              pinned PyPI wheels (sha256-checked) + the engine's own wheel
     dist/wheels/pyodide-lock.json  a lock holding only those wheels, with their real sha256
-    dist/assets/pyodide-snapshot-<hash>.bin  gzip'd base-runtime memory snapshot (stdlib pre-imported)
+    dist/assets/pyodide-snapshot-<hash>.bin  gzip'd engine memory snapshot (engine + wheels imported)
+    dist/assets/<side module>-<hash>.wasm    each compiled extension the snapshot holds (pydantic-core)
+    dist/assets/site-packages-<hash>.tar     the snapshot's installed wheels, as files (lazy imports)
     dist/demo/index.html           two tabs with the same URL share a room (room id in the hash)
     dist/demo/embed.html           the one-liner as a third-party page uses it
     dist/demo/follow.html          follow-me: hash routing synced with broadcast/onMessage (headless)
@@ -16,9 +18,10 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
 Every run hashes its inputs first and returns at once when ``dist/.build-stamp`` matches, because
 scripts/setup.sh calls it before every test and serve run. Downloads (``pip download``) happen only
 when the cache in ``build/.cache/`` lacks a pinned wheel, and every wheel is checked against
-``build/pins.json``: a mismatch fails the build loudly. The runtime snapshot is made with Node (the
-one that ran ``npm ci``) and cached in ``build/.cache/snapshot/`` under a key of its own inputs, so
-engine edits never remake it; without Node the bundle has no snapshot and the page boots plainly.
+``build/pins.json``: a mismatch fails the build loudly. The engine snapshot is made with Node (the
+one that ran ``npm ci``) and cached in ``build/.cache/snapshot/`` under a key of its own inputs (the
+runtime, every wheel, the engine wheel included); without Node the bundle has no snapshot and the
+page boots plainly, loading the wheels through the lock.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import argparse
 import base64
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import tomllib
@@ -50,38 +55,34 @@ ENGINE = ROOT / "engine" / "kibitz"
 NODE_PYODIDE = ROOT / "node_modules" / "pyodide"
 STAMP_NAME = ".build-stamp"
 # JS sources concatenated into dist/widget.js, in this order, inside one IIFE.
-WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/ui.js", "widget/loader.js"]
+WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/ui.js", "widget/snapshot.js",
+                  "widget/loader.js"]
 STATIC_SOURCES = {"widget/kibitz.d.ts": "kibitz.d.ts", "widget/demo/index.html": "demo/index.html",
                   "widget/demo/embed.html": "demo/embed.html", "widget/demo/follow.html": "demo/follow.html"}
 # Fixed zip timestamps make the engine wheel byte-for-byte reproducible.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 BUILD_MARKER = "/*__KIBITZ_BUILD__*/null"
 SNAPSHOT_CACHE = BUILD / ".cache" / "snapshot"
-# Stdlib modules the page's engine imports (pydantic and kibitz included) beyond what Pyodide's own
-# start-up imports; importing them before the snapshot is taken moves their cost to build time.
-# Compiled wheels (pydantic_core's .so) must stay out: a snapshot holding a loaded .so cannot be
-# restored (platform-pyodide §7), so the wheels load after the restore. Missing one here only costs
-# its import time in the page.
+# Stdlib modules the engine uses beyond what Pyodide's start-up imports, imported first so the
+# snapshot holds them whatever the engine's import order. Missing one here costs nothing: the
+# engine imports below pull it in anyway.
 SNAPSHOT_IMPORTS = [
     "asyncio", "collections", "dataclasses", "datetime", "decimal", "email", "encodings.cp437", "enum",
     "fractions", "heapq", "hmac", "importlib.metadata", "inspect", "ipaddress", "itertools", "json",
     "logging", "math", "numbers", "random", "re", "secrets", "struct", "sysconfig", "tarfile", "time",
-    "typing", "uuid", "zoneinfo",
+    "typing", "uuid", "zipfile", "zoneinfo",
 ]
-# Run by Node: boot the npm runtime with _makeSnapshot, import SNAPSHOT_IMPORTS, write the snapshot.
-# A Node-made snapshot restores in Chromium (the Python side keeps no runtime-specific state; JS
-# objects are re-bound by global path) and boots as fast as one made in Chromium (measured).
-SNAPSHOT_SCRIPT = """
-import { writeFileSync } from "node:fs";
-import { pathToFileURL } from "node:url";
-const [runtimeDir, out, imports] = process.argv.slice(2);
-const { loadPyodide } = await import(pathToFileURL(runtimeDir + "/pyodide.mjs").href);
-const py = await loadPyodide({ indexURL: runtimeDir + "/", _makeSnapshot: true });
-py.runPython("import " + imports);
-// The page reseeds after restoring (every page would otherwise share this state); seed it fixed.
-py.runPython("import random; random.seed(0)");
-writeFileSync(out, py.makeMemorySnapshot());
-"""
+# What the page imports to run the engine (jwt is imported lazily by the engine; holding it here
+# saves the page ~0.3 s the first time a token is checked).
+ENGINE_IMPORTS = ["kibitz.backends.browser", "jwt"]
+# Run by Node with a JSON config: boot the npm runtime with _makeSnapshot, install the wheels by
+# hand, import the engine, describe every compiled side module it loaded (pydantic-core's), freeze
+# the objects made so far out of the garbage collector, and write the snapshot and that record.
+# A snapshot only holds the wasm heap: a side module's code and table entries are not in it, so the
+# page must bind each module again at the same memory and table bases before Python calls into it
+# (widget/snapshot.js); the record says where. A Node-made snapshot restores in Chromium (Python
+# keeps no runtime-specific state; JS objects are re-bound by global path).
+SNAPSHOT_SCRIPT = Path(__file__).resolve().parent / "make_snapshot.mjs"
 
 
 class BuildError(RuntimeError):
@@ -118,7 +119,7 @@ def engine_files() -> list[Path]:
 def input_digest(pins: dict[str, Any]) -> str:
     """Hash of everything the output depends on: content for sources, size+mtime for big inputs."""
     h = hashlib.sha256()
-    sources: list[Path] = [Path(__file__), PINS, ROOT / "pyproject.toml"]
+    sources: list[Path] = [Path(__file__), SNAPSHOT_SCRIPT, PINS, ROOT / "pyproject.toml"]
     sources += [ROOT / s for s in WIDGET_SOURCES] + [ROOT / s for s in STATIC_SOURCES]
     sources += engine_files()
     for p in sources:
@@ -232,57 +233,109 @@ def build_engine_wheel(dest_dir: Path) -> tuple[Path, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Base-runtime memory snapshot
+# Engine memory snapshot
 
 
-def snapshot_key(pins: dict[str, Any], node_version: str) -> str:
-    """Hash of everything the snapshot depends on (not the engine: it holds no kibitz code)."""
+def snapshot_key(pins: dict[str, Any], wheels: list[Path], node_version: str) -> str:
+    """Hash of everything the snapshot holds: the runtime, every wheel it installs (engine included),
+    what it imports, the script that makes it and the Node that runs it."""
     h = hashlib.sha256()
     for name in sorted(pins["runtime_files"]):
         h.update(f"{name}:{sha256_file(NODE_PYODIDE / name)}\n".encode())
-    h.update(json.dumps([SNAPSHOT_IMPORTS, SNAPSHOT_SCRIPT, node_version]).encode())
+    for w in sorted(wheels, key=lambda p: p.name):
+        h.update(f"{w.name}:{sha256_file(w)}\n".encode())
+    inputs = [SNAPSHOT_IMPORTS, ENGINE_IMPORTS, SNAPSHOT_SCRIPT.read_text(), node_version]
+    h.update(json.dumps(inputs).encode())
     return h.hexdigest()[:32]
 
 
-def make_snapshot(pins: dict[str, Any], node: str | None = None) -> Path | None:
-    """The gzip'd snapshot (cached by :func:`snapshot_key`), or None when it cannot be made.
+def make_snapshot(
+    pins: dict[str, Any], wheels: list[Path], node: str | None = None
+) -> tuple[Path, Path] | None:
+    """The gzip'd engine snapshot and its side-module record (both cached by :func:`snapshot_key`),
+    or None when they cannot be made.
 
     None is not an error: the page then boots without a snapshot, only slower. The reason is printed.
     """
     node = node or shutil.which("node")
     if node is None:
-        print("build: no `node` on PATH, so no runtime snapshot (the page boots without one)",
+        print("build: no `node` on PATH, so no engine snapshot (the page boots without one)",
               file=sys.stderr)
         return None
     try:
         version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30,
                                  check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
-        print(f"build: `node --version` failed ({exc}); no runtime snapshot", file=sys.stderr)
+        print(f"build: `node --version` failed ({exc}); no engine snapshot", file=sys.stderr)
         return None
-    cached = SNAPSHOT_CACHE / f"{snapshot_key(pins, version)}.bin"
-    if cached.exists():
-        return cached
+    key = snapshot_key(pins, wheels, version)
+    cached, record = SNAPSHOT_CACHE / f"{key}.bin", SNAPSHOT_CACHE / f"{key}.json"
+    if cached.exists() and record.exists():
+        return cached, record
     SNAPSHOT_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=SNAPSHOT_CACHE) as tmp:
-        script, raw = Path(tmp) / "snapshot.mjs", Path(tmp) / "snapshot.raw"
-        script.write_text(SNAPSHOT_SCRIPT)
-        cmd = [node, str(script), str(NODE_PYODIDE.resolve()), str(raw), ", ".join(SNAPSHOT_IMPORTS)]
+        raw, rec = Path(tmp) / "snapshot.raw", Path(tmp) / "record.json"
+        config = {"runtime": str(NODE_PYODIDE.resolve()), "out": str(raw), "record": str(rec),
+                  "stdlib": SNAPSHOT_IMPORTS, "engine": ENGINE_IMPORTS,
+                  "wheels": [str(w.resolve()) for w in wheels]}
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
         try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp)
+            res = subprocess.run([node, str(SNAPSHOT_SCRIPT), str(Path(tmp) / "config.json")],
+                                 capture_output=True, text=True, timeout=300, cwd=tmp)
         except subprocess.TimeoutExpired:
-            print("build: making the runtime snapshot timed out; none this time", file=sys.stderr)
+            print("build: making the engine snapshot timed out; none this time", file=sys.stderr)
             return None
-        if res.returncode != 0 or not raw.exists():
-            print(f"build: making the runtime snapshot failed; none this time:\n{res.stderr.strip()[-2000:]}",
+        if res.returncode != 0 or not raw.exists() or not rec.exists():
+            print(f"build: making the engine snapshot failed; none this time:\n{res.stderr.strip()[-2000:]}",
                   file=sys.stderr)
             return None
         # Fixed mtime and no name: the same raw snapshot always gives the same file.
         with (raw.open("rb") as src, (Path(tmp) / "snapshot.gz").open("wb") as dst,
               gzip.GzipFile(filename="", mode="wb", fileobj=dst, compresslevel=9, mtime=0) as gz):
             shutil.copyfileobj(src, gz, 1 << 20)
+        os.replace(rec, record)
         os.replace(Path(tmp) / "snapshot.gz", cached)
-    return cached
+    return cached, record
+
+
+def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> dict[str, Any]:
+    """Write what the page needs beside the snapshot into ``stage/assets`` and return the build info
+    for it: every side module the record names (as a content-hashed ``.wasm``, so the browser can
+    compile it while streaming and cache the compiled code) and a tar of the installed wheels (the
+    snapshot holds imported modules, not files; the page writes them back for later lazy imports)."""
+    site = record["sitePackages"].rstrip("/") + "/"
+    members: dict[str, tuple[Path, str]] = {}
+    for whl in wheels:
+        with zipfile.ZipFile(whl) as zf:
+            for name in zf.namelist():
+                if not name.endswith("/"):
+                    members[name] = (whl, name)
+    libs = []
+    for lib in record["libs"]:
+        if not lib["path"].startswith(site) or lib["path"][len(site):] not in members:
+            raise BuildError(f"snapshot side module {lib['path']} is in none of the wheels")
+        whl, name = members.pop(lib["path"][len(site):])
+        with zipfile.ZipFile(whl) as zf:
+            data = zf.read(name)
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(name).name.split(".")[0])
+        rel = f"assets/{stem}-{hashlib.sha256(data).hexdigest()[:16]}.wasm"
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_bytes(data)
+        libs.append({**lib, "url": rel})
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in sorted(members):
+            whl, member = members[name]
+            with zipfile.ZipFile(whl) as zf:
+                data = zf.read(member)
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    pack = buf.getvalue()
+    pack_rel = f"assets/site-packages-{hashlib.sha256(pack).hexdigest()[:16]}.tar"
+    (stage / pack_rel).write_bytes(pack)
+    return {"sitePackages": site, "pack": pack_rel, "libs": libs, "tableBefore": record["tableBefore"],
+            "tableAfter": record["tableAfter"], "slots": record["slots"], "got": record["got"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,14 +427,18 @@ def build(stage: Path, pins: dict[str, Any]) -> dict[str, Any]:
     (wheels / "pyodide-lock.json").write_text(lock_text)
     lock_hash = hashlib.sha256(lock_text.encode()).hexdigest()[:16]
 
-    snapshot = make_snapshot(pins)
-    snapshot_rel = None
-    if snapshot is not None:
-        # Content-hashed name under assets/ (served immutable); gzip inside, so any static host works.
-        snapshot_rel = f"assets/pyodide-snapshot-{sha256_file(snapshot)[:16]}.bin"
-        link_or_copy(snapshot, stage / snapshot_rel)
-
     preload = list(pins["preload"])
+    expect = closure(lock, preload)
+    snapshot_wheels = [wheels / lock["packages"][name]["file_name"] for name in expect]
+    made = make_snapshot(pins, snapshot_wheels)
+    snapshot_info = None
+    if made is not None:
+        snapshot, record = made
+        # Content-hashed names under assets/ (served immutable); gzip inside, so any static host works.
+        snapshot_info = {"url": f"assets/pyodide-snapshot-{sha256_file(snapshot)[:16]}.bin",
+                         **snapshot_assets(json.loads(record.read_text()), snapshot_wheels, stage)}
+        link_or_copy(snapshot, stage / snapshot_info["url"])
+
     build_info = {
         "version": project_meta()[0],
         "engine": engine_version,
@@ -389,8 +446,8 @@ def build(stage: Path, pins: dict[str, Any]) -> dict[str, Any]:
         "lock": f"wheels/pyodide-lock.json?v={lock_hash}",
         "packages": "wheels/",
         "preload": preload,
-        "expect": closure(lock, preload),
-        "snapshot": snapshot_rel,
+        "expect": expect,
+        "snapshot": snapshot_info,
     }
     (stage / "widget.js").write_text(bundle_widget(build_info))
     for rel, out in STATIC_SOURCES.items():

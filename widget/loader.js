@@ -156,10 +156,10 @@ let enginePromise = null;
 
 /** The snapshot to restore, or null: none built, a browser without DecompressionStream, or turned
  * off for diagnostics and benchmarks (`window.__KIBITZ_BOOT__ = "plain"` before widget.js runs). */
-function snapshotUrl() {
+function snapshotInfo() {
   if (!BUILD.snapshot || typeof DecompressionStream !== "function") return null;
   if (globalThis.__KIBITZ_BOOT__ === "plain") return null;
-  return SERVER + BUILD.snapshot;
+  return BUILD.snapshot;
 }
 
 /** The snapshot's bytes. The file is gzip (so any static host serves it small); if something on the
@@ -179,6 +179,35 @@ async function fetchSnapshot(url) {
   return new Uint8Array(await new Response(gzipped ? body.pipeThrough(new DecompressionStream("gzip")) : body).arrayBuffer());
 }
 
+/** A side module, compiled while it downloads (and kept compiled in the browser's code cache); a
+ * host that serves it without `application/wasm` gets the slower buffered compile. */
+async function compileSideModule(url) {
+  try {
+    return await WebAssembly.compileStreaming(fetch(url));
+  } catch (_) {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`HTTP ${r.status} for ${url}`);
+    return WebAssembly.compile(await r.arrayBuffer());
+  }
+}
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`HTTP ${r.status} for ${url}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+/** Start every download the snapshot boot needs, all at once. */
+function fetchSnapshotAssets(info) {
+  const parts = {
+    bytes: fetchSnapshot(SERVER + info.url),
+    modules: Promise.all(info.libs.map((lib) => compileSideModule(SERVER + lib.url))),
+    pack: fetchBytes(SERVER + info.pack),
+  };
+  for (const p of Object.values(parts)) p.catch(() => {}); // awaited (and reported) in bootFromSnapshot
+  return parts;
+}
+
 function checkPackages(pyodide) {
   // loadPackage never rejects on a failed download: check what really arrived.
   const missing = BUILD.expect.filter((n) => !(n in pyodide.loadedPackages));
@@ -190,18 +219,27 @@ function checkPackages(pyodide) {
   }
 }
 
-/** Restore the base-runtime snapshot (stdlib already imported), then load the wheels: pydantic_core's
- * .so cannot be inside a snapshot, so every wheel loads after the restore, as in a plain boot. */
-async function bootFromSnapshot(loadPyodide, options, snapshot) {
+/** Restore the engine snapshot (engine and wheels already imported), bind pydantic-core's compiled
+ * module again, and put the wheels' files back for later lazy imports (widget/snapshot.js). */
+async function bootFromSnapshot(loadPyodide, options, info, assets) {
   const t0 = performance.now();
-  const pyodide = await loadPyodide({ ...options, _loadSnapshot: snapshot });
-  // Pyodide keeps its config: drop the 31 MB it would otherwise hold for the page's lifetime.
+  const { default: createModule } = await import(options.indexURL + "pyodide.asm.mjs");
+  const pyodide = await loadPyodide({
+    ...options, _loadSnapshot: assets.bytes, createPyodideModule: snapshotModuleFactory(createModule),
+  });
+  // Pyodide keeps its config: drop the snapshot it would otherwise hold for the page's lifetime.
   try { pyodide._api.config._loadSnapshot = undefined; } catch (_) { /* internals moved: only memory */ }
-  // The snapshot froze `random`'s state: without a reseed every page would draw the same numbers.
-  pyodide.runPython("import random; random.seed()");
   const t1 = performance.now();
   timings.runtimeMs = t1 - t0;
-  await pyodide.loadPackage(BUILD.preload);
+  await rebindSideModules(pyodide._module, info, await assets.modules);
+  unpackTar(pyodide.FS, await assets.pack, info.sitePackages);
+  // The snapshot froze `random`'s state: without a reseed every page would draw the same numbers.
+  pyodide.runPython("import random; random.seed()");
+  // The rebound extension must really work before the engine leans on it (else: plain boot).
+  pyodide.runPython("import pydantic_core\n" +
+    "assert pydantic_core.SchemaValidator({'type': 'int'}).validate_python('7') == 7");
+  // What the snapshot holds counts as loaded: a later loadPackage of it must be a no-op.
+  for (const name of BUILD.expect) pyodide.loadedPackages[name] = "snapshot";
   timings.packagesMs = performance.now() - t1;
   return pyodide;
 }
@@ -212,10 +250,9 @@ function bootEngine() {
     const t0 = performance.now();
     timings.bootPath = null;
     const runtime = SERVER + BUILD.pyodide;
-    const snapUrl = snapshotUrl();
-    // Started first, so it downloads while pyodide.mjs, the wasm and the stdlib do.
-    const snapshot = snapUrl ? fetchSnapshot(snapUrl) : null;
-    if (snapshot) snapshot.catch(() => {}); // awaited (and reported) below
+    const snapInfo = snapshotInfo();
+    // Started first, so they download while pyodide.mjs, the wasm and the stdlib do.
+    const assets = snapInfo ? fetchSnapshotAssets(snapInfo) : null;
     const { loadPyodide } = await import(runtime + "pyodide.mjs");
     const options = {
       indexURL: runtime,
@@ -226,10 +263,9 @@ function bootEngine() {
     };
     let pyodide = null;
     let browser = null;
-    if (snapshot) {
+    if (assets) {
       try {
-        pyodide = await bootFromSnapshot(loadPyodide, options, snapshot);
-        checkPackages(pyodide);
+        pyodide = await bootFromSnapshot(loadPyodide, options, snapInfo, assets);
         const t1 = performance.now();
         pyodide.registerJsModule("kibitz_shim", shim);
         browser = pyodide.pyimport("kibitz.backends.browser");

@@ -126,16 +126,18 @@ function formatMB(bytes) {
 }
 
 /**
- * Watch the engine's downloads (Pyodide runtime + wheels) through Resource Timing, weighted by the
- * sizes in the server's manifest.json: the loader offers no progress hook, and cross-origin
- * resource entries carry no byte counts, so the manifest gives each finished file its weight.
+ * Watch the engine's downloads (Pyodide runtime + the snapshot and its assets, or the wheels on a
+ * plain boot) through Resource Timing, weighted by the sizes in the server's manifest.json: the
+ * loader offers no progress hook, and cross-origin resource entries carry no byte counts, so the
+ * manifest gives each finished file its weight.
  */
 function watchProgress(onProgress) {
   const sizes = new Map();
   const seen = new Set();
   let total = 0;
+  const fromSnapshot = !!snapshotInfo();
   const isEngine = (path) => /^pyodide-[^/]+\/(pyodide\.asm\.(wasm|mjs)|python_stdlib\.zip|pyodide\.mjs)$/.test(path) ||
-    /^wheels\/.+\.whl$/.test(path);
+    (fromSnapshot ? /^assets\//.test(path) : /^wheels\/.+\.whl$/.test(path));
   const report = () => {
     let done = 0;
     for (const p of seen) done += sizes.get(p) || 0;

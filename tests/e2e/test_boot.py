@@ -216,8 +216,11 @@ def test_mount_errors_headless_and_queued_calls(
 def test_missing_package_fails_loudly(
     new_context: Callable[..., BrowserContext], page_server: StaticServer
 ) -> None:
-    """A wheel that does not arrive must reject `ready` with the missing names, not hang or pass."""
+    """A wheel that does not arrive must reject `ready` with the missing names, not hang or pass.
+
+    Wheels are loaded on the plain boot (the snapshot holds them already imported), so force it."""
     ctx = new_context()
+    ctx.add_init_script('window.__KIBITZ_BOOT__ = "plain";')
     ctx.route("**/wheels/pyjwt-*.whl", lambda route: route.fulfill(status=404, body="gone"))
     page = ctx.new_page()
     page.goto(f"{page_server.url}/blank.html")

@@ -1,7 +1,10 @@
-"""The page boots from the build's runtime snapshot, and boots without it when the snapshot fails.
+"""The page boots from the build's engine snapshot, and boots without it when the snapshot fails.
 
 A restored snapshot carries the interpreter's memory, `random`'s state included, so two pages must
-still draw different random numbers; a missing or unusable snapshot must cost a warning, not the call.
+still draw different random numbers. It holds the engine already imported, pydantic-core's compiled
+module included, which the page binds again (widget/snapshot.js): models made after the restore must
+validate, and modules nobody imported before the snapshot must still import from the files the page
+writes back. A missing or unusable part must cost a warning, not the call.
 """
 
 from __future__ import annotations
@@ -19,16 +22,31 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body>
 <script src="/widget.js"></script></body></html>"""
 
 PROBE = """
-import asyncio, json, os, random, secrets, uuid
-from pydantic import BaseModel
+import asyncio, importlib.metadata, json, os, random, secrets, sys, uuid
+from pydantic import BaseModel, ValidationError
 import kibitz.backends.browser
 
 class Seat(BaseModel):
     seat: int
 
+lazy_before = "pydantic.dataclasses" in sys.modules
+from pydantic.dataclasses import dataclass  # not imported by the engine: comes from the files
+
+@dataclass
+class Row:
+    row: int
+
+try:
+    Seat.model_validate({"seat": "four"})
+    refused = False
+except ValidationError as exc:
+    refused = exc.errors()[0]["type"] == "int_parsing"
+
 await asyncio.sleep(0.01)  # the WebLoop runs after a restore
 json.dumps({"urandom": os.urandom(16).hex(), "random": random.random(), "uuid": str(uuid.uuid4()),
-            "token": secrets.token_hex(8), "seat": Seat.model_validate_json('{"seat": "4"}').seat})
+            "token": secrets.token_hex(8), "seat": Seat.model_validate_json('{"seat": "4"}').seat,
+            "row": Row(row="5").row, "refused": refused, "lazy_before": lazy_before,
+            "pydantic": importlib.metadata.version("pydantic")})
 """
 
 
@@ -38,10 +56,16 @@ def site() -> Iterator[StaticServer]:
         yield server
 
 
-def snapshot_rel() -> str | None:
+def snapshot_info() -> dict[str, Any]:
     manifest = json.loads((ensure_dist() / "manifest.json").read_text())
-    rel: str | None = manifest["build"].get("snapshot")
-    return rel
+    info: dict[str, Any] = manifest["build"]["snapshot"]
+    return info
+
+
+def works(probe: dict[str, Any]) -> bool:
+    """The engine's Python works: models validate and refuse, lazy imports and metadata resolve."""
+    return (probe["seat"] == 4 and probe["row"] == 5 and probe["refused"] is True
+            and probe["lazy_before"] is False and probe["pydantic"] == "2.14.3")
 
 
 def boot(page: Page, site: StaticServer) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,16 +83,19 @@ def boot(page: Page, site: StaticServer) -> tuple[dict[str, Any], dict[str, Any]
 def test_build_ships_a_snapshot_and_the_page_restores_it(
     new_context: Callable[..., BrowserContext], site: StaticServer
 ) -> None:
-    rel = snapshot_rel()
-    assert rel and rel.startswith("assets/pyodide-snapshot-") and rel.endswith(".bin"), rel
+    info = snapshot_info()
+    rel = info["url"]
+    assert rel.startswith("assets/pyodide-snapshot-") and rel.endswith(".bin"), rel
     assert (ensure_dist() / rel).read_bytes()[:2] == b"\x1f\x8b"  # gzip inside
+    [lib] = info["libs"]  # pydantic-core's compiled module, shipped beside the snapshot
+    assert lib["path"].endswith(".so") and (ensure_dist() / lib["url"]).read_bytes()[:4] == b"\0asm"
     results = []
     for _ in range(2):  # two users: separate contexts, same snapshot file
         page = new_context().new_page()
         timings, probe = boot(page, site)
         assert timings["bootPath"] == "snapshot", timings
-        assert timings["runtimeMs"] > 0 and timings["importMs"] > 0
-        assert probe["seat"] == 4
+        assert timings["runtimeMs"] > 0 and timings["packagesMs"] > 0
+        assert works(probe), probe
         results.append(probe)
     a, b = results
     for key in ("urandom", "random", "uuid", "token"):
@@ -79,10 +106,16 @@ def test_build_ships_a_snapshot_and_the_page_restores_it(
 @pytest.mark.parametrize(
     "broken",
     [
-        {"status": 404, "body": b"not found"},
-        {"status": 200, "body": gzip.compress(b"\x00not a snapshot\x00" * 4096)},
+        {"url": "**/assets/pyodide-snapshot-*", "status": 404, "body": b"not found"},
+        {"url": "**/assets/pyodide-snapshot-*", "status": 200,
+         "body": gzip.compress(b"\x00not a snapshot\x00" * 4096)},
+        {"url": "**/assets/_pydantic_core-*", "status": 404, "body": b"not found"},
+        # a valid wasm module, but not a side module: nothing to bind
+        {"url": "**/assets/_pydantic_core-*", "status": 200, "body": b"\x00asm\x01\x00\x00\x00",
+         "type": "application/wasm"},
+        {"url": "**/assets/site-packages-*", "status": 404, "body": b"not found"},
     ],
-    ids=["missing", "not-a-snapshot"],
+    ids=["missing", "not-a-snapshot", "module-missing", "not-a-side-module", "files-missing"],
 )
 def test_a_broken_snapshot_falls_back_to_the_plain_boot(
     new_context: Callable[..., BrowserContext], site: StaticServer, broken: dict[str, Any]
@@ -90,11 +123,12 @@ def test_a_broken_snapshot_falls_back_to_the_plain_boot(
     page = new_context().new_page()
     warnings: list[str] = []
     page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
-    page.route("**/assets/pyodide-snapshot-*", lambda route: route.fulfill(
-        status=broken["status"], body=broken["body"], content_type="application/octet-stream"))
+    page.route(broken["url"], lambda route: route.fulfill(
+        status=broken["status"], body=broken["body"],
+        content_type=broken.get("type", "application/octet-stream")))
     timings, probe = boot(page, site)
     assert timings["bootPath"] == "fallback", timings
-    assert probe["seat"] == 4
+    assert works(probe), probe
     assert [w for w in warnings if "snapshot did not work" in w], warnings
 
 
@@ -105,5 +139,5 @@ def test_plain_boot_can_be_forced(new_context: Callable[..., BrowserContext], si
     requested: list[str] = []
     page.on("request", lambda r: requested.append(r.url))
     timings, probe = boot(page, site)
-    assert timings["bootPath"] == "plain" and probe["seat"] == 4
+    assert timings["bootPath"] == "plain" and works(probe), probe
     assert not [u for u in requested if "pyodide-snapshot-" in u]

@@ -340,6 +340,8 @@ def test_engine_failure_says_what_to_do(
     new_context: Callable[..., BrowserContext], kibitz_server: Any, page_server: StaticServer
 ) -> None:
     ctx = new_context(viewport={"width": 800, "height": 700})
+    # No snapshot (the boot falls back to the wheels) and a wheel missing: the engine cannot start.
+    ctx.route("**/assets/pyodide-snapshot-*", lambda route: route.fulfill(status=404, body="gone"))
     ctx.route("**/wheels/pyjwt-*.whl", lambda route: route.fulfill(status=404, body="gone"))
     page = ctx.new_page()
     page.goto(add_page(page_server, widget_url(kibitz_server), room=new_room(), mount={"startOpen": True}))
