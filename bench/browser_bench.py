@@ -106,6 +106,10 @@ def wait_joined(page: Page) -> dict[str, Any]:
         "joined_ms": round(t["joinedAt"] - start, 1),
         "boot_ms": round(t["bootMs"], 1),
         "signal_ms": round(t["signalMs"], 1),
+        # snapshot boot only: download + inflate, then Pyodide's restore; the session's opening
+        "fetch_ms": round(t["snapshotAt"] - t["restoreStart"], 1) if t.get("snapshotAt") else 0.0,
+        "restore_ms": round(t["restoredAt"] - t["snapshotAt"], 1) if t.get("restoredAt") else 0.0,
+        "open_ms": round(t.get("openMs") or 0, 1),
     }
 
 

@@ -200,7 +200,7 @@ async function fetchBytes(url) {
 /** Start every download the snapshot boot needs, all at once. */
 function fetchSnapshotAssets(info) {
   const parts = {
-    bytes: fetchSnapshot(SERVER + info.url),
+    bytes: fetchSnapshot(SERVER + info.url).then((b) => { timings.snapshotAt = performance.now(); return b; }),
     modules: Promise.all(info.libs.map((lib) => compileSideModule(SERVER + lib.url))),
     pack: fetchBytes(SERVER + info.pack),
   };
@@ -223,10 +223,12 @@ function checkPackages(pyodide) {
  * module again, and put the wheels' files back for later lazy imports (widget/snapshot.js). */
 async function bootFromSnapshot(loadPyodide, options, info, assets) {
   const t0 = performance.now();
+  timings.restoreStart = t0;
   const { default: createModule } = await import(options.indexURL + "pyodide.asm.mjs");
   const pyodide = await loadPyodide({
     ...options, _loadSnapshot: assets.bytes, createPyodideModule: snapshotModuleFactory(createModule),
   });
+  timings.restoredAt = performance.now();
   // Pyodide keeps its config: drop the snapshot it would otherwise hold for the page's lifetime.
   try { pyodide._api.config._loadSnapshot = undefined; } catch (_) { /* internals moved: only memory */ }
   const t1 = performance.now();
@@ -399,7 +401,9 @@ function mount(options) {
       cfg.preview ? [] : discoverIce(cfg),
     ]);
     if (closed) throw new Error("Kibitz: unmounted before the engine was ready");
+    const tOpen = performance.now();
     session = browser.open_session(JSON.stringify({ ...cfg, broker, iceServers }), emit);
+    timings.openMs = performance.now() - tOpen;
     py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close };
     if (timings.engineReady === null) { timings.engineReady = performance.now(); mark("kibitz:ready"); }
     if (ui && ui.setState) ui.setState("ready", "Kibitz call: open");

@@ -4,16 +4,37 @@
 // loader's bookkeeping), so it is bound again here, at the memory and table bases the build
 // recorded, before Python calls into it. Any mismatch throws, and the loader boots plainly instead.
 
-/** loadPyodide's `createPyodideModule`, growing the fresh wasm memory to the snapshot's heap before
- * Pyodide copies it in (the runtime starts smaller than a heap that holds the engine). */
+/** loadPyodide's `createPyodideModule`, restoring build/build.py's packed snapshot (`KZS1`: Pyodide's
+ * header, then only the heap's non-zero pages): the wasm memory is grown to the heap first (the
+ * runtime starts smaller than a heap that holds the engine), Pyodide restores its JS state from the
+ * header, and the pages are written straight into the heap, zero pages as fills. */
 function snapshotModuleFactory(createModule) {
   return async (settings) => {
     const M = await createModule(settings);
     const restore = M.API.restoreSnapshot;
     M.API.restoreSnapshot = (bytes) => {
-      const heap = bytes.byteLength - new Uint32Array(bytes.buffer, bytes.byteOffset, 2)[1];
-      if (M.HEAP8.length < heap && !M.growMemory(heap)) throw new Error(`cannot grow wasm memory to ${heap} bytes`);
-      return restore(bytes);
+      const word = new Uint32Array(bytes.buffer, bytes.byteOffset, 5);
+      if (String.fromCharCode(...bytes.subarray(0, 4)) !== "KZS1") throw new Error("not a packed Kibitz snapshot");
+      const [, headerLen, heapLen, pageSize, count] = word;
+      let at = 20;
+      const bitmap = bytes.subarray(at, at + Math.ceil(count / 32) * 4);
+      at += bitmap.length;
+      if (M.HEAP8.length < heapLen && !M.growMemory(heapLen)) throw new Error(`cannot grow wasm memory to ${heapLen} bytes`);
+      const state = restore(bytes.subarray(at, at + headerLen)); // header only: Pyodide copies no heap
+      at += headerLen;
+      const heap = M.HEAPU8;
+      for (let n = 0; n < count; n++) {
+        const start = n * pageSize;
+        const end = Math.min(start + pageSize, heapLen);
+        if (bitmap[n >> 3] & (1 << (n & 7))) {
+          heap.set(bytes.subarray(at, at + end - start), start);
+          at += end - start;
+        } else {
+          heap.fill(0, start, end);
+        }
+      }
+      if (at !== bytes.byteLength) throw new Error(`packed snapshot has ${bytes.byteLength - at} stray bytes`);
+      return state;
     };
     return M;
   };
