@@ -32,6 +32,22 @@ const shim = (() => {
     };
   }
 
+  /** listen() for message events that hands fn only `ev.data`: a string crosses into Python as a
+   * str at once, with no proxy of the event to build and no second FFI hop to read `.data`
+   * (the data channel's hot path). Returns off(). */
+  function listenData(target, type, fn) {
+    const held = own(fn);
+    const handler = (ev) => held.fn(ev.data);
+    target.addEventListener(type, handler);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      target.removeEventListener(type, handler);
+      held.free();
+    };
+  }
+
   /** setTimeout / setInterval with an owned callback; returns cancel() (idempotent). */
   function timer(ms, fn, repeat) {
     const held = own(fn);
@@ -190,8 +206,8 @@ const shim = (() => {
   }
 
   return {
-    listen, timer, getUserMedia, getDisplayMedia, blackVideoTrack, silentAudioTrack, onPageHide,
-    toArrayBuffer, setStreamTrack, levelMeter,
+    listen, listenData, timer, getUserMedia, getDisplayMedia, blackVideoTrack, silentAudioTrack,
+    onPageHide, toArrayBuffer, setStreamTrack, levelMeter,
     /** Callback copies still held by listeners/timers (leak checks in tests). */
     liveProxies: () => live,
   };

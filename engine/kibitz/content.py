@@ -208,7 +208,7 @@ class ContentRouter:
             raise PermissionError("this participant may not act: its grant lacks act")
 
     def _require_directed(self, peer: str) -> None:
-        if peer not in self.mesh.members:
+        if not self.mesh.has(peer):
             raise KeyError(f"{peer!r} is not in the room")
         if not self.book.may_perceive(peer, "receive-directed"):
             raise ValueError(f"{self._name_of(peer)} ({peer}) may not receive directed messages")

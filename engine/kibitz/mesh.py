@@ -28,12 +28,21 @@ Reliable delivery
 Framing (one data channel, label ``kbz-data`` by default)
     Text frames are JSON objects keyed by ``t``:
 
-    * ``{"t":"hi","v":1,"sid":S,"base":B,"ack":{"sid":R,"s":N}|null}``: first frame on every link.
+    * ``{"t":"hi","v":1,"sid":S,"base":B,"ack":{"sid":R,"s":N}|null,"pa":1}``: first frame on every
+      link (``pa``: this end reads acks carried on messages).
       ``S`` is the sender's stream id, ``B`` the oldest sequence it still holds (the next one if
       none); ``ack`` says how far the sender has delivered the *peer's* stream ``R``. Data is
       written only after the peer's ``hi`` arrived, so resends skip what the peer already has.
-    * ``{"t":"m","s":N,"d":VALUE}``: message ``N`` whose JSON encoding fits in one chunk.
+    * ``{"t":"m","s":N,"d":VALUE}``: message ``N`` whose JSON encoding fits in one chunk. It may
+      carry an ack for the other direction, ``{"t":"m","s":N,"a":A,"d":VALUE}``: everything up to
+      ``A`` of the *receiver's* stream was delivered (the stream the sender was greeted with on
+      this link). Only sent to a peer whose ``hi`` said ``"pa":1`` (it reads ``a``); older peers
+      get ``ack`` frames as before, so mixed versions still release their resend buffers.
     * ``{"t":"ack","sid":R,"s":N}``: everything up to ``N`` of stream ``R`` was delivered.
+
+    Acks are coalesced: one rides on the next message going back when there is one (a request and
+    its reply cost two frames, not four); otherwise an ``ack`` frame follows after
+    :data:`ACK_EVERY` messages, :data:`ACK_BYTES` bytes or :data:`ACK_DELAY` seconds.
 
     Larger messages travel as binary chunk frames: a 23-byte little-endian header
     ``b"KZ" | u8 version=1 | u64 seq | u32 index | u32 count | u32 total`` followed by at most
@@ -43,7 +52,10 @@ Framing (one data channel, label ``kbz-data`` by default)
 Backpressure
     The writer stops while ``transport.buffered_amount(link)`` is above :data:`HIGH_WATER` and
     resumes on a short timer or when the backend calls :meth:`Mesh.pump` from its drain signal
-    (``bufferedamountlow`` in the page).
+    (``bufferedamountlow`` in the page). Only our own writes fill that buffer, so after reading it
+    the writer spends the room left (its *credit*) without asking again: a stream of small
+    messages reads the buffer once per megabyte instead of once per frame (in the page every read
+    is a crossing into JS).
 
 Bad input (oversize, malformed, unknown or out-of-order frames, reassemblies too large or over the
 memory budget) is dropped and counted in :attr:`Mesh.drops`; nothing a peer sends raises here.
@@ -62,7 +74,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from kibitz.clock import Scheduler, TimerHandle
-from kibitz.protocol.base import DropCounter, dumps_compact, loads
+from kibitz.protocol.base import DropCounter, dumps_compact, make_loads
 from kibitz.transport import (
     IncomingLink,
     LinkClosed,
@@ -104,6 +116,8 @@ MAX_HELD_FRAMES = 16
 RECV_MEMORY = 256
 
 _CONTROL_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_loads_text = make_loads(json.JSONDecoder())
+"""``json.loads`` for a text frame in one call (a BOM or trailing junk fails either way)."""
 _CHUNK_HEADER = struct.Struct("<2sBQIII")
 _MAGIC = b"KZ"
 
@@ -181,6 +195,12 @@ class _Peer:
     reasm: _Reassembly | None = None
     unacked_in: int = 0
     unacked_in_bytes: int = 0
+    ack_sent: int = 0
+    """The highest ``delivered`` we told the peer (-1: we owe it an ack whatever it knows)."""
+    credit: int = 0
+    """Bytes we may still write on the current link before reading its buffered amount again."""
+    piggyback: bool = False
+    """The peer's ``hi`` said it reads acks carried on messages (``"pa":1``)."""
 
     def base(self) -> int:
         return self.out[0].seq if self.out else self.next_seq
@@ -225,6 +245,10 @@ class Mesh:
     def members(self) -> list[str]:
         return sorted(self._peers)
 
+    def has(self, peer: str) -> bool:
+        """Whether ``peer`` is a member we keep a link to (cheaper than ``peer in members``)."""
+        return peer in self._peers
+
     def link_up(self, peer: str) -> bool:
         """True while ``peer`` has a greeted link (messages flow now, not just get queued)."""
         p = self._peers.get(peer)
@@ -260,16 +284,26 @@ class Mesh:
         for new in sorted(wanted - set(self._peers)):
             self._add(new)
 
+    def handle_message(self, event: LinkMessage) -> bool:
+        """The hot path of :meth:`handle`: a frame on a link we hold for a member (True), or not
+        ours to take this way (False: give the event to :meth:`handle`, or to whoever owns it)."""
+        peer_id = self._links.get(event.link)
+        if peer_id is None:
+            return False
+        p = self._peers[peer_id]
+        if not p.opened:
+            self._opened(p)
+        data = event.data
+        if type(data) is str:
+            self._on_text(p, data)
+        else:
+            self._on_frame(p, data)
+        return True
+
     def handle(self, event: TransportEvent) -> bool:
         """Feed one transport event; True when it belonged to the mesh (others go to the room)."""
-        if type(event) is LinkMessage:  # the hot path: a frame on a link we hold for a member
-            peer_id = self._links.get(event.link)
-            if peer_id is not None:
-                p = self._peers[peer_id]
-                if not p.opened:
-                    self._opened(p)
-                self._on_frame(p, event.data)
-                return True
+        if type(event) is LinkMessage and self.handle_message(event):
+            return True
         if isinstance(event, IncomingLink):
             if event.label != self.label or event.local_id != self.self_id:
                 return False
@@ -361,6 +395,7 @@ class Mesh:
             one = self._peers.get(peer)
             targets = [one] if one is not None else []
         for p in targets:
+            p.credit = 0  # the buffer drained: read it afresh
             self._pump(p)
 
     on_drained = pump
@@ -509,7 +544,10 @@ class Mesh:
             return
         p.opened = True
         ack = {"sid": p.rsid, "s": p.delivered} if p.rsid is not None else None
-        self._send_control(p, {"t": "hi", "v": FRAME_VERSION, "sid": p.sid, "base": p.base(), "ack": ack})
+        if p.rsid is not None:
+            p.ack_sent = p.delivered
+        self._send_control(p, {"t": "hi", "v": FRAME_VERSION, "sid": p.sid, "base": p.base(), "ack": ack,
+                               "pa": 1})
 
     def _lost(self, p: _Peer, reason: str, *, redial: bool = True) -> None:
         """The current link is gone (already closed or forgotten); plan the next one."""
@@ -534,6 +572,7 @@ class Mesh:
                 setattr(p, name, None)
         self._drop_reassembly(p)
         p.cursor = p.chunk = 0
+        p.credit = 0
 
     def _schedule_retry(self, p: _Peer, extra: float = 0.0) -> None:
         if p.retry_timer is not None:
@@ -614,18 +653,28 @@ class Mesh:
         if link is None or not p.greeted:
             return
         while p.cursor < len(p.out):
-            if self._transport.buffered_amount(link) >= HIGH_WATER:
-                p.pump_timer = self._clock.call_later(PUMP_RETRY, lambda: self._pump(p))
-                return
+            if p.credit <= 0:
+                p.credit = HIGH_WATER - self._transport.buffered_amount(link)
+                if p.credit <= 0:
+                    p.pump_timer = self._clock.call_later(PUMP_RETRY, lambda: self._pump(p))
+                    return
             m = p.out[p.cursor]
             if m.text is not None:
-                frame: Payload = f'{{"t":"m","s":{m.seq},"d":{m.text}}}'
+                if p.piggyback and p.delivered > p.ack_sent and p.rsid is not None:
+                    # Piggyback the ack we owe: the timer, if armed, finds nothing left to send.
+                    frame: Payload = f'{{"t":"m","s":{m.seq},"a":{p.delivered},"d":{m.text}}}'
+                    p.ack_sent = p.delivered
+                    p.unacked_in = p.unacked_in_bytes = 0
+                else:
+                    frame = f'{{"t":"m","s":{m.seq},"d":{m.text}}}'
+                p.credit -= m.size + 48
                 p.cursor += 1
             else:
                 assert m.blob is not None
                 i = p.chunk
                 body = m.blob[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
                 frame = _CHUNK_HEADER.pack(_MAGIC, FRAME_VERSION, m.seq, i, m.chunks, len(m.blob)) + body
+                p.credit -= len(frame)
                 p.chunk += 1
                 if p.chunk >= m.chunks:
                     p.cursor += 1
@@ -644,7 +693,9 @@ class Mesh:
 
     def _send_control(self, p: _Peer, obj: dict[str, Any]) -> None:
         if p.link is not None:
-            self._write(p, p.link, _CONTROL_ENCODER.encode(obj))
+            text = _CONTROL_ENCODER.encode(obj)  # ASCII: the encoder escapes the rest
+            p.credit -= len(text)
+            self._write(p, p.link, text)
 
     def _acked(self, p: _Peer, upto: int) -> None:
         upto = min(upto, p.next_seq - 1)
@@ -671,7 +722,7 @@ class Mesh:
             self.drops.drop("oversize")
             return
         try:
-            obj: Any = loads(data)
+            obj: Any = _loads_text(data)
         except (ValueError, RecursionError):
             self.drops.drop("not-json")
             return
@@ -688,12 +739,15 @@ class Mesh:
             elif sid == p.sid:
                 self._acked(p, s)
         elif kind == "m":
-            s = obj.get("s")
-            if not _is_int(s) or "d" not in obj:
+            s, a = obj.get("s"), obj.get("a")
+            if (type(s) is not int or not 0 <= s < 2**63 or "d" not in obj
+                    or (a is not None and not _is_int(a))):
                 self.drops.drop("invalid:m")
             elif not p.greeted:
                 self.drops.drop("before-hello")
             else:
+                if a is not None:
+                    self._acked(p, a)
                 self._on_message(p, s, obj["d"], len(data))
         else:
             self.drops.drop("unknown-frame")
@@ -705,8 +759,10 @@ class Mesh:
             return
         if sid != p.rsid:
             p.rsid, p.delivered = sid, base - 1
+            p.ack_sent = p.delivered  # the peer no longer holds what lies below its base
         else:
             p.delivered = max(p.delivered, base - 1)
+        p.piggyback = obj.get("pa") == 1
         self._drop_reassembly(p)
         if isinstance(ack, dict) and ack.get("sid") == p.sid and _is_int(ack.get("s")):
             self._acked(p, ack["s"])
@@ -727,6 +783,7 @@ class Mesh:
     def _on_message(self, p: _Peer, seq: int, value: Any, size: int) -> None:
         if seq <= p.delivered:
             self.stats["duplicates"] += 1
+            p.ack_sent = -1  # the peer missed our ack: send one whatever we think it knows
             self._note_delivered(p, 0)
             return
         if seq != p.delivered + 1 or p.reasm is not None:
@@ -751,6 +808,7 @@ class Mesh:
         if seq <= p.delivered:
             if index == count - 1:
                 self.stats["duplicates"] += 1
+                p.ack_sent = -1
                 self._note_delivered(p, 0)
             return
         if seq != p.delivered + 1:
@@ -815,6 +873,8 @@ class Mesh:
             self.drops.drop("callback-error")
 
     def _note_delivered(self, p: _Peer, size: int) -> None:
+        if p.ack_sent >= p.delivered:
+            return  # a reply sent while the message was being handled already carried its ack
         p.unacked_in += 1
         p.unacked_in_bytes += size
         if p.unacked_in >= ACK_EVERY or p.unacked_in_bytes >= ACK_BYTES:
@@ -829,6 +889,9 @@ class Mesh:
         if self._peers.get(p.id) is not p or p.rsid is None or not p.opened:
             return
         p.unacked_in = p.unacked_in_bytes = 0
+        if p.ack_sent >= p.delivered:
+            return  # piggybacked on a message since the timer was armed
+        p.ack_sent = p.delivered
         self._send_control(p, {"t": "ack", "sid": p.rsid, "s": p.delivered})
 
 

@@ -43,6 +43,7 @@ from kibitz.transport import (
     IncomingLink,
     Lane,
     LaneDefault,
+    LinkMessage,
     MediaTransport,
     TrackArrived,
     Transport,
@@ -379,6 +380,10 @@ class Session:
 
     def _on_transport(self, event: TransportEvent) -> None:
         try:
+            # The hot path first: a frame on one of the mesh's links (link ids are never shared, so
+            # nothing else could want it) skips the room's and the other kinds' checks.
+            if type(event) is LinkMessage and self.mesh.handle_message(event):
+                return
             if isinstance(event, ClaimResult) and event.peer_id == self.self_id:
                 self._on_member_claim(event)
                 return
@@ -596,7 +601,7 @@ class Session:
                 self.handler_errors += 1
                 log.exception("%s listener failed", event)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 self.handler_errors += 1
                 if inspect.iscoroutine(result):
                     result.close()  # never awaited: close it rather than leak a warning

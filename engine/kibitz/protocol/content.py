@@ -190,11 +190,15 @@ UNSURE: Final = "unsure"
 
 def check_app(obj: Mapping[str, Any]) -> str | None:
     """The data's compact JSON text when :class:`App` accepts ``obj`` (its ``k`` is ``"app"``), else None."""
+    # json_text and utf8_len, inlined: this runs for every app message received.
     try:
-        text = json_text(obj.get("data"))
-    except ValueError:
+        text = dumps_compact(obj.get("data"))
+        if text.isascii():
+            return text if len(text) <= MAX_APP_BYTES else None
+        size = len(text.encode())  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    except (TypeError, ValueError, RecursionError):
         return None
-    return text if utf8_len(text) <= MAX_APP_BYTES else None
+    return text if size <= MAX_APP_BYTES else None
 
 
 def check_chat(obj: Mapping[str, Any]) -> tuple[str, bool | None] | Literal["unsure"] | None:
