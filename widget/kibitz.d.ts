@@ -117,6 +117,9 @@ export interface WidgetEvents {
   chat: (line: ChatLine | null) => void;
   /** Your own capability grant changed. */
   caps: (grant: Grant) => void;
+  /** The page came back from the back/forward cache: a fresh session was opened (your id changes)
+   * and, if you were in the call, it is being joined again with the same mic and camera. */
+  resume: (info: { rejoined: boolean }) => void;
 }
 
 export interface Timings {

@@ -24,7 +24,7 @@ const STATE_DEFAULTS = Object.freeze({
   isHost: false, lobbyOn: false, locked: false, lobbyStatus: "none",
 });
 const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "chat", "knocks", "lobby",
-  "message", "caps"]);
+  "message", "caps", "resume"]);
 const KNOWN_OPTIONS = new Set(["room", "name", "startOpen", "preview", "headless", "identity", "meta",
   "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase"]);
 // Controller methods that run in the engine; each returns a promise that settles once it has.
@@ -148,7 +148,9 @@ const encodeData = (data) => {
   if (text === undefined) throw new TypeError("Kibitz: this value cannot be sent");
   return text;
 };
-const decodeData = (text) => JSON.parse(text, reviver);
+// The reviver runs for every value; a text with no tag in it (the usual case) needs none.
+const TAG_KEY = JSON.stringify(TAG);
+const decodeData = (text) => (text.includes(TAG_KEY) ? JSON.parse(text, reviver) : JSON.parse(text));
 
 // ---- the engine (one Pyodide per page, shared by every mount)
 
@@ -394,6 +396,19 @@ function mount(options) {
     } else fire(event, a, b);
   };
 
+  const openSession = (browser, broker, iceServers) => {
+    session = browser.open_session(JSON.stringify({ ...cfg, broker, iceServers }), emit);
+    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close };
+  };
+  const dropSession = () => {
+    if (!session) return;
+    try { py.close(); } catch (err) { console.error("Kibitz: close failed", err); }
+    for (const fn of Object.values(py)) fn.destroy();
+    session.destroy();
+    session = py = null;
+  };
+
+  let engine = null; // what `ready` found: { browser, broker }, kept for a resume from the bfcache
   const ready = (async () => {
     const [{ browser }, broker, iceServers] = await Promise.all([
       bootEngine(),
@@ -402,9 +417,9 @@ function mount(options) {
     ]);
     if (closed) throw new Error("Kibitz: unmounted before the engine was ready");
     const tOpen = performance.now();
-    session = browser.open_session(JSON.stringify({ ...cfg, broker, iceServers }), emit);
+    openSession(browser, broker, iceServers);
     timings.openMs = performance.now() - tOpen;
-    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close };
+    engine = { browser, broker };
     if (timings.engineReady === null) { timings.engineReady = performance.now(); mark("kibitz:ready"); }
     if (ui && ui.setState) ui.setState("ready", "Kibitz call: open");
   })();
@@ -426,13 +441,10 @@ function mount(options) {
     get options() { return { ...cfg }; },
     unmount() {
       if (closed) return;
-      if (session) {
-        try { py.close(); } catch (err) { console.error("Kibitz: close failed", err); }
-        for (const fn of Object.values(py)) fn.destroy();
-        session.destroy();
-        session = py = null;
-      }
+      dropSession();
       closed = true;
+      removeEventListener("pagehide", onHide);
+      removeEventListener("pageshow", onShow);
       mounted.delete(controller);
       if (ui && ui.remove) ui.remove();
       for (const set of listeners.values()) set.clear();
@@ -462,6 +474,31 @@ function mount(options) {
     get droppedBeforeReady() { return dropped; },
   };
   for (const method of ENGINE_METHODS) controller[method] = (...args) => callEngine(method, args);
+
+  // The back/forward cache: pagehide says goodbye and closes the session (the others drop this tab
+  // at once); when the browser shows the page again from the cache, open a fresh session with the
+  // same options (ICE servers fetched again: TURN credentials are short-lived) and, if this tab
+  // was in the call, join again with the same microphone and camera. Registered before the
+  // session's own pagehide hook, so the state read here is the state before the goodbye.
+  let hidden = null;
+  const onHide = () => { hidden = { inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn }; };
+  const onShow = async (ev) => {
+    if (!ev.persisted || closed || !engine || !hidden) return;
+    const was = hidden;
+    hidden = null;
+    try {
+      const iceServers = await discoverIce(cfg);
+      if (closed) return;
+      dropSession();
+      openSession(engine.browser, engine.broker, iceServers);
+      fire("resume", { rejoined: was.inCall });
+      if (was.inCall) await callEngine("join", [{ mic: was.mic, cam: was.cam }]);
+    } catch (err) {
+      console.error("Kibitz: could not resume after the back/forward cache", err);
+    }
+  };
+  addEventListener("pagehide", onHide);
+  addEventListener("pageshow", onShow);
 
   // The UI (widget/ui.js) draws synchronously, before Python boots, and drives only this controller.
   const onShown = () => {

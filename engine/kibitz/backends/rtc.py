@@ -25,6 +25,7 @@ This module must stay importable under Pyodide: asyncio only, no aiortc, websock
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -35,6 +36,7 @@ from typing import Any, Literal, cast
 
 from kibitz.backends import signaling
 from kibitz.backends.rtc_api import (
+    ClosesAtOnce,
     ConnectSignaling,
     DataChannel,
     IceCandidateInit,
@@ -291,13 +293,20 @@ class RtcTransport:
 
         The far side of each link sees its channel close, as if this process went away politely.
         """
+        self.close_now()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+
+    def close_now(self) -> None:
+        """The synchronous part of :meth:`shutdown`: release every id (the broker tells our contacts
+        we left) and close every peer connection before returning. A page going into the
+        back/forward cache needs this: the browser decides right after ``pagehide`` returns, and a
+        live peer connection keeps the page out."""
         for peer_id in list(self._identities):
             self.release(peer_id)
         for link in list(self._links.values()):
             self._teardown(link)
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
 
     @property
     def claimed_ids(self) -> list[str]:
@@ -551,7 +560,10 @@ class RtcTransport:
                 log.debug("channel close failed on %s", link.link_id, exc_info=True)
         if link.pc is not None:
             pc, link.pc = link.pc, None
-            self._spawn(self._close_pc(pc))
+            if isinstance(pc, ClosesAtOnce):
+                pc.close_now()
+            else:
+                self._spawn(self._close_pc(pc))
 
     async def _close_pc(self, pc: PeerConnection) -> None:
         try:
@@ -655,7 +667,9 @@ class RtcTransport:
             return
         link.channel = channel
         channel.on("open", self._guard(lambda *_: self._on_channel_open(link)))
-        channel.on("message", self._guard(lambda data: self._on_channel_message(link, data)))
+        # No _guard here: the adapters already shield their native loop from a raising listener
+        # (rtc_api.EventListeners, BrowserDataChannel), and this is the per-message path.
+        channel.on("message", functools.partial(self._on_channel_message, link))
         channel.on("close", self._guard(lambda *_: self._fail(link, "closed")))
         channel.on("error", self._guard(lambda *a: log.info("channel error on %s: %s", link.link_id, a)))
         if channel.ready_state == "open":
@@ -674,15 +688,16 @@ class RtcTransport:
             self._emit(arrived)
 
     def _on_channel_message(self, link: _Link, data: Any) -> None:
-        if link.state == "new":
-            self._on_channel_open(link)  # a message proves the channel is open; keep events ordered
         if link.state != "open":
-            return
-        if isinstance(data, bytearray | memoryview):
-            data = bytes(data)
-        if not isinstance(data, str | bytes):
-            self.drops.drop("link:bad-payload-type")
-            return
+            if link.state != "new":
+                return
+            self._on_channel_open(link)  # a message proves the channel is open; keep events ordered
+        if type(data) is not str and type(data) is not bytes:
+            if isinstance(data, bytearray | memoryview):
+                data = bytes(data)
+            elif not isinstance(data, str | bytes):
+                self.drops.drop("link:bad-payload-type")
+                return
         event = LinkMessage(link.link_id, data)
         if self._queue or self._flush_pending or self._delivering:
             self._emit(event)

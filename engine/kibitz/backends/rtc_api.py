@@ -69,7 +69,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
 
 EventCallback = Callable[..., Any]
 _log = logging.getLogger(__name__)
@@ -176,6 +176,15 @@ class PeerConnection(Protocol):
     def on(self, name: str, callback: EventCallback) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ClosesAtOnce(Protocol):
+    """A peer connection that can also close synchronously (the browser's ``close()`` is): the
+    transport then closes it on the spot instead of in a task, which a page entering the
+    back/forward cache needs (the browser decides right after ``pagehide`` returns)."""
+
+    def close_now(self) -> None: ...
 
 
 class MediaTrack(Protocol):
