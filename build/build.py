@@ -72,9 +72,11 @@ SNAPSHOT_IMPORTS = [
     "logging", "math", "numbers", "random", "re", "secrets", "struct", "sysconfig", "tarfile", "time",
     "typing", "uuid", "zipfile", "zoneinfo",
 ]
-# What the page imports to run the engine (jwt is imported lazily by the engine; holding it here
-# saves the page ~0.3 s the first time a token is checked).
-ENGINE_IMPORTS = ["kibitz.backends.browser", "jwt"]
+# What the page imports to run the engine: everything a session imports, lazily imported ones
+# included (rtc and signaling when the session opens; jwt when a token is first checked), since an
+# import after the restore compiles source on V8's baseline tier (tests/e2e/test_boot_snapshot.py
+# checks that joining imports nothing new).
+ENGINE_IMPORTS = ["kibitz.backends.browser", "kibitz.backends.rtc", "kibitz.backends.signaling", "jwt"]
 # Run by Node with a JSON config: boot the npm runtime with _makeSnapshot, install the wheels by
 # hand, import the engine, describe every compiled side module it loaded (pydantic-core's), freeze
 # the objects made so far out of the garbage collector, and write the snapshot and that record.

@@ -133,6 +133,20 @@ export interface Timings {
   bootMs: number | null;
   /** Milliseconds spent asking /api/signal for the room's broker (in parallel with the boot). */
   signalMs: number | null;
+  /** How the engine booted: "snapshot", "plain", or "fallback" (the snapshot failed; see console). */
+  bootPath: "snapshot" | "plain" | "fallback" | null;
+  /** Where the snapshot was inflated: "worker", or "page" when no worker could start. */
+  inflatedIn?: "worker" | "page";
+  /** performance.now() marks of a snapshot boot: started, snapshot bytes ready, restored. */
+  restoreStart?: number;
+  snapshotAt?: number;
+  restoredAt?: number;
+  /** Milliseconds of `loadPyodide` (runtime), rebind + files or wheels (packages), engine import,
+   * and opening the first session. */
+  runtimeMs: number | null;
+  packagesMs: number | null;
+  importMs: number | null;
+  openMs?: number;
 }
 
 export interface MountedWidget {

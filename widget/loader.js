@@ -165,8 +165,9 @@ function snapshotInfo() {
 }
 
 /** The snapshot's bytes. The file is gzip (so any static host serves it small); if something on the
- * way already decoded it, the bytes arrive plain, so sniff the first chunk instead of trusting names. */
-async function fetchSnapshot(url) {
+ * way already decoded it, the bytes arrive plain, so sniff the first chunk instead of trusting names.
+ * Self-contained: it also runs inside the inflating worker (see fetchSnapshot). */
+async function fetchInflated(url) {
   const r = await fetch(url);
   if (!r.ok || !r.body) throw new Error(`HTTP ${r.status} for ${url}`);
   const reader = r.body.getReader();
@@ -178,7 +179,38 @@ async function fetchSnapshot(url) {
     cancel(reason) { return reader.cancel(reason); },
   });
   const gzipped = first.value[0] === 0x1f && first.value[1] === 0x8b;
-  return new Uint8Array(await new Response(gzipped ? body.pipeThrough(new DecompressionStream("gzip")) : body).arrayBuffer());
+  return new Response(gzipped ? body.pipeThrough(new DecompressionStream("gzip")) : body).arrayBuffer();
+}
+
+/** The snapshot, inflated in a worker so the page's thread meanwhile parses and instantiates the
+ * runtime (inflating ~28 MB takes it 0.2–0.3 s); where a worker cannot start (a strict CSP, say),
+ * on this thread. */
+async function fetchSnapshot(url) {
+  let worker = null;
+  try {
+    const source = `${fetchInflated};\nonmessage = (e) => fetchInflated(e.data).then(` +
+      "(buf) => postMessage({ buf }, [buf]), (err) => postMessage({ error: String((err && err.message) || err) }));";
+    worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
+  } catch (_) {
+    timings.inflatedIn = "page";
+    return new Uint8Array(await fetchInflated(url));
+  }
+  try {
+    const reply = await new Promise((resolve, reject) => {
+      worker.onmessage = (e) => resolve(e.data);
+      worker.onerror = (e) => { e.preventDefault(); reject(new Error("worker failed")); };
+      worker.postMessage(url);
+    });
+    if (reply.error) throw new Error(reply.error);
+    timings.inflatedIn = "worker";
+    return new Uint8Array(reply.buf);
+  } catch (err) {
+    if (/^HTTP |^empty /.test(err.message)) throw err;
+    timings.inflatedIn = "page"; // the worker itself failed: do it here
+    return new Uint8Array(await fetchInflated(url));
+  } finally {
+    worker.terminate();
+  }
 }
 
 /** A side module, compiled while it downloads (and kept compiled in the browser's code cache); a
@@ -228,7 +260,9 @@ async function bootFromSnapshot(loadPyodide, options, info, assets) {
   timings.restoreStart = t0;
   const { default: createModule } = await import(options.indexURL + "pyodide.asm.mjs");
   const pyodide = await loadPyodide({
-    ...options, _loadSnapshot: assets.bytes, createPyodideModule: snapshotModuleFactory(createModule),
+    ...options,
+    _loadSnapshot: new Uint8Array(16), // a stand-in: the factory restores the real one once it is here
+    createPyodideModule: snapshotModuleFactory(createModule, assets.bytes),
   });
   timings.restoredAt = performance.now();
   // Pyodide keeps its config: drop the snapshot it would otherwise hold for the page's lifetime.

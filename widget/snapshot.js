@@ -5,14 +5,17 @@
 // recorded, before Python calls into it. Any mismatch throws, and the loader boots plainly instead.
 
 /** loadPyodide's `createPyodideModule`, restoring build/build.py's packed snapshot (`KZS1`: Pyodide's
- * header, then only the heap's non-zero pages): the wasm memory is grown to the heap first (the
+ * header, then only the heap's non-zero pages) from `snapshot`, a promise: the runtime compiles and
+ * instantiates while the snapshot still downloads and inflates (Pyodide itself would wait for the
+ * bytes first, and loadPyodide is given a stand-in). The wasm memory is grown to the heap (the
  * runtime starts smaller than a heap that holds the engine), Pyodide restores its JS state from the
  * header, and the pages are written straight into the heap, zero pages as fills. */
-function snapshotModuleFactory(createModule) {
+function snapshotModuleFactory(createModule, snapshot) {
   return async (settings) => {
     const M = await createModule(settings);
+    const bytes = await snapshot;
     const restore = M.API.restoreSnapshot;
-    M.API.restoreSnapshot = (bytes) => {
+    M.API.restoreSnapshot = () => {
       const word = new Uint32Array(bytes.buffer, bytes.byteOffset, 5);
       if (String.fromCharCode(...bytes.subarray(0, 4)) !== "KZS1") throw new Error("not a packed Kibitz snapshot");
       const [, headerLen, heapLen, pageSize, count] = word;

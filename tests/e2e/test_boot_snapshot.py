@@ -21,6 +21,10 @@ from static_server import StaticServer, ensure_dist, serve
 PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body>
 <script src="/widget.js"></script></body></html>"""
 
+# A page whose CSP forbids workers: the snapshot is then inflated on the page's own thread.
+STRICT_PAGE = PAGE.replace(
+    "<head>", """<head><meta http-equiv="Content-Security-Policy" content="worker-src 'none'">""")
+
 PROBE = """
 import asyncio, importlib.metadata, json, os, random, secrets, sys, uuid
 from pydantic import BaseModel, ValidationError
@@ -52,7 +56,7 @@ json.dumps({"urandom": os.urandom(16).hex(), "random": random.random(), "uuid": 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[StaticServer]:
-    with serve(ensure_dist(), {"/snap.html": PAGE}) as server:
+    with serve(ensure_dist(), {"/snap.html": PAGE, "/strict.html": STRICT_PAGE}) as server:
         yield server
 
 
@@ -68,9 +72,9 @@ def works(probe: dict[str, Any]) -> bool:
             and probe["lazy_before"] is False and probe["pydantic"] == "2.14.3")
 
 
-def boot(page: Page, site: StaticServer) -> tuple[dict[str, Any], dict[str, Any]]:
+def boot(page: Page, site: StaticServer, path: str = "/snap.html") -> tuple[dict[str, Any], dict[str, Any]]:
     """Mount headless, wait for the engine, run PROBE; return (timings, probe result)."""
-    page.goto(f"{site.url}/snap.html")
+    page.goto(f"{site.url}{path}")
     page.evaluate("() => Kibitz.mount({ room: 'room-snap-7q2w9x', headless: true }).ready")
     timings = page.evaluate("() => window.Kibitz.timings")
     out = page.evaluate(
@@ -93,7 +97,7 @@ def test_build_ships_a_snapshot_and_the_page_restores_it(
     for _ in range(2):  # two users: separate contexts, same snapshot file
         page = new_context().new_page()
         timings, probe = boot(page, site)
-        assert timings["bootPath"] == "snapshot", timings
+        assert timings["bootPath"] == "snapshot" and timings["inflatedIn"] == "worker", timings
         assert timings["runtimeMs"] > 0 and timings["packagesMs"] > 0
         assert works(probe), probe
         results.append(probe)
@@ -101,6 +105,30 @@ def test_build_ships_a_snapshot_and_the_page_restores_it(
     for key in ("urandom", "random", "uuid", "token"):
         assert a[key] != b[key], f"{key} repeats across pages restored from one snapshot"
     assert (rel, 200) in [(p.lstrip("/").split("?")[0], c) for p, c in site.log]
+
+
+def test_a_page_that_forbids_workers_still_boots_from_the_snapshot(
+    new_context: Callable[..., BrowserContext], site: StaticServer
+) -> None:
+    page = new_context().new_page()
+    timings, probe = boot(page, site, "/strict.html")
+    assert timings["bootPath"] == "snapshot" and timings["inflatedIn"] == "page", timings
+    assert works(probe), probe
+
+
+MODULES = "async () => (await window.Kibitz._engine()).runPython('import sys; sorted(sys.modules)').toJs()"
+
+
+def test_the_snapshot_holds_every_module_a_session_imports(
+    new_context: Callable[..., BrowserContext], site: StaticServer
+) -> None:
+    """An import after the restore compiles source on the browser's slowest tier: none may be left."""
+    page = new_context().new_page()
+    page.goto(f"{site.url}/snap.html")
+    before = set(page.evaluate(MODULES))
+    page.evaluate("() => Kibitz.mount({ room: 'room-snap-7q2w9x', headless: true }).ready")
+    after = set(page.evaluate(MODULES))
+    assert sorted(after - before - {"js", "kibitz_shim"}) == []
 
 
 @pytest.mark.parametrize(
