@@ -36,8 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_docs import machine, replace_section  # noqa: E402
-
 from kibitz.backends.browser import BrowserMedia, PageSession  # noqa: E402
 from kibitz.clock import FakeClock  # noqa: E402
 from kibitz.session import Session  # noqa: E402
@@ -359,20 +357,20 @@ NOTES = """What the path does now (and why it is cheaper):
   the page hands to JS (`ContentRouter.json_of`), so the page no longer encodes it a second time.
 - Frame parsing uses the C scanner directly (`protocol.base.loads`, same verdicts as `json.loads`),
   capability decisions read the clock only for grants that can expire, and the ABC `isinstance`
-  checks on the hot path are behind `type(...) is dict`. Acks were already batched (every 16
-  messages or 50 ms); capability decisions are not cached (the grant map and roster are swapped in
-  several places, and a stale decision is a security bug for ~0.3 µs saved).
+  checks on the hot path are behind `type(...) is dict`. Acks ride on the reply when there is one
+  (`"a"` in the `m` frame, to peers whose `hi` says `"pa":1`), else go out batched (every 16
+  messages or 50 ms); the writer reads the channel's buffered amount once per megabyte of credit,
+  not per frame; mesh frames skip the room engine's checks in `Session`. Capability decisions are
+  not cached (the grant map and roster are swapped in several places, and a stale decision is a
+  security bug for ~0.3 µs saved).
 
 What this means for the page's round trip: a ping/pong costs the engine two sends and two receives,
-about 55 µs in Pyodide now against about 120 µs before, while the round trip in `## Engine in the
-page` is ~2 ms against ~0.4–0.7 ms for plain JS. The engine's message path was never most of that
-gap (the earlier estimate of ~0.2 ms per send and per receive was several times too high); the rest
-sits around it: inbound frames used to wait for a `call_soon` callback on Pyodide's event loop in
-`RtcTransport` (one such round: the line above, 0.1–0.35 ms in our runs on this shared box; an idle
-transport now delivers a message in its native callback), the data-channel
-event reaches Python through the listener shim and `EventListeners`, and the page's main thread is
-shared with both tabs' live call (fake camera and microphone, meters, timers).
-Not touched here: `Session._on_transport` offering every frame to the room engine first."""
+a few tens of µs of Python in a warm loop, while the round trip in `## Engine in the page` is
+~1.3–1.5 ms against ~0.5–0.7 ms for plain JS. The rest of the gap sits around the Python: each
+hop crosses JS↔Python four times (page → `sendTo`, Python → `RTCDataChannel.send`, `message` →
+Python, Python → the page's listener; the inbound string now crosses once, without an event
+proxy), and in a tab that sat idle for a millisecond a crossing costs ~45 µs instead of ~3 µs in
+a loop (caches and branch predictors gone), which no Python change removes."""
 
 
 def render(rows: list[dict[str, Any]], page_rows: list[dict[str, Any]] | None, page: dict[str, Any] | None,
@@ -440,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         profile(args.profile, 2000)
         return 0
+    from bench_docs import machine, replace_section  # CPython only: this file also runs in Pyodide
+
     head = machine()
     rounds, n = (3, 1000) if args.quick else (15, 1000)
     rows = measure(rounds, n)

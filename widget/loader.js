@@ -265,8 +265,11 @@ async function bootFromSnapshot(loadPyodide, options, info, assets) {
     createPyodideModule: snapshotModuleFactory(createModule, assets.bytes),
   });
   timings.restoredAt = performance.now();
-  // Pyodide keeps its config: drop the snapshot it would otherwise hold for the page's lifetime.
-  try { pyodide._api.config._loadSnapshot = undefined; } catch (_) { /* internals moved: only memory */ }
+  // Pyodide keeps its config, whose factory still holds the snapshot's ~28 MB: let them go.
+  try {
+    pyodide._api.config._loadSnapshot = undefined;
+    pyodide._api.config.createPyodideModule = undefined;
+  } catch (_) { /* internals moved: only memory */ }
   const t1 = performance.now();
   timings.runtimeMs = t1 - t0;
   await rebindSideModules(pyodide._module, info, await assets.modules);

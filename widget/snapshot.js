@@ -37,6 +37,7 @@ function snapshotModuleFactory(createModule, snapshot) {
         }
       }
       if (at !== bytes.byteLength) throw new Error(`packed snapshot has ${bytes.byteLength - at} stray bytes`);
+      M.API.restoreSnapshot = restore; // and this closure, holding the bytes, can go
       return state;
     };
     return M;
