@@ -13,6 +13,7 @@ from typing import Any
 
 from mesh_helpers import Node, make_net, mid
 
+from kibitz.clock import FakeClock
 from kibitz.mesh import ACK_DELAY, ACK_EVERY, HIGH_WATER
 from kibitz.transport import LinkId, LinkMessage, Payload
 
@@ -29,6 +30,13 @@ def _record(node: Node) -> list[dict[str, Any]]:
 
     node.transport.send = recording
     return frames
+
+
+def _pair() -> tuple[FakeClock, Node, Node]:
+    """Two members with their data link up."""
+    clock, _, nodes = make_net("ab")
+    clock.advance(1)
+    return clock, nodes["a"], nodes["b"]
 
 
 def _kinds(frames: list[dict[str, Any]]) -> list[str]:
@@ -52,9 +60,7 @@ def _live_link(node: Node, peer: str) -> LinkId:
 
 
 def test_reply_carries_the_ack_and_no_ack_frames_follow() -> None:
-    clock, _, nodes = make_net("ab")
-    clock.advance(1)
-    a, b = nodes["a"], nodes["b"]
+    clock, a, b = _pair()
     _echoing(b)
     sent_a, sent_b = _record(a), _record(b)
     for i in range(40):  # more than ACK_EVERY, each answered before the next
@@ -77,9 +83,7 @@ def test_reply_carries_the_ack_and_no_ack_frames_follow() -> None:
 
 
 def test_one_way_traffic_is_acked_by_ack_frames() -> None:
-    clock, _, nodes = make_net("ab")
-    clock.advance(1)
-    a, b = nodes["a"], nodes["b"]
+    clock, a, b = _pair()
     sent_b = _record(b)
     for i in range(3):
         a.mesh.send(b.id, i)
@@ -91,9 +95,7 @@ def test_one_way_traffic_is_acked_by_ack_frames() -> None:
 
 
 def test_ack_every_n_messages_goes_out_without_waiting() -> None:
-    clock, _, nodes = make_net("ab")
-    clock.advance(1)
-    a, b = nodes["a"], nodes["b"]
+    clock, a, b = _pair()
     sent_b = _record(b)
     for i in range(ACK_EVERY):
         a.mesh.send(b.id, i)
@@ -102,9 +104,7 @@ def test_ack_every_n_messages_goes_out_without_waiting() -> None:
 
 
 def test_a_duplicate_after_a_piggybacked_ack_is_acked_again() -> None:
-    clock, _, nodes = make_net("ab")
-    clock.advance(1)
-    a, b = nodes["a"], nodes["b"]
+    clock, a, b = _pair()
     _echoing(b)
     a.mesh.send(b.id, "one")
     clock.advance(1)
@@ -117,9 +117,7 @@ def test_a_duplicate_after_a_piggybacked_ack_is_acked_again() -> None:
 
 
 def test_piggybacked_ack_releases_the_resend_buffer() -> None:
-    clock, _, nodes = make_net("ab")
-    clock.advance(1)
-    a, b = nodes["a"], nodes["b"]
+    clock, a, b = _pair()
     a.mesh.send(b.id, "x")
     a.mesh.send(b.id, "y")
     clock.advance(0.02)
@@ -140,9 +138,7 @@ def test_bad_piggybacked_ack_drops_the_frame() -> None:
 
 
 def test_buffered_amount_is_read_once_per_credit_not_per_frame() -> None:
-    clock, _, nodes = make_net("ab")
-    clock.advance(1)
-    a, b = nodes["a"], nodes["b"]
+    clock, a, b = _pair()
     reads = 0
     amount = a.transport.buffered_amount
 
