@@ -314,6 +314,9 @@ def test_demo_and_cross_origin_embed_share_a_call(
             urlsplit(embed_url)._replace(path="", query="", fragment="").geturl(),
             kibitz_server.http + "/",
         ]
+        # Cross-origin too, the engine comes from the snapshot, inflated in a worker (CORS allows it).
+        boot = embed.evaluate("() => [Kibitz.timings.bootPath, Kibitz.timings.inflatedIn]")
+        assert boot == ["snapshot", "worker"], boot
         for page in pages:  # the one-liner mounts into presence; joining is the UI's (or our) call
             page.evaluate("() => window.Kibitz.auto.join()")
         for page in pages:
