@@ -190,8 +190,11 @@ def write_section(text: str, runs: int, head: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="5 runs")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 5
     head = machine()
     print(head, flush=True)
     with running_kibitz_server() as srv:

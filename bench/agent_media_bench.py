@@ -419,8 +419,11 @@ def write_section(text: str, rows: list[Row], window: float, head: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", type=float, default=5.0, help="CPU measurement window (s)")
+    parser.add_argument("--quick", action="store_true", help="2 s windows")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
+    if args.quick:
+        args.window = 2.0
     head = machine()
     print(head, flush=True)
     started = time.monotonic()
