@@ -190,7 +190,8 @@ async function fetchSnapshot(url) {
   try {
     const source = `${fetchInflated};\nonmessage = (e) => fetchInflated(e.data).then(` +
       "(buf) => postMessage({ buf }, [buf]), (err) => postMessage({ error: String((err && err.message) || err) }));";
-    worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
+    const script = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+    try { worker = new Worker(script); } finally { URL.revokeObjectURL(script); }
   } catch (_) {
     timings.inflatedIn = "page";
     return new Uint8Array(await fetchInflated(url));
