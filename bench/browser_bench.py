@@ -285,6 +285,36 @@ BULK_JS = """async ([count, size]) => {
 }"""
 
 
+# The floor of the engine's design: the plain-JS channel, but every message crosses into Python and
+# back as the engine's do (page → Python → `send`; `message` → Python → page), with no engine logic.
+FLOOR_ECHO = """async () => {
+  const py = await window.Kibitz._engine();
+  const dc = window.__dc;
+  py.globals.set('_floor_send', dc.send.bind(dc));
+  const send = py.runPython("def _floor_ping(text):\\n    _floor_send(text)\\n_floor_ping");
+  // the page's listener, called from Python, answers through Python: as the engine's pong does
+  py.globals.set('_floor_page', (text) => send(text.replace('"ping"', '"pong"')));
+  const recv = py.runPython("def _floor_recv(text):\\n    _floor_page(text)\\n_floor_recv");
+  dc.onmessage = (m) => recv(m.data);
+}"""
+
+PING_FLOOR = """async (n) => {
+  const py = await window.Kibitz._engine();
+  const dc = window.__dc; const times = []; let resolve = null;
+  py.globals.set('_floor_send', dc.send.bind(dc));
+  py.globals.set('_floor_done', () => resolve && resolve());
+  const send = py.runPython("def _floor_ping(text):\\n    _floor_send(text)\\n_floor_ping");
+  const recv = py.runPython("def _floor_recv(text):\\n    _floor_done()\\n_floor_recv");
+  dc.onmessage = (m) => recv(m.data);
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise((r) => { resolve = r; send(JSON.stringify({ ping: i })); });
+    times.push(performance.now() - t0);
+  }
+  return times;
+}"""
+
+
 def summary(times: list[float]) -> dict[str, float]:
     s = sorted(times)
     return {"median_ms": round(statistics.median(s), 3), "p95_ms": round(s[int(len(s) * 0.95) - 1], 3),
@@ -328,6 +358,14 @@ def measure_messaging(browser: Browser, base: str, room: str, n: int, outside: l
         for _ in range(BULK_RUNS):
             py_bulk.append(a.evaluate(BULK_PY, [count, size]))
             js_bulk.append(a.evaluate(BULK_JS, [count, size]))
+        # Last (it takes over the plain channel's handlers): the floor, alternating with the engine.
+        b.evaluate(FLOOR_ECHO)
+        a.evaluate(PING_FLOOR, 20)
+        floor_rtt: list[float] = []
+        engine_again: list[float] = []
+        for _ in range(2):
+            floor_rtt.extend(a.evaluate(PING_FLOOR, block))
+            engine_again.extend(a.evaluate(PING_PY, block))
     finally:
         fresh.close()
 
@@ -342,6 +380,7 @@ def measure_messaging(browser: Browser, base: str, room: str, n: int, outside: l
         "bulk_runs": BULK_RUNS,
         "py": {**summary(py_rtt), "mb_s": py_rate, "bulk_ms": py_ms},
         "js": {**summary(js_rtt), "mb_s": js_rate, "bulk_ms": js_ms},
+        "floor": summary(floor_rtt), "engine_vs_floor": summary(engine_again),
     }
 
 
@@ -434,6 +473,23 @@ def render(boot: dict[str, Any], msg: dict[str, Any], runs: int) -> str:
         f"| Python engine | {py['median_ms']:.2f} ms | {py['p95_ms']:.2f} ms | {py['mb_s']:.1f} MB/s |",
         f"| plain JS RTCDataChannel | {js['median_ms']:.2f} ms | {js['p95_ms']:.2f} ms "
         f"| {js['mb_s']:.1f} MB/s |",
+    ]
+    floor = msg.get("floor")
+    if floor:
+        again = msg["engine_vs_floor"]
+        lines += [
+            f"| plain JS through Python (the floor, see below) | {floor['median_ms']:.2f} ms "
+            f"| {floor['p95_ms']:.2f} ms | – |",
+            "",
+            "The floor: the plain-JS channel again, but each message crosses JS→Python→JS the way the "
+            "engine's do (the page hands it to a Python function that calls `send`; `message` goes to a "
+            "Python function that calls back into the page), with no engine logic at all, alternating "
+            f"with the engine: floor {floor['median_ms']:.2f} ms vs engine {again['median_ms']:.2f} ms "
+            f"in those blocks, i.e. the crossings alone cost {floor['median_ms'] / js['median_ms']:.2f}× "
+            "plain JS. A design that keeps the message logic in Python (this one) cannot go below it; "
+            "the engine's own work is the rest.",
+        ]
+    lines += [
         "",
         "Targets:",
         "",

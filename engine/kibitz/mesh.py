@@ -182,7 +182,6 @@ class _Peer:
     open_timer: TimerHandle | None = None
     retry_timer: TimerHandle | None = None
     pump_timer: TimerHandle | None = None
-    ack_timer: TimerHandle | None = None
     # sending
     next_seq: int = 1
     out: deque[_Out] = field(default_factory=deque)
@@ -238,6 +237,9 @@ class Mesh:
         self._dead: OrderedDict[LinkId, None] = OrderedDict()
         self._recv_memory: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._reasm_bytes = 0
+        self._ack_sweep: TimerHandle | None = None
+        """One timer for every ack owed, not one per peer or message: arming a timer is a crossing
+        into JS in the page, and a request/reply exchange would otherwise arm one per round trip."""
 
     # ------------------------------------------------------------------ public API
 
@@ -403,6 +405,9 @@ class Mesh:
     def close(self) -> None:
         """Leave: close every link and stop every timer."""
         self.set_members(())
+        if self._ack_sweep is not None:
+            self._ack_sweep.cancel()
+            self._ack_sweep = None
         for remote in list(self._held):
             self._drop_held(remote)
 
@@ -436,9 +441,8 @@ class Mesh:
         if p.link is not None:
             self._close_link(p.link)
         self._reset_link_state(p)
-        for timer in (p.retry_timer, p.ack_timer):
-            if timer is not None:
-                timer.cancel()
+        if p.retry_timer is not None:
+            p.retry_timer.cancel()
         if p.out:
             self.drops.by_reason["undelivered-departed"] += len(p.out)
         if p.rsid is not None:
@@ -879,13 +883,18 @@ class Mesh:
         p.unacked_in_bytes += size
         if p.unacked_in >= ACK_EVERY or p.unacked_in_bytes >= ACK_BYTES:
             self._send_ack(p)
-        elif p.ack_timer is None:
-            p.ack_timer = self._clock.call_later(ACK_DELAY, lambda: self._send_ack(p))
+        elif self._ack_sweep is None:
+            self._ack_sweep = self._clock.call_later(ACK_DELAY, self._sweep_acks)
+
+    def _sweep_acks(self) -> None:
+        """Every ack still owed, at most :data:`ACK_DELAY` after the message that first owed one
+        since the last sweep (later ones are acked sooner, never later)."""
+        self._ack_sweep = None
+        for p in list(self._peers.values()):
+            if p.unacked_in:
+                self._send_ack(p)
 
     def _send_ack(self, p: _Peer) -> None:
-        if p.ack_timer is not None:
-            p.ack_timer.cancel()
-            p.ack_timer = None
         if self._peers.get(p.id) is not p or p.rsid is None or not p.opened:
             return
         p.unacked_in = p.unacked_in_bytes = 0
