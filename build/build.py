@@ -72,11 +72,12 @@ SNAPSHOT_IMPORTS = [
     "logging", "math", "numbers", "random", "re", "secrets", "struct", "sysconfig", "tarfile", "time",
     "typing", "uuid", "zipfile", "zoneinfo",
 ]
-# What the page imports to run the engine: everything a session imports, lazily imported ones
-# included (rtc and signaling when the session opens; jwt when a token is first checked), since an
-# import after the restore compiles source on V8's baseline tier (tests/e2e/test_boot_snapshot.py
-# checks that joining imports nothing new).
-ENGINE_IMPORTS = ["kibitz.backends.browser", "kibitz.backends.rtc", "kibitz.backends.signaling", "jwt"]
+# What the snapshot holds imported: the page's engine (it imports everything a session needs at
+# module level: an import after the restore compiles source on V8's baseline tier, and
+# tests/e2e/test_boot_snapshot.py checks that opening a session imports nothing new) and pyjwt,
+# which the bundle preloads as the plain boot's loadPackage does (nothing in the engine imports it
+# yet; identity tokens will).
+ENGINE_IMPORTS = ["kibitz.backends.browser", "jwt"]
 # Run by Node with a JSON config: boot the npm runtime with _makeSnapshot, install the wheels by
 # hand, import the engine, describe every compiled side module it loaded (pydantic-core's), freeze
 # the objects made so far out of the garbage collector, and write the snapshot and that record.
@@ -333,19 +334,16 @@ def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> 
     compile it while streaming and cache the compiled code) and a tar of the installed wheels (the
     snapshot holds imported modules, not files; the page writes them back for later lazy imports)."""
     site = record["sitePackages"].rstrip("/") + "/"
-    members: dict[str, tuple[Path, str]] = {}
+    files: dict[str, bytes] = {}  # every installed file, by its path under site-packages
     for whl in wheels:
         with zipfile.ZipFile(whl) as zf:
-            for name in zf.namelist():
-                if not name.endswith("/"):
-                    members[name] = (whl, name)
+            files.update((name, zf.read(name)) for name in zf.namelist() if not name.endswith("/"))
     libs = []
     for lib in record["libs"]:
-        if not lib["path"].startswith(site) or lib["path"][len(site):] not in members:
+        name = lib["path"][len(site):] if lib["path"].startswith(site) else ""
+        data = files.pop(name, None)
+        if data is None:
             raise BuildError(f"snapshot side module {lib['path']} is in none of the wheels")
-        whl, name = members.pop(lib["path"][len(site):])
-        with zipfile.ZipFile(whl) as zf:
-            data = zf.read(name)
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(name).name.split(".")[0])
         rel = f"assets/{stem}-{hashlib.sha256(data).hexdigest()[:16]}.wasm"
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -353,13 +351,10 @@ def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> 
         libs.append({**lib, "url": rel})
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in sorted(members):
-            whl, member = members[name]
-            with zipfile.ZipFile(whl) as zf:
-                data = zf.read(member)
+        for name in sorted(files):
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
+            info.size, info.mtime, info.mode = len(files[name]), 0, 0o644
+            tar.addfile(info, io.BytesIO(files[name]))
     pack = buf.getvalue()
     pack_rel = f"assets/site-packages-{hashlib.sha256(pack).hexdigest()[:16]}.tar"
     (stage / pack_rel).write_bytes(pack)

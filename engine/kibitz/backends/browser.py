@@ -19,8 +19,9 @@ import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
     EventCallback,
     EventListeners,
@@ -36,13 +37,10 @@ from kibitz.backends.rtc_api import (
     W3CDataChannelState,
     W3CPeerConnectionState,
 )
-from kibitz.clock import Scheduler
+from kibitz.clock import AsyncioScheduler, Scheduler
 from kibitz.ids import room_peer_id
 from kibitz.session import Session, Source
 from kibitz.transport import Transport
-
-if TYPE_CHECKING:
-    from kibitz.backends.rtc import RtcTransport
 
 log = logging.getLogger(__name__)
 
@@ -507,16 +505,13 @@ async def connect_signaling(
     return sock
 
 
-def make_browser_transport(broker_url: str, **options: Any) -> Any:
+def make_browser_transport(broker_url: str, **options: Any) -> RtcTransport:
     """An :class:`~kibitz.backends.rtc.RtcTransport` on the page's WebLoop with browser adapters.
 
     ``broker_url`` is the broker's ws(s):// URL (from ``/api/signal``); ``options`` go to
     ``RtcTransport`` (``key``, ``rtc_config``, ``heartbeat_s``...). Media links send flowing
     placeholders (silence, 2x2 black at 5 fps) until a lane is given a real track.
     """
-    from kibitz.backends.rtc import RtcTransport
-    from kibitz.clock import AsyncioScheduler
-
     options.setdefault("rtc_config", RtcConfig())
     options.setdefault("placeholder_tracks", placeholder_tracks)
     return RtcTransport(
@@ -1209,8 +1204,6 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
     if config.get("preview"):
         page = PageSession(config, emit, streams=_JsStreams(), convert=_to_page)
     else:
-        from kibitz.clock import AsyncioScheduler
-
         broker = config.get("broker") or {}
         url = broker.get("url")
         if not isinstance(url, str) or not url:
