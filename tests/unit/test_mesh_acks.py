@@ -200,3 +200,30 @@ def test_a_peer_that_does_not_read_piggybacked_acks_gets_ack_frames() -> None:
     assert all("a" not in f for f in sent_b if f["t"] == "m")
     assert "ack" in _kinds(sent_b)
     assert a.mesh.pending(b.id) == 0
+
+
+def test_acks_owed_to_many_peers_share_one_timer() -> None:
+    """Arming a timer crosses into JS in the page: acks owed to several peers, and every message
+    within the delay, ride on one sweep timer, and every peer is still acked within ACK_DELAY."""
+    clock, _, nodes = make_net("abc")
+    clock.advance(1)
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    armed: list[float] = []
+    call_later = a.mesh._clock.call_later
+
+    def counting(delay: float, callback: Any) -> Any:
+        if delay == ACK_DELAY:
+            armed.append(delay)
+        return call_later(delay, callback)
+
+    a.mesh._clock.call_later = counting  # type: ignore[method-assign]
+    sent_a = _record(a)
+    for i in range(3):
+        b.mesh.send(a.id, i)
+        c.mesh.send(a.id, i)
+        clock.advance(0.005)
+    clock.advance(ACK_DELAY)
+    assert len(armed) == 1, armed
+    acks = {f["sid"] for f in sent_a if f["t"] == "ack"}
+    assert len(acks) == 2, sent_a  # one ack frame for each sender's stream
+    assert b.mesh.pending(a.id) == 0 and c.mesh.pending(a.id) == 0
