@@ -125,7 +125,10 @@ const shim = (() => {
 
   /** Audio levels for speaking detection: one shared AudioContext, one AnalyserNode per track,
    * one timer for all of them (~10 Hz), and one call to `onLevels({key: rms})` per tick — only
-   * while at least one track is watched. The decision (threshold, hold) is Python's. */
+   * while at least one track is watched. The decision (threshold, hold) is Python's.
+   * Each level is the RMS of every sample since the previous tick: the analyser's window spans two
+   * intervals, so a short sound between ticks (a clipped word, a 20 ms beep) is never missed, as
+   * it was when only the newest 512 samples were read. */
   function levelMeter(onLevels, intervalMs) {
     const held = own(onLevels);
     const nodes = new Map();
@@ -149,14 +152,20 @@ const shim = (() => {
       }
       return ctx;
     };
+    const every = intervalMs || 100;
+    let last = 0;
     const tick = () => {
+      const now = performance.now();
       const out = {};
       for (const [key, n] of nodes) {
         n.an.getFloatTimeDomainData(n.buf);
+        const since = Math.round(((now - Math.max(last, n.since)) / 1000) * ctx.sampleRate);
+        const count = Math.min(n.buf.length, Math.max(1, since));
         let sum = 0;
-        for (let i = 0; i < n.buf.length; i++) sum += n.buf[i] * n.buf[i];
-        out[key] = Math.sqrt(sum / n.buf.length);
+        for (let i = n.buf.length - count; i < n.buf.length; i++) sum += n.buf[i] * n.buf[i];
+        out[key] = Math.sqrt(sum / count);
       }
+      last = now;
       try { held.fn(out); } catch (err) { console.error("Kibitz: level callback failed", err); }
     };
     function remove(key) {
@@ -172,7 +181,9 @@ const shim = (() => {
       const stream = new MediaStream([track]);
       const src = context().createMediaStreamSource(stream);
       const an = ctx.createAnalyser();
-      an.fftSize = 512;
+      // Smallest power of two holding two intervals of samples (fftSize tops out at 32768).
+      const span = Math.ceil((2 * every / 1000) * ctx.sampleRate);
+      an.fftSize = Math.min(32768, 2 ** Math.ceil(Math.log2(span)));
       src.connect(an);
       // Chromium feeds a *remote* WebRTC track into Web Audio only while a media element plays it.
       let sink = null;
@@ -182,8 +193,8 @@ const shim = (() => {
         sink.srcObject = stream;
         sink.play().catch(() => {});
       }
-      nodes.set(key, { src, an, sink, buf: new Float32Array(an.fftSize) });
-      if (timer === null) timer = setInterval(tick, intervalMs || 100);
+      nodes.set(key, { src, an, sink, buf: new Float32Array(an.fftSize), since: performance.now() });
+      if (timer === null) { last = performance.now(); timer = setInterval(tick, every); }
     }
     function stop() {
       for (const key of [...nodes.keys()]) remove(key);

@@ -275,3 +275,47 @@ json.dumps([e.reason for e in events if isinstance(e, LinkClosed)])
         live = py(page, code)
         assert live == 0
     print(f"\nRtcTransport link open through the broker in {dialed['ms']:.0f} ms")
+
+
+def test_level_meter_hears_short_sounds_between_ticks(
+    new_context: Callable[..., BrowserContext], site: StaticServer
+) -> None:
+    """Ten 15 ms clicks, 250 ms apart, each heard: the meter reads every sample since its last tick.
+
+    Reading only the newest 512 samples at 10 Hz heard about a quarter of them (it listened
+    12 ms out of every 100) — why speaking detection missed Chromium's beeping fake microphone.
+    """
+    page = engine_page(new_context(), site)
+    page.evaluate(
+        """() => {
+          const ctx = new AudioContext();
+          const osc = ctx.createOscillator(), gate = ctx.createGain();
+          const out = ctx.createMediaStreamDestination();
+          osc.frequency.value = 440;
+          gate.gain.value = 0;
+          osc.connect(gate).connect(out);
+          const start = ctx.currentTime + 0.3;
+          for (let i = 0; i < 10; i++) {
+            gate.gain.setValueAtTime(0.5, start + i * 0.25);
+            gate.gain.setValueAtTime(0, start + i * 0.25 + 0.015);
+          }
+          osc.start();
+          window.clicks = out.stream.getAudioTracks()[0];
+        }"""
+    )
+    ticks = py(
+        page,
+        """
+import js, kibitz_shim
+ticks = []
+meter = kibitz_shim.levelMeter(lambda levels: ticks.append(levels.to_py()["click"]), 100)
+meter.add("click", js.window.clicks)
+await asyncio.sleep(3.2)
+meter.stop()
+json.dumps(ticks)
+""",
+    )
+    loud = [i for i, level in enumerate(ticks) if level >= 0.02]
+    # A click may straddle two ticks; count clicks as runs of consecutive loud ticks.
+    clicks = sum(1 for i in loud if i - 1 not in loud)
+    assert clicks == 10, f"heard {clicks} of 10 clicks; levels per tick: {ticks}"
