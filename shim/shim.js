@@ -32,12 +32,29 @@ const shim = (() => {
     };
   }
 
+  // Pyodide copies a JS string into Python one character at a time (~90 µs for 16 kB); its UTF-8
+  // bytes cross in one copy (~25 µs with the encode and the decode), so long text goes as bytes.
+  const LONG_TEXT = 2048;
+  const utf8 = new TextEncoder();
+
+  /** A string for Python: itself when short, its UTF-8 bytes (a Uint8Array) when long. Python
+   * turns either back into `str` (kibitz.backends.browser.text_from_page). Lossless for what the
+   * engine passes: JSON.stringify output and data channel text hold no lone surrogates. */
+  function pyText(text) {
+    return text.length > LONG_TEXT ? utf8.encode(text) : text;
+  }
+
   /** listen() for message events that hands fn only `ev.data`: a string crosses into Python as a
    * str at once, with no proxy of the event to build and no second FFI hop to read `.data`
-   * (the data channel's hot path). Returns off(). */
+   * (the data channel's hot path); long text arrives as `fn(bytes, true)` (see pyText). Returns
+   * off(). */
   function listenData(target, type, fn) {
     const held = own(fn);
-    const handler = (ev) => held.fn(ev.data);
+    const handler = (ev) => {
+      const data = ev.data;
+      if (typeof data === "string" && data.length > LONG_TEXT) held.fn(utf8.encode(data), true);
+      else held.fn(data);
+    };
     target.addEventListener(type, handler);
     let done = false;
     return () => {
@@ -217,7 +234,7 @@ const shim = (() => {
   }
 
   return {
-    listen, listenData, timer, getUserMedia, getDisplayMedia, blackVideoTrack, silentAudioTrack,
+    listen, listenData, pyText, timer, getUserMedia, getDisplayMedia, blackVideoTrack, silentAudioTrack,
     onPageHide, toArrayBuffer, setStreamTrack, levelMeter,
     /** Callback copies still held by listeners/timers (leak checks in tests). */
     liveProxies: () => live,

@@ -490,12 +490,12 @@ function mount(options) {
     broadcast(data) {
       const text = encodeData(data); // throws for values that cannot be sent, like postMessage
       if (!session || closed) { dropped += 1; return; } // no-op until the data link is up
-      py.broadcast(text);
+      py.broadcast(shim.pyText(text));
     },
     sendTo(id, data) {
       const text = encodeData(data);
       if (!session || closed) { dropped += 1; return; }
-      const refused = py.sendTo(String(id), text);
+      const refused = py.sendTo(String(id), shim.pyText(text));
       if (refused) throw new Error(`Kibitz: sendTo(${id}) refused: ${refused}`);
     },
     onMessage(cb) { return controller.on("message", cb); },

@@ -319,3 +319,35 @@ json.dumps(ticks)
     # A click may straddle two ticks; count clicks as runs of consecutive loud ticks.
     clicks = sum(1 for i in loud if i - 1 not in loud)
     assert clicks == 10, f"heard {clicks} of 10 clicks; levels per tick: {ticks}"
+
+
+def test_listen_data_hands_long_text_over_as_utf8(
+    new_context: Callable[..., BrowserContext], site: StaticServer
+) -> None:
+    """shim.listenData: short text and binary arrive as they are; text over 2 kB arrives as its
+    UTF-8 bytes with a flag (one copy instead of Pyodide's per-character string copy), and the page
+    backend turns it back into the same ``str``."""
+    page = engine_page(new_context(), site)
+    got = py(
+        page,
+        """
+import js, kibitz_shim
+from kibitz.backends.browser import text_from_page
+seen = []
+target = js.EventTarget.new()
+off = kibitz_shim.listenData(target, "message", lambda data, utf8=False: seen.append((data, utf8)))
+texts = ["short é", "é中😀" * 1000]
+for text in texts:
+    target.dispatchEvent(js.MessageEvent.new("message", data=text))
+target.dispatchEvent(js.MessageEvent.new("message", data=js.Uint8Array.new([1, 2]).buffer))
+off()
+json.dumps({
+    "kinds": [[type(d).__name__, u] for d, u in seen],
+    "same": [text_from_page(d) == t for (d, _), t in zip(seen, texts)],
+    "binary": list(seen[2][0].to_bytes()),
+})
+""",
+    )
+    assert got["kinds"] == [["str", False], ["JsProxy", True], ["JsProxy", False]], got
+    assert got["same"] == [True, True]
+    assert got["binary"] == [1, 2]

@@ -147,6 +147,29 @@ def test_broadcast_reaches_others_and_send_to_only_its_addressee(tabs: list[Tab]
     assert got_cy[1]["secret"] == "for cy only" and got_cy[1]["from"] == ann.id
 
 
+def test_long_text_crosses_as_utf8_and_arrives_intact(tabs: list[Tab]) -> None:
+    """Text over 2 kB crosses page → Python (sendTo, broadcast) and channel → Python as UTF-8 bytes
+    (shim.pyText): multi-byte characters survive both crossings, short and long alike, and a lone
+    surrogate is refused either way."""
+    ann, bob, _cy = tabs
+    bob.js("() => { window.got = []; }")  # the broadcast test's listener fills it
+    made = """(n) => { const unit = 'aé中😀'; let s = ''; while (s.length < n) s += unit; return s; }"""
+    short, long = ann.js(made, 100), ann.js(made, 9_000)
+    ann.js("([to, s]) => window.call.sendTo(to, { s })", [bob.id, short])
+    ann.js("([to, s]) => window.call.sendTo(to, { s })", [bob.id, long])
+    ann.js("(s) => window.call.broadcast({ s, b: true })", long)
+    bob.page.wait_for_function("() => window.got.length >= 3")
+    got = bob.js("() => window.got.map(([d, from]) => [d.s, !!d.b, from])")
+    assert got == [[short, False, ann.id], [long, False, ann.id], [long, True, ann.id]]
+    for n in (10, 9_000):
+        refused = ann.js(
+            """([to, n]) => { try { window.call.sendTo(to, { s: 'x'.repeat(n) + '\\ud800' }); return null; }
+                             catch (err) { return err.message; } }""",
+            [bob.id, n],
+        )
+        assert refused and "surrogate" in refused, refused
+
+
 def test_camera_toggle_changes_camon_and_frames_without_renegotiation(tabs: list[Tab]) -> None:
     ann, bob, cy = tabs
     before = [tab.js("() => ({ ...window.__neg })") for tab in tabs]
