@@ -140,6 +140,28 @@ json.dumps({{"got": [g if isinstance(g, str) else list(g) for g in got], "states
     assert got_b[0] == "hello from python"
     assert got_b[1] == [0, 1, 255] * 1000
 
+    # `bufferedamountlow` follows every send that empties the buffer (threshold 0): Python hears it
+    # only once something subscribes, or each send would cost a second crossing into Python.
+    drains = py(
+        a,
+        """
+fired = []
+real_fire = dc._events.fire
+dc._events.fire = lambda name, *args: (fired.append(name), real_fire(name, *args))[1]
+for i in range(20):
+    dc.send(f"quiet {i}")
+    await asyncio.sleep(0.01)
+before = fired.count("bufferedamountlow")
+heard = []
+dc.on("bufferedamountlow", lambda: heard.append(1))
+for i in range(5):
+    dc.send(f"heard {i}")
+    await asyncio.sleep(0.01)
+json.dumps({"before": before, "heard": len(heard)})
+""",
+    )
+    assert drains["before"] == 0 and drains["heard"] >= 1, drains
+
     after = py(
         a,
         """

@@ -154,7 +154,7 @@ class BrowserDataChannel(W3CDataChannelState):
         self._listeners.listen_data(raw, "message", self._on_message)
         self._listeners.listen(raw, "close", self._on_close)
         self._listeners.listen(raw, "error", self._on_error)
-        self._listeners.listen(raw, "bufferedamountlow", lambda _ev: self._events.fire("bufferedamountlow"))
+        self._drain_heard = False
 
     @property
     def raw(self) -> Any:
@@ -176,8 +176,14 @@ class BrowserDataChannel(W3CDataChannelState):
     def on(self, name: str, callback: EventCallback) -> None:
         if name == "message":
             self._on_data.append(callback)
-        else:
-            self._events.on(name, callback)
+            return
+        if name == "bufferedamountlow" and not self._drain_heard:
+            # Only once someone listens: with the default threshold of 0 the event follows every
+            # send that empties the buffer, and each one would be a crossing into Python for
+            # nothing (0.2 ms of a 1.4 ms page-to-page round trip).
+            self._drain_heard = True
+            self._listeners.listen(self._raw, "bufferedamountlow", lambda _ev: self._events.fire(name))
+        self._events.on(name, callback)
 
     def release(self) -> None:
         """Drop every JS listener now (the owning peer connection is gone)."""
