@@ -51,8 +51,9 @@ Framing (one data channel, label ``kbz-data`` by default)
 
 Backpressure
     The writer stops while ``transport.buffered_amount(link)`` is above :data:`HIGH_WATER` and
-    resumes on a short timer or when the backend calls :meth:`Mesh.pump` from its drain signal
-    (``bufferedamountlow`` in the page). Only our own writes fill that buffer, so after reading it
+    resumes on a short timer (:data:`PUMP_RETRY`); a backend with a drain signal may also call
+    :meth:`Mesh.pump`. None is wired yet: page-to-page bulk transfers were measured bound by the
+    receiver's CPU, not by this wait. Only our own writes fill that buffer, so after reading it
     the writer spends the room left (its *credit*) without asking again: a stream of small
     messages reads the buffer once per megabyte instead of once per frame (in the page every read
     is a crossing into JS).
