@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--dist", default=None, help="bundle directory to serve (default: the repo's dist/)")
     serve.add_argument("--alive-timeout", type=float, default=None, help="seconds without HEARTBEAT")
     serve.add_argument("--expire-timeout", type=float, default=None, help="seconds to hold offline msgs")
+    serve.add_argument("--turn-url", action="append", default=None,
+                       help="TURN relay URL handed out by /api/turn (repeatable), e.g. turn:host:3478")
+    serve.add_argument("--turn-secret-file", default=None,
+                       help="file with the relay's shared secret (or set $KIBITZ_TURN_SECRET)")
+    serve.add_argument("--turn-ttl", type=float, default=None, help="TURN credential lifetime, s (3600)")
     agent = sub.add_parser("agent", help="agents: run an agent file in a room")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     run = agent_sub.add_parser("run", help="run path/to/agent.py in a room")

@@ -23,7 +23,7 @@ from .broker import Broker
 from .config import ServerConfig, make_config
 from .metrics import Metrics
 from .signal import BrokerDirectory
-from .turn import TurnProvider
+from .turn import TurnProvider, TurnRestProvider
 from .web import WILDCARD_HOSTS, local_broker_url, make_app
 
 log = logging.getLogger("kibitz.server")
@@ -57,6 +57,19 @@ class RunningServer:
         await self.runner.cleanup()
 
 
+def turn_provider(config: ServerConfig) -> TurnProvider | None:
+    """The TURN REST provider the config asks for (None: /api/turn says no relay).
+
+    Raises ``ValueError`` for relay URLs without a secret, or a secret that is too short.
+    """
+    if not config.turn_urls:
+        return None
+    secret = config.turn_secret()
+    if not secret:
+        raise ValueError("turn_urls need a shared secret: turn_secret_file or $KIBITZ_TURN_SECRET")
+    return TurnRestProvider(config.turn_urls, secret, ttl=config.turn_ttl)
+
+
 async def start_server(
     config: ServerConfig,
     *,
@@ -65,6 +78,8 @@ async def start_server(
     clock: Callable[[], float] | None = None,
 ) -> RunningServer:
     """Start broker and HTTP app on the running loop (ports 0 = pick free ones)."""
+    if turn is None:
+        turn = turn_provider(config)
     broker = Broker(config, Metrics(), clock=clock)
     broker_port = await broker.start(config.host, config.resolved_broker_port(), sweep=sweep)
     directory = BrokerDirectory(config.key, config.brokers, config.health_interval, config.health_timeout)
@@ -117,6 +132,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         dist_dir=getattr(args, "dist", None),
         alive_timeout=getattr(args, "alive_timeout", None),
         expire_timeout=getattr(args, "expire_timeout", None),
+        turn_urls=getattr(args, "turn_url", None),
+        turn_secret_file=getattr(args, "turn_secret_file", None),
+        turn_ttl=getattr(args, "turn_ttl", None),
     )
 
 
@@ -125,6 +143,7 @@ def serve_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
+        turn_provider(config)  # a relay without a usable secret is a configuration error, said now
     except (ValueError, OSError) as exc:
         print(f"kibitz serve: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -60,6 +60,14 @@ class ServerConfig:
     local_broker_in_signal: bool = True
     health_interval: float = 10.0
     health_timeout: float = 2.5
+    #: TURN relay URLs (``turn:host:port?transport=udp`` …) that /api/turn hands out with fresh
+    #: credentials; empty = no relay (/api/turn says ``configured: false``).
+    turn_urls: tuple[str, ...] = ()
+    #: File holding the relay's shared secret (coturn ``--static-auth-secret``); else the
+    #: ``KIBITZ_TURN_SECRET`` environment variable. Never a flag: argv is visible to every user.
+    turn_secret_file: Path | None = None
+    #: Lifetime of the TURN credentials /api/turn mints, seconds.
+    turn_ttl: float = 3600.0
     dist_dir: Path = field(default_factory=_default_dist)
     #: In-memory cache for compressed static files.
     compress_cache_bytes: int = 256 * 1024 * 1024
@@ -77,7 +85,16 @@ class ServerConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.max_message_bytes > self.hard_frame_bytes:
             raise ValueError("max_message_bytes must be <= hard_frame_bytes")
+        if self.turn_secret_file is not None and not self.turn_urls:
+            raise ValueError("turn_secret_file is set but turn_urls is empty")
         return self
+
+    def turn_secret(self) -> bytes | None:
+        """The TURN shared secret (file first, then $KIBITZ_TURN_SECRET), or None."""
+        if self.turn_secret_file is not None:
+            return self.turn_secret_file.read_bytes().strip()
+        env = os.environ.get("KIBITZ_TURN_SECRET", "").strip()
+        return env.encode() if env else None
 
 
 _FIELD_NAMES = {f.name for f in fields(ServerConfig)}
@@ -102,8 +119,11 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> ServerConfi
     if file:
         values.update(load_config_file(file))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if "brokers" in values:
-        values["brokers"] = tuple(values["brokers"])
+    for name in ("brokers", "turn_urls"):
+        if name in values:
+            values[name] = tuple(values[name])
+    if values.get("turn_secret_file") is not None:
+        values["turn_secret_file"] = Path(values["turn_secret_file"])
     if "dist_dir" in values:
         values["dist_dir"] = Path(values["dist_dir"])
     return replace(ServerConfig(), **values).validate()

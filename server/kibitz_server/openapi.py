@@ -29,8 +29,22 @@ TURN_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["iceServers", "configured"],
     "properties": {
-        "iceServers": {"type": "array", "nullable": True, "items": {"type": "object"}},
+        "iceServers": {
+            "type": "array",
+            "nullable": True,
+            "items": {
+                "type": "object",
+                "required": ["urls"],
+                "properties": {
+                    "urls": {"type": "array", "items": {"type": "string"}},
+                    "username": {"type": "string", "description": "TURN REST: <unix expiry>:<opaque id>"},
+                    "credential": {"type": "string", "description": "base64 HMAC-SHA1 of the username"},
+                },
+            },
+        },
         "configured": {"type": "boolean"},
+        "tier": {"type": "string", "enum": ["open", "free", "capped", "premium", "room"]},
+        "ttl": {"type": "integer", "description": "seconds the credentials stay valid"},
     },
 }
 

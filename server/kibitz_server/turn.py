@@ -1,14 +1,21 @@
-"""GET /api/turn: the ICE-server provider seam.
+"""GET /api/turn: the ICE-server provider seam, and TURN REST credentials for coturn.
 
 Until a TURN relay is configured the answer is the seeds' contract ``{"iceServers": null,
-"configured": false}``. A provider that mints TURN REST credentials (HMAC-SHA1 over
-``"<expiry>:<id>"``, as coturn's ``--use-auth-secret`` expects) implements :class:`TurnProvider`
-and is passed to :func:`kibitz.server.web.make_app`.
+"configured": false}``. With a relay (``turn_urls`` plus a shared secret) every request gets
+fresh, short-lived credentials in the TURN REST API form coturn's ``--use-auth-secret`` checks:
+the username is ``"<unix expiry>:<opaque id>"`` and the password is the base64 HMAC-SHA1 of that
+username under the shared secret. The secret itself never leaves the server, nothing about the
+caller is in the username, and the relay refuses the credentials once the expiry has passed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 
@@ -23,3 +30,45 @@ class NoTurn:
 
     async def ice_servers(self, headers: Mapping[str, str]) -> dict[str, Any]:
         return {"iceServers": None, "configured": False}
+
+
+def rest_credential(secret: bytes, username: str) -> str:
+    """The password coturn expects for a TURN REST username: base64(HMAC-SHA1(secret, username))."""
+    return base64.b64encode(hmac.new(secret, username.encode(), hashlib.sha1).digest()).decode()
+
+
+class TurnRestProvider:
+    """Mints TURN REST credentials for the relay at ``urls`` (``turn:`` / ``turns:`` URLs).
+
+    Each answer is new (``Cache-Control: no-store`` on the route), valid for ``ttl`` seconds: long
+    enough for a call's allocation refreshes, short enough that a leaked one soon stops working.
+    The same relay takes every caller (tier ``open``); a licence gate would wrap this provider.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        secret: bytes,
+        *,
+        ttl: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not urls:
+            raise ValueError("a TURN relay needs at least one turn: or turns: URL")
+        bad = [u for u in urls if not u.startswith(("turn:", "turns:"))]
+        if bad:
+            raise ValueError(f"TURN URLs must start with turn: or turns:, got {bad}")
+        if len(secret) < 16:
+            raise ValueError("the TURN shared secret must be at least 16 bytes")
+        if not 60 <= ttl <= 86_400:
+            raise ValueError(f"TURN credential lifetime must be 60 s to 24 h, got {ttl} s")
+        self.urls = list(urls)
+        self.ttl = ttl
+        self._secret = secret
+        self._clock = clock
+
+    async def ice_servers(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        username = f"{int(self._clock() + self.ttl)}:kbz-{secrets.token_hex(8)}"
+        credential = rest_credential(self._secret, username)
+        server = {"urls": self.urls, "username": username, "credential": credential}
+        return {"iceServers": [server], "configured": True, "tier": "open", "ttl": int(self.ttl)}

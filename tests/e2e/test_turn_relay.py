@@ -1,0 +1,142 @@
+"""Two pages that may only use relayed candidates still meet, through a real coturn on loopback.
+
+``kibitz serve --turn-url … --turn-secret-file …`` mints TURN REST credentials at /api/turn; the
+widget fetches them and the engine hands them to RTCPeerConnection. The pages force
+``iceTransportPolicy: "relay"`` (as a peer behind a symmetric NAT effectively is), so the call
+connects only if coturn accepts the credentials and relays. The selected candidate pair proves it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, Page
+from server_fixture import KibitzServer, running_kibitz_server
+
+TURNSERVER = shutil.which("turnserver")
+ROOM = "room-turn-" + secrets.token_hex(5)
+
+# Every peer connection the page makes may only use relay candidates, and is kept for the stats.
+RELAY_ONLY = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (config, ...rest) {
+    const pc = new Native({ ...(config || {}), iceTransportPolicy: "relay" }, ...rest);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();"""
+
+# For each connected peer connection: the type of both ends of its selected candidate pair.
+SELECTED_PAIRS = """async () => {
+  const out = [];
+  for (const pc of window.__pcs) {
+    if (pc.connectionState !== "connected") continue;
+    const stats = await pc.getStats();
+    for (const t of stats.values()) {
+      if (t.type !== "transport" || !t.selectedCandidatePairId) continue;
+      const pair = stats.get(t.selectedCandidatePairId);
+      const type = (id) => stats.get(id).candidateType;
+      out.push([type(pair.localCandidateId), type(pair.remoteCandidateId)]);
+    }
+  }
+  return out;
+}"""
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """coturn on 127.0.0.1 with REST-API auth; yields (port, file holding the shared secret)."""
+    if TURNSERVER is None:
+        pytest.fail("coturn's turnserver is not installed (scripts/setup.sh installs it)")
+    secret = secrets.token_hex(24)
+    where = tmp_path_factory.mktemp("turn")
+    secret_file, log_file = where / "secret", where / "turnserver.log"
+    secret_file.write_text(secret)
+    port = _free_port(socket.SOCK_STREAM)
+    relay_low = 50_000 + secrets.randbelow(10_000)
+    proc = subprocess.Popen(
+        [
+            TURNSERVER, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
+            f"--min-port={relay_low}", f"--max-port={relay_low + 40}", "--realm=kibitz.test",
+            "--use-auth-secret", f"--static-auth-secret={secret}", "--fingerprint", "--no-cli",
+            "--no-tls", "--no-dtls", "--no-multicast-peers", "--allow-loopback-peers",
+            "--log-file=stdout", "--simple-log",
+        ],
+        stdout=(log := log_file.open("w")), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # ready once its TCP listener accepts
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"coturn did not start: {log_file.read_text()[-2000:]}")
+                time.sleep(0.05)
+        yield port, secret_file
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def relay_server(coturn: tuple[int, Path]) -> Iterator[KibitzServer]:
+    port, secret_file = coturn
+    with running_kibitz_server(
+        "--turn-url", f"turn:127.0.0.1:{port}?transport=udp", "--turn-secret-file", str(secret_file)
+    ) as srv:
+        yield srv
+
+
+def _relay_tab(ctx: BrowserContext, srv: KibitzServer, name: str) -> Page:
+    ctx.add_init_script(RELAY_ONLY)
+    page = ctx.new_page()
+    page.goto(f"{srv.http}/demo/follow.html?room={ROOM}&name={name}#/home")
+    page.wait_for_function("() => window.call", timeout=10_000)
+    return page
+
+
+def test_relay_only_pages_meet_through_coturn(
+    new_context: Callable[..., BrowserContext], relay_server: KibitzServer, coturn: tuple[int, Path]
+) -> None:
+    a, b = (_relay_tab(new_context(), relay_server, name) for name in ("ann", "bob"))
+    up = "() => window.call.getParticipants().some((p) => !p.isSelf && p.linkUp)"
+    for page in (a, b):
+        page.wait_for_function(up, timeout=30_000)
+    b.evaluate("() => { window.got = []; window.call.onMessage((d, from) => window.got.push([d, from])); }")
+    bob = b.evaluate("() => window.call.getState().self")
+    ann = a.evaluate("() => window.call.getState().self")
+    a.evaluate("(to) => window.call.sendTo(to, { via: 'relay' })", bob)
+    b.wait_for_function("() => window.got.length >= 1", timeout=10_000)
+    assert b.evaluate("() => window.got") == [[{"via": "relay"}, ann]]
+
+    for page in (a, b):
+        pairs = page.evaluate(SELECTED_PAIRS)
+        assert pairs, "no connected peer connection"
+        assert all(local == "relay" for local, _remote in pairs), pairs
+    # What the page was handed: credentials for our relay, never the shared secret.
+    ice = a.evaluate("async () => (await (await fetch('/api/turn')).json())")
+    assert ice["configured"] is True and ice["iceServers"][0]["urls"][0].startswith("turn:127.0.0.1:")
+    assert set(ice["iceServers"][0]) == {"urls", "username", "credential"}
+    assert coturn[1].read_text() not in json.dumps(ice)
