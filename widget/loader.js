@@ -372,18 +372,21 @@ async function discoverSignal(cfg) {
   }
 }
 
-/** ICE servers from `<turnHost or server>/api/turn` (null / failure: host candidates only). */
+const NO_ICE = { servers: [], ttl: null };
+/** ICE servers from `<turnHost or server>/api/turn` (null / failure: host candidates only) and how
+ * long their TURN credentials last (`ttl` seconds; null: they do not expire). */
 async function discoverIce(cfg) {
   const headers = {};
   if (cfg.licenseKey) headers.Authorization = `Bearer ${cfg.licenseKey}`;
   if (cfg.grant) headers["X-Kibitz-Grant"] = cfg.grant;
   try {
     const r = await fetch(`${cfg.turnBase}api/turn`, { headers, cache: "no-store" });
-    if (!r.ok) return [];
+    if (!r.ok) return NO_ICE;
     const body = await r.json();
-    return Array.isArray(body.iceServers) ? body.iceServers : [];
+    const ttl = Number.isFinite(body.ttl) && body.ttl > 0 ? body.ttl : null;
+    return Array.isArray(body.iceServers) ? { servers: body.iceServers, ttl, at: performance.now() } : NO_ICE;
   } catch (_) {
-    return [];
+    return NO_ICE;
   }
 }
 
@@ -434,11 +437,31 @@ function mount(options) {
     } else fire(event, a, b);
   };
 
-  const openSession = (browser, broker, iceServers) => {
-    session = browser.open_session(JSON.stringify({ ...cfg, broker, iceServers }), emit);
-    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close };
+  // TURN credentials expire; fetch new ones at 3/4 of their life for the connections made later
+  // (a page can stay open for hours before someone new joins or a link is re-dialled).
+  let iceTimer = null;
+  const keepIceFresh = (ice) => {
+    clearTimeout(iceTimer);
+    iceTimer = null;
+    if (!ice.ttl || closed) return;
+    const due = ice.at + ice.ttl * 750; // counted from the fetch: the boot may have taken a while
+    iceTimer = setTimeout(async () => {
+      iceTimer = null;
+      const next = await discoverIce(cfg);
+      if (closed || !py) return;
+      if (next.servers.length) { py.setIce(JSON.stringify(next.servers)); keepIceFresh(next); }
+      else keepIceFresh({ ttl: Math.min(ice.ttl, 60), at: performance.now() }); // failed: try again soon
+    }, Math.max(1000, due - performance.now()));
+  };
+  const openSession = (browser, broker, ice) => {
+    session = browser.open_session(JSON.stringify({ ...cfg, broker, iceServers: ice.servers }), emit);
+    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close,
+      setIce: session.set_ice_servers };
+    keepIceFresh(ice);
   };
   const dropSession = () => {
+    clearTimeout(iceTimer);
+    iceTimer = null;
     if (!session) return;
     try { py.close(); } catch (err) { console.error("Kibitz: close failed", err); }
     for (const fn of Object.values(py)) fn.destroy();
@@ -448,14 +471,14 @@ function mount(options) {
 
   let engine = null; // what `ready` found: { browser, broker }, kept for a resume from the bfcache
   const ready = (async () => {
-    const [{ browser }, broker, iceServers] = await Promise.all([
+    const [{ browser }, broker, ice] = await Promise.all([
       bootEngine(),
       cfg.preview ? null : discoverSignal(cfg),
-      cfg.preview ? [] : discoverIce(cfg),
+      cfg.preview ? NO_ICE : discoverIce(cfg),
     ]);
     if (closed) throw new Error("Kibitz: unmounted before the engine was ready");
     const tOpen = performance.now();
-    openSession(browser, broker, iceServers);
+    openSession(browser, broker, ice);
     timings.openMs = performance.now() - tOpen;
     engine = { browser, broker };
     if (timings.engineReady === null) { timings.engineReady = performance.now(); mark("kibitz:ready"); }
@@ -525,10 +548,10 @@ function mount(options) {
     const was = hidden;
     hidden = null;
     try {
-      const iceServers = await discoverIce(cfg);
+      const ice = await discoverIce(cfg);
       if (closed) return;
       dropSession();
-      openSession(engine.browser, engine.broker, iceServers);
+      openSession(engine.browser, engine.broker, ice);
       fire("resume", { rejoined: was.inCall });
       if (was.inCall) await callEngine("join", [{ mic: was.mic, cam: was.cam }]);
     } catch (err) {

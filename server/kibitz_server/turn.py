@@ -40,8 +40,9 @@ def rest_credential(secret: bytes, username: str) -> str:
 class TurnRestProvider:
     """Mints TURN REST credentials for the relay at ``urls`` (``turn:`` / ``turns:`` URLs).
 
-    Each answer is new (``Cache-Control: no-store`` on the route), valid for ``ttl`` seconds: long
-    enough for a call's allocation refreshes, short enough that a leaked one soon stops working.
+    Each answer is new (``Cache-Control: no-store`` on the route) and valid for ``ttl`` seconds.
+    coturn checks the expiry when an allocation is made, not while it lives, so a call outlasts
+    its credentials; the page fetches new ones at 3/4 of ``ttl`` for the connections it makes later.
     The same relay takes every caller (tier ``open``); a licence gate would wrap this provider.
     """
 
@@ -60,8 +61,8 @@ class TurnRestProvider:
             raise ValueError(f"TURN URLs must start with turn: or turns:, got {bad}")
         if len(secret) < 16:
             raise ValueError("the TURN shared secret must be at least 16 bytes")
-        if not 60 <= ttl <= 86_400:
-            raise ValueError(f"TURN credential lifetime must be 60 s to 24 h, got {ttl} s")
+        if not 10 <= ttl <= 86_400:
+            raise ValueError(f"TURN credential lifetime must be 10 s to 24 h, got {ttl} s")
         self.urls = list(urls)
         self.ttl = ttl
         self._secret = secret

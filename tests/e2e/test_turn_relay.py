@@ -23,6 +23,8 @@ from server_fixture import KibitzServer, running_kibitz_server
 
 TURNSERVER = shutil.which("turnserver")
 ROOM = "room-turn-" + secrets.token_hex(5)
+TTL = 10
+"""Seconds the relay's credentials last here: short, so a page outlives its first ones in a test."""
 
 # Every peer connection the page makes may only use relay candidates, and is kept for the stats.
 RELAY_ONLY = """(() => {
@@ -104,15 +106,16 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
 def relay_server(coturn: tuple[int, Path]) -> Iterator[KibitzServer]:
     port, secret_file = coturn
     with running_kibitz_server(
-        "--turn-url", f"turn:127.0.0.1:{port}?transport=udp", "--turn-secret-file", str(secret_file)
+        "--turn-url", f"turn:127.0.0.1:{port}?transport=udp", "--turn-secret-file", str(secret_file),
+        "--turn-ttl", str(TTL),
     ) as srv:
         yield srv
 
 
-def _relay_tab(ctx: BrowserContext, srv: KibitzServer, name: str) -> Page:
+def _relay_tab(ctx: BrowserContext, srv: KibitzServer, name: str, room: str = ROOM) -> Page:
     ctx.add_init_script(RELAY_ONLY)
     page = ctx.new_page()
-    page.goto(f"{srv.http}/demo/follow.html?room={ROOM}&name={name}#/home")
+    page.goto(f"{srv.http}/demo/follow.html?room={room}&name={name}#/home")
     page.wait_for_function("() => window.call", timeout=10_000)
     return page
 
@@ -140,3 +143,37 @@ def test_relay_only_pages_meet_through_coturn(
     assert ice["configured"] is True and ice["iceServers"][0]["urls"][0].startswith("turn:127.0.0.1:")
     assert set(ice["iceServers"][0]) == {"urls", "username", "credential"}
     assert coturn[1].read_text() not in json.dumps(ice)
+
+
+def _turn_username(page: Page) -> str:
+    code = (
+        "from kibitz.backends.browser import SESSIONS\n"
+        "SESSIONS[-1]._transport.rtc_config.ice_servers[0]['username']"
+    )
+    return str(page.evaluate("async (c) => (await Kibitz._engine()).runPython(c)", code))
+
+
+def test_a_page_open_past_its_credentials_still_relays_to_newcomers(
+    new_context: Callable[..., BrowserContext], relay_server: KibitzServer
+) -> None:
+    """The page fetches fresh credentials at 3/4 of their life; a peer that arrives after the first
+    ones expired is reached through the relay with the new ones (with the old ones the page's
+    connection would have no relay candidate at all)."""
+    room = "room-turn-late-" + secrets.token_hex(4)
+    early = _relay_tab(new_context(), relay_server, "early", room)
+    early.wait_for_function("() => window.call.getState().self", timeout=20_000)
+    first = _turn_username(early)
+    expiry = int(first.split(":", 1)[0])
+    deadline = time.monotonic() + TTL + 5
+    while (fresh := _turn_username(early)) == first:  # due at 3/4 of the first ones' life
+        assert time.monotonic() < deadline, "the page never fetched new TURN credentials"
+        time.sleep(0.25)
+    assert int(fresh.split(":", 1)[0]) > expiry, (first, fresh)
+    while time.time() < expiry + 1:  # the first credentials are now refused by the relay
+        time.sleep(0.25)
+    late = _relay_tab(new_context(), relay_server, "late", room)
+    up = "() => window.call.getParticipants().some((p) => !p.isSelf && p.linkUp)"
+    for page in (early, late):
+        page.wait_for_function(up, timeout=30_000)
+    pairs = early.evaluate(SELECTED_PAIRS)
+    assert pairs and all(local == "relay" for local, _remote in pairs), pairs

@@ -13,6 +13,7 @@ a ``Map`` would be ignored by WebIDL dictionaries), binary frames come back as `
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -818,6 +819,7 @@ class PageSession:
         self._media.on_change = self._local_media_changed
         self._media.on_screen_ended = self._screen_ended
         self._scheduler = scheduler
+        self._transport = transport
         self._wall = wall_clock
         self.closed = False
         self.dropped = 0
@@ -947,6 +949,18 @@ class PageSession:
         except (KeyError, ValueError, PermissionError, RuntimeError) as exc:
             return str(exc.args[0]) if exc.args else type(exc).__name__
         return None
+
+    def set_ice_servers(self, servers_json: str) -> bool:
+        """ICE servers fetched again from ``/api/turn`` (the page does so before its TURN credentials
+        expire): peer connections made from now on use them. False for a mount without a network."""
+        servers = json.loads(servers_json)
+        if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+            raise TypeError("ICE servers must be a JSON list of objects with urls")
+        transport = self._transport
+        if not isinstance(transport, RtcTransport) or self.closed:
+            return False
+        transport.set_rtc_config(dataclasses.replace(transport.rtc_config, ice_servers=tuple(servers)))
+        return True
 
     def _s(self, name: str) -> Callable[..., Any]:
         def run(*args: Any) -> Any:

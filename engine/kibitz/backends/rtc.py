@@ -298,6 +298,16 @@ class RtcTransport:
         if pending:
             await asyncio.wait(pending, timeout=5.0)
 
+    @property
+    def rtc_config(self) -> RtcConfig:
+        return self._rtc_config
+
+    def set_rtc_config(self, config: RtcConfig) -> None:
+        """Use ``config`` for every peer connection made from now on (fresh TURN credentials before
+        the old ones expire). Live connections keep theirs: a relay allocation outlives the expiry
+        of the credentials that created it, and changing it would mean an ICE restart."""
+        self._rtc_config = config
+
     def close_now(self) -> None:
         """The synchronous part of :meth:`shutdown`: release every id (the broker tells our contacts
         we left) and close every peer connection before returning. A page going into the
