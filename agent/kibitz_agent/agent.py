@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -29,9 +30,10 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
+from kibitz.backends.rtc_api import IceServer
 from kibitz.content import AGENT_ENVELOPE
 from kibitz.session import Session, Source
 
@@ -88,6 +90,27 @@ async def resolve_broker(server: str, room: str, *, timeout: float = SIGNAL_TIME
     if ":" in host:
         host = f"[{host}]"
     return f"{'wss' if parts.scheme == 'https' else 'ws'}://{host}:{port}/", "peerjs"
+
+
+async def resolve_ice(
+    server: str, *, timeout: float = SIGNAL_TIMEOUT_S
+) -> tuple[list[IceServer], float | None]:
+    """``(ice_servers, ttl)`` from ``GET {server}/api/turn``: the relay's short-lived credentials and
+    how many seconds they last (``None``: no expiry). ``([], None)`` when the server has no relay
+    or cannot be asked; the agent then connects without one, as a page does."""
+    url = f"{server.rstrip('/')}/api/turn"
+    try:
+        status, body = await asyncio.wait_for(http_get(url), timeout)
+        info = json.loads(body) if status == 200 else None
+    except (TimeoutError, OSError, ValueError) as exc:
+        log.warning("no ICE servers from %s: %r", url, exc)
+        return [], None
+    servers = info.get("iceServers") if isinstance(info, dict) else None
+    if not isinstance(servers, list):
+        return [], None
+    usable = [cast(IceServer, s) for s in servers if isinstance(s, dict) and s.get("urls")]
+    ttl = info.get("ttl") if isinstance(info, dict) else None
+    return usable, float(ttl) if isinstance(ttl, int | float) and ttl > 0 else None
 
 
 async def http_get(url: str, max_bytes: int = 1 << 20) -> tuple[int, bytes]:
@@ -165,7 +188,10 @@ class Agent:
     """An AI participant in one room. Use as ``async with Agent(...) as agent:``.
 
     ``server`` is the Kibitz server's HTTP base URL (its ``/api/signal`` names the broker);
-    ``broker``/``key`` skip that lookup. ``loopback_only`` (default: whether the broker host is
+    ``broker``/``key`` skip that lookup. ICE servers (the relay's short-lived credentials) come
+    from the server's ``/api/turn`` and are fetched again before they expire; ``relay_only`` sends
+    everything through that relay, which hides the agent's own addresses from the room.
+    ``loopback_only`` (default: whether the broker host is
     127.0.0.1/localhost) makes aiortc gather only 127.0.0.1 candidates, which a machine whose
     only usable interface is ``lo`` needs and which keeps a local test off the LAN.
     ``backend`` (which model perceives the room) and ``egress`` (whether what it perceives
@@ -183,6 +209,7 @@ class Agent:
         broker: str | None = None,
         key: str = "peerjs",
         loopback_only: bool | None = None,
+        relay_only: bool = False,
         join_timeout: float = JOIN_TIMEOUT_S,
         meta: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
@@ -197,6 +224,7 @@ class Agent:
         self.broker_url = broker
         self._key = key
         self._loopback_only = loopback_only
+        self._relay_only = relay_only
         self._join_timeout = join_timeout
         self._meta: dict[str, Any] = {
             **dict(meta or {}),
@@ -246,7 +274,13 @@ class Agent:
         if self.broker_url is None:
             self.broker_url, self._key = await resolve_broker(self.server, self.room)
         loopback = is_loopback(self.broker_url) if self._loopback_only is None else self._loopback_only
-        self._transport = make_aio_transport(self.broker_url, key=self._key, loopback_only=loopback)
+        ice, ttl = await resolve_ice(self.server) if self.server else ([], None)
+        self._transport = make_aio_transport(
+            self.broker_url, key=self._key, loopback_only=loopback, ice_servers=ice,
+            ice_transport_policy="relay" if self._relay_only else "all",
+        )
+        if ttl is not None:
+            self._spawn(self._keep_ice_fresh(ttl))
         session = Session(
             self.room,
             transport=self._transport,
@@ -282,6 +316,17 @@ class Agent:
                 f"agent {self.name!r} did not reach {where} of room {self.room!r} via {self.broker_url} "
                 f"within {self._join_timeout:g} s"
             ) from None
+
+    async def _keep_ice_fresh(self, ttl: float) -> None:
+        """Fetch the relay's credentials again at 3/4 of their life, for connections made later
+        (live ones keep theirs: the relay checks the expiry only when an allocation is made)."""
+        while not self._left:
+            await asyncio.sleep(max(1.0, ttl * 0.75))
+            ice, next_ttl = await resolve_ice(self.server)
+            transport = self._transport
+            if ice and transport is not None and not self._left:
+                transport.set_rtc_config(dataclasses.replace(transport.rtc_config, ice_servers=tuple(ice)))
+            ttl = next_ttl or min(ttl, 60.0)  # no answer: try again soon
 
     async def leave(self) -> None:
         """Leave the room with a clean goodbye and close every connection. Idempotent."""

@@ -177,3 +177,38 @@ def test_a_page_open_past_its_credentials_still_relays_to_newcomers(
         page.wait_for_function(up, timeout=30_000)
     pairs = early.evaluate(SELECTED_PAIRS)
     assert pairs and all(local == "relay" for local, _remote in pairs), pairs
+
+
+def test_a_relay_only_agent_meets_a_relay_only_page(
+    new_context: Callable[..., BrowserContext], relay_server: KibitzServer
+) -> None:
+    """The CPython agent takes its ICE servers from the same /api/turn: with both ends restricted
+    to relay candidates, the page's directed message reaches the agent only through coturn."""
+    from test_agent_tabs import AgentLoop
+
+    from kibitz.agent import Agent
+
+    room = "room-turn-agent-" + secrets.token_hex(4)
+    page = _relay_tab(new_context(), relay_server, "host", room)
+    page.wait_for_function("() => window.call.getState().self", timeout=20_000)
+    loop = AgentLoop()
+    loop.pump = lambda: page.wait_for_timeout(10)
+    got: list[tuple[object, str]] = []
+    try:
+        agent = Agent(relay_server.http, room, name="relay-bot", relay_only=True)
+        agent.on_data(lambda data, sender: got.append((data, sender)))
+        loop.run(agent.start(), 40)
+        agent_id = loop.call(lambda: agent.id)
+        page.wait_for_function(
+            "(id) => window.call.getParticipants().some((p) => p.id === id && p.linkUp)", arg=agent_id,
+            timeout=30_000,
+        )
+        page.evaluate("(to) => window.call.sendTo(to, { via: 'relay' })", agent_id)
+        loop.until(lambda: bool(got), what="the page's message at the agent")
+        host = page.evaluate("() => window.call.getState().self")
+        assert loop.call(lambda: list(got)) == [({"via": "relay"}, host)]
+        pairs = page.evaluate(SELECTED_PAIRS)
+        assert pairs and all(local == "relay" for local, _remote in pairs), pairs
+        loop.run(agent.leave(), 15)
+    finally:
+        loop.close()

@@ -116,3 +116,19 @@ async def test_route_mints_credentials_that_are_never_cached(relay_server: Runni
         assert base64.b64decode(server["credential"]) == hmac.new(
             SECRET, server["username"].encode(), hashlib.sha1
         ).digest()
+
+
+async def test_agents_read_the_same_route(relay_server: RunningServer, tmp_path: Path) -> None:
+    from kibitz.agent.agent import resolve_ice
+
+    servers, ttl = await resolve_ice(relay_server.http_url)
+    assert ttl == 3600 and servers[0]["urls"] == URLS
+    assert base64.b64decode(servers[0]["credential"]) == hmac.new(
+        SECRET, servers[0]["username"].encode(), hashlib.sha1
+    ).digest()
+    plain = await start_server(ServerConfig(port=0, broker_port=0, dist_dir=tmp_path), sweep=False)
+    try:
+        assert await resolve_ice(plain.http_url) == ([], None)  # no relay configured
+    finally:
+        await plain.close()
+    assert await resolve_ice("http://127.0.0.1:9", timeout=2) == ([], None)  # nobody there
