@@ -181,7 +181,7 @@ class BrowserDataChannel(W3CDataChannelState):
         if name == "bufferedamountlow" and not self._drain_heard:
             # Only once someone listens: with the default threshold of 0 the event follows every
             # send that empties the buffer, and each one would be a crossing into Python for
-            # nothing (0.2 ms of a 1.4 ms page-to-page round trip).
+            # nothing (~0.05 ms of a 1.5 ms page-to-page round trip, measured).
             self._drain_heard = True
             self._listeners.listen(self._raw, "bufferedamountlow", lambda _ev: self._events.fire(name))
         self._events.on(name, callback)
@@ -192,7 +192,7 @@ class BrowserDataChannel(W3CDataChannelState):
 
     def _on_message(self, data: Any, utf8: bool = False) -> None:
         if type(data) is not str:
-            data = bytes(data.to_bytes()).decode() if utf8 else _bytes_of(data)
+            data = text_from_page(data) if utf8 else _bytes_of(data)
         for callback in self._on_data:
             try:
                 callback(data)
