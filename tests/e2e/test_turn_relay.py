@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from agent_loop import AgentLoop
 from playwright.sync_api import BrowserContext, Page
 from server_fixture import KibitzServer, running_kibitz_server
+
+from kibitz.agent import Agent
 
 TURNSERVER = shutil.which("turnserver")
 ROOM = "room-turn-" + secrets.token_hex(5)
@@ -184,10 +187,6 @@ def test_a_relay_only_agent_meets_a_relay_only_page(
 ) -> None:
     """The CPython agent takes its ICE servers from the same /api/turn: with both ends restricted
     to relay candidates, the page's directed message reaches the agent only through coturn."""
-    from test_agent_tabs import AgentLoop
-
-    from kibitz.agent import Agent
-
     room = "room-turn-agent-" + secrets.token_hex(4)
     page = _relay_tab(new_context(), relay_server, "host", room)
     page.wait_for_function("() => window.call.getState().self", timeout=20_000)
