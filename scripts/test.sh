@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k room -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 echo "== ruff"
 .venv/bin/ruff check engine agent server tests bench build
 echo "== mypy --strict"
