@@ -366,11 +366,12 @@ NOTES = """What the path does now (and why it is cheaper):
 
 What this means for the page's round trip: a ping/pong costs the engine two sends and two receives,
 a few tens of µs of Python in a warm loop, while the round trip in `## Engine in the page` is
-~1.3–1.5 ms against ~0.5–0.7 ms for plain JS. The rest of the gap sits around the Python: each
-hop crosses JS↔Python four times (page → `sendTo`, Python → `RTCDataChannel.send`, `message` →
-Python, Python → the page's listener; the inbound string now crosses once, without an event
-proxy), and in a tab that sat idle for a millisecond a crossing costs ~45 µs instead of ~3 µs in
-a loop (caches and branch predictors gone), which no Python change removes."""
+~1.2–1.5 ms against ~0.5–0.8 ms for plain JS. The JS↔Python crossings are not the gap (that
+section's floor row: the same four crossings per hop with no logic cost ~1.0–1.4× plain JS). The
+same Python costs ~10× more in a ping/pong than in this loop: each tab runs it after idling while
+the other tab and the browser's network process used the same 2 cores, so the interpreter's
+working set is out of the CPU caches (that section's stage times on the ponging tab), and the cost
+follows how much code and data a message touches."""
 
 
 def render(rows: list[dict[str, Any]], page_rows: list[dict[str, Any]] | None, page: dict[str, Any] | None,
