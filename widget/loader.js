@@ -56,7 +56,7 @@ function validate(options) {
   const { room } = options;
   if (typeof room !== "string" || !room.trim()) {
     throw new Error("Kibitz.mount: `room` is required — pass an unguessable id, e.g. " +
-      "{ room: 'room-' + crypto.randomUUID().slice(0, 8) }");
+      "{ room: 'room-' + crypto.randomUUID().replaceAll('-', '') }");
   }
   if (!normalizeRoom(room)) throw new Error(`Kibitz.mount: room ${JSON.stringify(room)} has no letters or digits`);
   if (options.name !== undefined && typeof options.name !== "string") throw new TypeError("Kibitz.mount: `name` must be a string");
