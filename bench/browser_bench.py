@@ -180,16 +180,13 @@ def measure_boot(browser: Browser, base: str, room: str, runs: int, outside: lis
 
 PING_PY = """async (n) => {
   const peer = window.call.getParticipants().find((p) => !p.isSelf).id;
-  const times = [];
   let resolve = null;
   const off = window.call.onMessage((d) => { if (d && d.pong !== undefined && resolve) resolve(); });
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await new Promise((r) => { resolve = r; window.call.sendTo(peer, { ping: i }); });
-    times.push(performance.now() - t0);
+  try {
+    return await window.pingLoop(n, (i, done) => { resolve = done; window.call.sendTo(peer, { ping: i }); });
+  } finally {
+    off();
   }
-  off();
-  return times;
 }"""
 
 PONG_PY = """() => { window.call.onMessage((d, from) => {
@@ -217,6 +214,18 @@ BULK_PY = """async ([count, size]) => {
   off();
   return { ms: performance.now() - t0, bytes: got.bytes };
 }"""
+
+# Sequential pings for every path alike: send(i, done) sends ping i and has done() called when its
+# pong arrives; the result is each round trip in ms.
+PING_LOOP = """window.pingLoop = async (n, send) => {
+  const times = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise((done) => send(i, done));
+    times.push(performance.now() - t0);
+  }
+  return times;
+};"""
 
 GATHERED = """const gathered = (pc) => new Promise((r) => {
   if (pc.iceGatheringState === 'complete') r();
@@ -256,18 +265,13 @@ JS_ANSWER = """async (offer) => {
 
 PING_JS = """async (n) => {
   await window.__opened;
-  const dc = window.__dc; const times = []; let resolve = null;
+  const dc = window.__dc; let resolve = null;
   dc.onmessage = (m) => {
     const d = JSON.parse(m.data);
     if (d.pong !== undefined && resolve) resolve();
     else if (d.bulkDone && window.__bulkDone) window.__bulkDone(d);
   };
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await new Promise((r) => { resolve = r; dc.send(JSON.stringify({ ping: i })); });
-    times.push(performance.now() - t0);
-  }
-  return times;
+  return window.pingLoop(n, (i, done) => { resolve = done; dc.send(JSON.stringify({ ping: i })); });
 }"""
 
 BULK_JS = """async ([count, size]) => {
@@ -290,18 +294,13 @@ BULK_JS = """async ([count, size]) => {
 # The ponging side is set up by LOWER_BOUNDS_ECHO.
 PING_FLOOR = """async (n) => {
   const py = await window.Kibitz._engine();
-  const dc = window.__dc; const times = []; let resolve = null;
+  const dc = window.__dc; let resolve = null;
   py.globals.set('_floor_send', dc.send.bind(dc));
   py.globals.set('_floor_done', () => resolve && resolve());
   const send = py.runPython("def _floor_ping(text):\\n    _floor_send(text)\\n_floor_ping");
   const recv = py.runPython("def _floor_recv(text):\\n    _floor_done()\\n_floor_recv");
   dc.onmessage = (m) => recv(m.data);
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await new Promise((r) => { resolve = r; send(JSON.stringify({ floor: i })); });
-    times.push(performance.now() - t0);
-  }
-  return times;
+  return window.pingLoop(n, (i, done) => { resolve = done; send(JSON.stringify({ floor: i })); });
 }"""
 
 
@@ -370,7 +369,7 @@ LOWER_BOUNDS_ECHO = """async (minimal) => {
 
 PING_MINIMAL = """async ([n, minimal]) => {
   const py = await window.Kibitz._engine();
-  const dc = window.__dc; const times = []; let resolve = null;
+  const dc = window.__dc; let resolve = null;
   py.globals.set('_min_page', () => resolve && resolve()); // this run's resolve
   if (!py.globals.has('_min_send')) {
     py.globals.set('_min_dc_send', dc.send.bind(dc));
@@ -379,12 +378,7 @@ PING_MINIMAL = """async ([n, minimal]) => {
   const send = py.globals.get('_min_send');
   const recv = py.globals.get('_min_recv');
   dc.onmessage = (m) => recv(m.data);
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await new Promise((r) => { resolve = r; send(JSON.stringify({ ping: i })); });
-    times.push(performance.now() - t0);
-  }
-  return times;
+  return window.pingLoop(n, (i, done) => { resolve = done; send(JSON.stringify({ ping: i })); });
 }"""
 
 # Stage times on the ponging tab (engine path), stamped only while `window.__stages` is an array:
@@ -459,6 +453,7 @@ def measure_messaging(browser: Browser, base: str, room: str, n: int, outside: l
         b.evaluate(PONG_PY)
         for page in (a, b):
             page.add_script_tag(content=GATHERED.replace("const gathered", "window.gathered"))
+            page.add_script_tag(content=PING_LOOP)
         answer = b.evaluate(JS_ANSWER, a.evaluate(JS_OFFER))
         a.evaluate("async (a) => { await window.__pc.setRemoteDescription(a); await window.__opened; }",
                    answer)
