@@ -586,7 +586,8 @@ def render(boot: dict[str, Any], msg: dict[str, Any], runs: int) -> str:
     ratio_trimmed = py["trimmed_ms"] / js["trimmed_ms"] if js["trimmed_ms"] else float("inf")
     lines += [
         "",
-        f"Messaging between two tabs (separate contexts) in a browser of its own, launched after the boot "
+        f"Messaging between two tabs (separate contexts; `/demo/follow.html` with headless mounts, the page "
+        "drawing its own tiles) in a browser of its own, launched after the boot "
         f"runs so nothing of theirs shares its processes: {msg['n']} sequential ping/pongs per path "
         f"(JSON objects), engine and plain JS alternating in {msg.get('blocks', 1)} blocks each so both "
         f"see the same load, and one-way bulk of {msg['bulk']} JSON messages acknowledged at the end "
