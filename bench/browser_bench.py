@@ -250,7 +250,7 @@ JS_ANSWER = """async (offer) => {
   window.__pc = pc;
   pc.ondatachannel = (e) => {
     const dc = e.channel; window.__dc = dc; let bulk = 0;
-    dc.onmessage = (m) => {
+    dc.onmessage = window.__plainPong = (m) => {
       const d = JSON.parse(m.data);
       if (d.ping !== undefined) dc.send(JSON.stringify({ pong: d.ping }));
       else if (d.pad) bulk += d.pad.length;
@@ -355,10 +355,7 @@ LOWER_BOUNDS_ECHO = """async (minimal) => {
   const minSend = py.globals.get('_min_send');
   py.globals.set('_min_page', (text) => minSend(text.replace('"ping"', '"pong"')));
   const minRecv = py.globals.get('_min_recv');
-  const plain = (m) => {
-    const d = JSON.parse(m.data);
-    if (d.ping !== undefined) dc.send(JSON.stringify({ pong: d.ping }));
-  };
+  const plain = window.__plainPong; // JS_ANSWER's handler
   dc.onmessage = (m) => {
     const c = m.data.charCodeAt(2);
     if (c === 116) minRecv(m.data); // {"t":…: the minimal path

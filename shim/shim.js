@@ -52,8 +52,9 @@ const shim = (() => {
     const held = own(fn);
     const handler = (ev) => {
       const data = ev.data;
-      if (typeof data === "string" && data.length > LONG_TEXT) held.fn(utf8.encode(data), true);
-      else held.fn(data);
+      const text = typeof data === "string" ? pyText(data) : data;
+      if (text === data) held.fn(data);
+      else held.fn(text, true);
     };
     target.addEventListener(type, handler);
     let done = false;
