@@ -99,14 +99,14 @@ async def start_server(
     return RunningServer(config, broker, directory, runner, http_port, broker_port)
 
 
-async def _serve(config: ServerConfig) -> int:
+async def _serve(config: ServerConfig, turn: TurnProvider | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        running = await start_server(config)
+        running = await start_server(config, turn=turn)
     except OSError as exc:
         print(f"kibitz serve: cannot listen: {exc}", file=sys.stderr)
         return 1
@@ -143,7 +143,7 @@ def serve_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-        turn_provider(config)  # a relay without a usable secret is a configuration error, said now
+        turn = turn_provider(config)  # a relay without a usable secret: a configuration error, said now
     except (ValueError, OSError) as exc:
         print(f"kibitz serve: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -155,4 +155,4 @@ def serve_main(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - Windows
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config))
+        return runner.run(_serve(config, turn))
