@@ -89,6 +89,7 @@ class Conn(WSListener):
 
     __slots__ = (
         "broker",
+        "closer",
         "contacts",
         "count",
         "id",
@@ -120,6 +121,7 @@ class Conn(WSListener):
         self.count = 0
         self.warned = False
         self.registered = False
+        self.closer: asyncio.TimerHandle | None = None
 
     # picows callbacks -------------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -128,6 +130,10 @@ class Conn(WSListener):
         self.broker.register(self)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.closer is not None:
+            self.closer.cancel()
+            self.closer = None
+            self.broker.closing.discard(self)
         self.broker.unregister(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -202,6 +208,8 @@ class Broker:
         self.queues: dict[str, list[tuple[float, str, bytes]]] = {}
         self.queued_total = 0
         self._dirty: list[Conn] = []
+        #: Sockets we sent CLOSE to and wait on for the peer's CLOSE (then we drop the TCP side).
+        self.closing: set[Conn] = set()
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = clock
@@ -255,6 +263,13 @@ class Broker:
             self._server.close()
         for conn in list(self.clients.values()):
             self._close(conn, WSCloseCode.GOING_AWAY)
+        # Give peers a moment to answer our CLOSE (a clean close on their side), then drop the rest.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(1.0, self.config.close_grace)
+        while self.closing and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.closing):
+            self._drop(conn)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -349,10 +364,31 @@ class Broker:
         conn.contacts = set()
 
     def _close(self, conn: Conn, code: WSCloseCode) -> None:
+        """Flush what is queued, send CLOSE, and wait for the peer's CLOSE before dropping TCP.
+
+        Dropping the socket right after our CLOSE (as we once did) lets the peer's reply hit a
+        closed socket: the RST that follows can discard our last frames (ID-TAKEN, ERROR) before
+        the browser reads them, and the browser reports ``wasClean=false``. So the TCP side is
+        closed when the peer's CLOSE arrives (``odd_frame``), or after ``close_grace`` at the latest.
+        """
         self._flush_one(conn)
         tr = conn.transport
+        if tr is None or tr.is_disconnected or conn.closer is not None:
+            return
+        tr.send_close(code)
+        loop = self._loop or asyncio.get_event_loop()
+        conn.closer = loop.call_later(self.config.close_grace, self._drop, conn)
+        self.closing.add(conn)
+
+    def _drop(self, conn: Conn) -> None:
+        """The peer never answered our CLOSE: close the TCP side anyway."""
+        self.closing.discard(conn)
+        if conn.closer is not None:
+            conn.closer.cancel()
+            conn.closer = None
+        tr = conn.transport
         if tr is not None and not tr.is_disconnected:
-            tr.send_close(code)
+            self.metrics.drop("close_timeout")
             tr.disconnect()
 
     # relay ---------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class ServerConfig:
     expire_timeout: float = 5.0
     alive_timeout: float = 60.0
     sweep_interval: float = 0.3
+    #: After the broker sends CLOSE it waits this long for the peer's CLOSE before dropping TCP.
+    close_grace: float = 2.0
     concurrent_limit: int = 5000
     allow_discovery: bool = False
     #: Largest text frame relayed; bigger ones get ERROR and are dropped (connection stays).
@@ -80,7 +82,7 @@ class ServerConfig:
     def validate(self) -> ServerConfig:
         if not self.path.startswith("/") or not self.path.endswith("/"):
             raise ValueError(f"path must start and end with '/': {self.path!r}")
-        for name in ("expire_timeout", "alive_timeout", "sweep_interval"):
+        for name in ("expire_timeout", "alive_timeout", "sweep_interval", "close_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.max_message_bytes > self.hard_frame_bytes:

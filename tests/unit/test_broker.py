@@ -149,6 +149,70 @@ async def test_refused_connections_get_error_and_close(
     assert server.broker.metrics.connected == 0
 
 
+async def raw_ws(url: str, query: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A hand-made WebSocket client: the handshake, then frames read and written by the test."""
+    host, port = url.removeprefix("ws://").rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /peerjs?{query} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    assert head.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def raw_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(opcode, payload) of one unmasked server frame (payloads here are < 126 bytes)."""
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 2)
+    assert b1 < 126
+    return b0 & 0x0F, await reader.readexactly(b1)
+
+
+@pytest.mark.parametrize(
+    ("query", "first"),
+    [
+        ("key=peerjs&id=carol&token=t2", b'{"type":"ID-TAKEN","payload":{"msg":"ID is taken"}}'),
+        ("key=wrong&id=erin&token=t", b'{"type":"ERROR","payload":{"msg":"Invalid key provided"}}'),
+    ],
+)
+async def test_refusal_is_delivered_then_closed_with_a_full_close_handshake(
+    connect: Connect, server: RunningServer, query: str, first: bytes
+) -> None:
+    """The frame, then CLOSE 1008, and the TCP side stays open until our CLOSE answers it.
+
+    Dropping the socket right after CLOSE made Firefox lose the ID-TAKEN frame and report
+    ``wasClean=false`` (issue 13): the client's CLOSE reply met a closed socket.
+    """
+    await connect("carol", token="t1")
+    reader, writer = await raw_ws(server.broker_url, query)
+    assert await raw_frame(reader) == (0x1, first)
+    opcode, body = await raw_frame(reader)
+    assert (opcode, int.from_bytes(body[:2], "big")) == (0x8, 1008)
+    # The server waits for our CLOSE: no EOF while we take our time to answer.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reader.read(1), 0.3)
+    mask = b"\x01\x02\x03\x04"
+    code = (1008).to_bytes(2, "big")
+    writer.write(b"\x88\x82" + mask + bytes(c ^ mask[i] for i, c in enumerate(code)))
+    assert await asyncio.wait_for(reader.read(1), 2) == b""  # then a clean TCP close (FIN, no RST)
+    writer.close()
+    assert server.broker.metrics.drops["close_timeout"] == 0
+
+
+@pytest.mark.parametrize("config", [replace(BASE, close_grace=0.2)])
+async def test_peer_that_never_answers_close_is_dropped_after_the_grace(
+    connect: Connect, server: RunningServer
+) -> None:
+    await connect("carol", token="t1")
+    reader, writer = await raw_ws(server.broker_url, "key=peerjs&id=carol&token=t2")
+    assert (await raw_frame(reader))[0] == 0x1
+    assert (await raw_frame(reader))[0] == 0x8
+    assert await asyncio.wait_for(reader.read(1), 2) == b""
+    writer.close()
+    assert server.broker.metrics.drops["close_timeout"] == 1
+
+
 async def test_invalid_id_is_refused(connect: Connect) -> None:
     ws = await connect("bad-id-", expect_open=False)
     assert (await recv(ws))["type"] == "ERROR"
