@@ -296,8 +296,8 @@ def test_kick_and_token_dedupe_and_mod_forwarding() -> None:
     clock.advance(0.5)
     assert tab.self_id not in coord.roster.ids() and tab2.self_id in coord.roster.ids()
     # A participant forwards a host command; the coordinator surfaces it untouched.
-    assert tab2._link is not None
-    tab2._send(tab2._link, Mod(token="signed"))
+    assert tab2.presence_link is not None
+    tab2.send(tab2.presence_link, Mod(token="signed"))
     clock.advance(0.1)
     assert ModRequested(tab2.self_id, "signed") in seen
     tab2_events: list[RoomEvent] = []
@@ -336,7 +336,7 @@ def test_handle_routes_only_the_rooms_own_events() -> None:
     assert not coord.handle(LinkOpened("unknown-link"))
     assert not coord.handle(PeerLeft("kbz-m-stranger"))
     assert not part.handle(PeerLeft(coord.self_id))  # acted on, but the mesh must hear it too
-    assert part.handle(LinkMessage(part._link, '{"t":"ping"}'))  # type: ignore[arg-type]
+    assert part.handle(LinkMessage(part.presence_link, '{"t":"ping"}'))  # type: ignore[arg-type]
     assert coord.handle(IncomingLink("Lz", ROOM_ID, "kbz-m-x", PRESENCE_LABEL))
     assert coord.handle(ClaimResult(ROOM_ID, "claimed"))  # a late duplicate: ours, ignored
     assert coord.is_coordinator
@@ -351,7 +351,7 @@ def test_late_claim_result_never_starts_a_second_role() -> None:
     assert part.handle(ClaimResult(ROOM_ID, "taken"))
     assert part.role == "participant"
     # Events on a link the participant already retired are swallowed, not acted on.
-    old_link = part._link
+    old_link = part.presence_link
     assert old_link is not None
     bus.drop_link(old_link)
     clock.advance(1.0)
@@ -410,8 +410,9 @@ def test_a_roster_without_us_triggers_a_reannounce() -> None:
     coord = bus.rooms[coordinators(bus)[0]]
     part = next(r for r in rooms if not r.is_coordinator)
     # The coordinator loses our entry while our link stays up (e.g. a confused new coordinator).
-    del coord._entries[part.self_id]
-    coord._broadcast()
+    assert coord._coordinator is not None
+    del coord._coordinator._entries[part.self_id]
+    coord._coordinator.broadcast()
     assert part.self_id not in coord.roster.ids()
     clock.advance(0.3)  # at most one re-announce per 0.25 s
     assert part.self_id in coord.roster.ids()

@@ -96,7 +96,8 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 @given(st.lists(frames(), min_size=1, max_size=6))
 def test_fuzzed_frames_to_the_coordinator_never_escape(payloads: list[str | bytes]) -> None:
     clock, bus, coord, _part = converged_pair()
-    link = next(iter(coord._links))
+    assert coord._coordinator is not None
+    link = next(iter(coord._coordinator.links))
     for data in payloads:
         assert coord.handle(LinkMessage(link, data)) is True
     clock.advance(0.5)
@@ -111,11 +112,12 @@ def test_fuzzed_frames_to_the_coordinator_never_escape(payloads: list[str | byte
 @given(st.lists(frames(), min_size=1, max_size=8))
 def test_fuzzed_frames_to_a_participant_never_escape(payloads: list[str | bytes]) -> None:
     clock, _, _, part = converged_pair()
-    assert part._link is not None
+    link = part.presence_link
+    assert link is not None
     before = part.drops.total
     accepted_before = part.stats["received"]
     for data in payloads:
-        assert part.handle(LinkMessage(part._link, data)) is True
+        assert part.handle(LinkMessage(link, data)) is True
         if part.role != "participant":
             break  # a fuzzed kick ends the session; that is the protocol, not a bug
     assert part.drops.by_reason["internal-error"] == 0
@@ -127,7 +129,8 @@ def test_fuzzed_frames_to_a_participant_never_escape(payloads: list[str | bytes]
 
 def test_each_bad_frame_is_counted_with_its_reason() -> None:
     _, _, coord, _ = converged_pair()
-    link = next(iter(coord._links))
+    assert coord._coordinator is not None
+    link = next(iter(coord._coordinator.links))
     bad = [b"\x00\xff", "{", "[]", '{"x":1}', '{"t":"warp"}', '{"t":"voice","on":"yes"}', "x" * 300_000]
     for data in bad:
         coord.handle(LinkMessage(link, data))

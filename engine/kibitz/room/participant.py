@@ -1,0 +1,221 @@
+"""The participant's side of the presence star: one tenure of a link to the coordinator.
+
+A participant dials the room id from its member id over a ``kbz-presence`` link, announces itself with
+``voice``, pings every beat, re-announces whenever a roster arrives without it (or with a stale view of
+it), and takes the roster, lobby verdicts, kicks and resets the coordinator sends. When the link closes,
+fails to open, or goes silent, the tenure ends and the :class:`~kibitz.room.Room` facade races to
+reclaim the room id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+from kibitz.protocol.base import PROTOCOL_VERSION, decode
+from kibitz.protocol.presence import (
+    COORDINATOR_FAMILY,
+    Kick,
+    Leave,
+    LobbyMsg,
+    LobbyState,
+    Ping,
+    Reset,
+    RosterMsg,
+    Voice,
+)
+from kibitz.room.base import RoomCore, Timers
+from kibitz.room.model import (
+    COORDINATOR_SILENCE,
+    FREEZE_GAP,
+    OPEN_TIMEOUT,
+    PING_INTERVAL,
+    PRESENCE_LABEL,
+    REANNOUNCE_AFTER,
+    REANNOUNCE_MIN_GAP,
+    STABLE_AFTER,
+    Member,
+    RoomReset,
+    Roster,
+)
+from kibitz.transport import LinkClosed, LinkId, LinkMessage, LinkOpened, Payload, TransportEvent
+
+
+class ParticipantCore(RoomCore, Protocol):
+    """What a participant needs from the facade beyond :class:`RoomCore`."""
+
+    lobby_status: LobbyState | None
+
+    def set_lobby_status(self, status: LobbyState) -> None: ...
+
+    def lost_coordinator(self) -> None:
+        """The link is gone (closed, never opened, or silent): end this tenure and reclaim."""
+
+    def kicked(self) -> None:
+        """The coordinator removed us: end this tenure and leave the room for good."""
+
+    def mark_stable(self) -> None:
+        """The link has held long enough: forget earlier failures when backing off next time."""
+
+
+class Participant:
+    """One tenure as a participant (see the module docstring)."""
+
+    def __init__(self, core: ParticipantCore) -> None:
+        self._core = core
+        self.timers = Timers(core.scheduler, core.drops, f"room {core.room_id} participant")
+        self.link: LinkId | None = None
+        self.link_open = False
+        self._last_heard = 0.0
+        self._last_ping_tick = 0.0
+        self._last_announce = -1e9
+        self._in_roster_here = False
+
+    def begin(self) -> None:
+        core = self._core
+        core.stats["dials"] += 1
+        self.link = core.transport.dial(core.self_id, core.room_id, PRESENCE_LABEL)
+        self.link_open = False
+        self.timers.set("open-timeout", OPEN_TIMEOUT, self._on_open_timeout)
+
+    def stop(self) -> None:
+        self.timers.stop()
+
+    def leave(self) -> None:
+        """Say goodbye (if the link is up) and close it."""
+        if self.link is not None and self.link_open:
+            self._core.send(self.link, Leave())
+        self.drop_link()
+
+    def drop_link(self) -> None:
+        if self.link is not None:
+            self._core.close(self.link)
+            self.link = None
+            self.link_open = False
+
+    def owns(self, link: LinkId) -> bool:
+        return link == self.link
+
+    def profile_changed(self) -> None:
+        if self.link_open:
+            self._announce()
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def on_link(self, ev: TransportEvent) -> None:
+        core = self._core
+        if isinstance(ev, LinkOpened):
+            if self.link_open:
+                return
+            now = core.scheduler.now()
+            self.link_open = True
+            self.timers.cancel("open-timeout")
+            self._last_heard = self._last_ping_tick = now
+            self._in_roster_here = False
+            self._announce()
+            for i, delay in enumerate(REANNOUNCE_AFTER):
+                self.timers.set(f"reannounce{i}", delay, self._reannounce_if_missing)
+            self.timers.set("ping", PING_INTERVAL, self._ping_tick)
+            self.timers.set("stable", STABLE_AFTER, core.mark_stable)
+        elif isinstance(ev, LinkClosed):
+            core.retire(ev.link)
+            self.link = None
+            self.link_open = False
+            core.lost_coordinator()
+        elif isinstance(ev, LinkMessage):
+            self._on_coordinator_frame(ev.data)
+
+    def _on_open_timeout(self) -> None:
+        self.drop_link()
+        self._core.lost_coordinator()
+
+    def _reannounce_if_missing(self) -> None:
+        core = self._core
+        if not self._in_roster_here and core.profile.on and core.lobby_status != "waiting":
+            self._announce(throttle=True)
+
+    def _voice(self) -> Voice:
+        core = self._core
+        p = core.profile
+        return Voice(
+            on=p.on,
+            cam=p.cam,
+            mic=p.mic,
+            name=p.name,
+            avatar=p.avatar,
+            token=p.token,
+            meta=p.meta or None,
+            v=PROTOCOL_VERSION,
+            f=list(core.features) or None,
+        )
+
+    def _announce(self, *, throttle: bool = False) -> None:
+        core = self._core
+        if self.link is None or not self.link_open:
+            return
+        if core.lobby_status in ("denied", "locked"):
+            return
+        now = core.scheduler.now()
+        wait = self._last_announce + REANNOUNCE_MIN_GAP - now
+        if throttle and wait > 0:
+            # Too soon after the last one: try once more when the gap has passed, if still missing.
+            if "reannounce-later" not in self.timers:
+                self.timers.set("reannounce-later", wait, self._reannounce_if_missing)
+            return
+        self._last_announce = now
+        core.send(self.link, self._voice())
+
+    def _ping_tick(self) -> None:
+        core = self._core
+        now = core.scheduler.now()
+        gap = now - self._last_ping_tick
+        self._last_ping_tick = now
+        if gap > FREEZE_GAP:
+            self._last_heard = now  # we were frozen, not the coordinator silent
+        elif now - self._last_heard > COORDINATOR_SILENCE:
+            self.drop_link()
+            core.lost_coordinator()
+            return
+        if self.link is not None:
+            core.send(self.link, Ping())
+        self.timers.set("ping", PING_INTERVAL, self._ping_tick)
+
+    def _on_coordinator_frame(self, data: Payload) -> None:
+        core = self._core
+        msg = decode(data, COORDINATOR_FAMILY, core.drops)
+        if msg is None:
+            return
+        core.stats["received"] += 1
+        self._last_heard = core.scheduler.now()
+        if isinstance(msg, RosterMsg):
+            roster = Roster(
+                tuple(
+                    Member(m.id, m.name, m.cam, bool(m.mic), m.avatar, m.meta or {}, tuple(m.f or ()))
+                    for m in msg.members
+                ),
+                msg.c,
+                msg.host or "",
+                bool(msg.lobby),
+                bool(msg.locked),
+            )
+            mine = roster.get(core.self_id)
+            self._in_roster_here = mine is not None
+            if mine is not None and core.lobby_status == "waiting":
+                core.set_lobby_status("admitted")
+            core.publish(roster)
+            stale = mine is None or mine != self._self_member_as_seen(mine)
+            if core.profile.on and stale and core.lobby_status != "waiting":
+                self._announce(throttle=True)
+        elif isinstance(msg, LobbyMsg):
+            core.set_lobby_status(msg.status)
+        elif isinstance(msg, Kick):
+            core.kicked()
+        elif isinstance(msg, Reset):
+            core.emit(RoomReset())
+
+    def _self_member_as_seen(self, seen: Member) -> Member:
+        """Our profile as the roster should show it (features as the coordinator relays them)."""
+        core = self._core
+        p = core.profile
+        mine = Member(core.self_id, p.name, p.cam, p.mic, p.avatar, dict(p.meta), core.features)
+        return replace(mine, features=seen.features)

@@ -1,0 +1,407 @@
+"""The room: claim-or-join, failover, and which of the two presence protocols this member runs now.
+
+A room string maps to one broker id (:func:`kibitz.ids.room_peer_id`). Whoever holds that id is the
+*coordinator*: it keeps the roster and rebroadcasts it. Everyone else is a *participant* that dials
+the room id from its own member id over a ``kbz-presence`` link and announces itself with ``voice``.
+The broker arbitrates: the first claim wins, later claims are told "taken" and join instead.
+
+:class:`Room` is the facade: it owns the claim/reclaim state machine and the roster this member last
+saw, and delegates the two protocols to one role object per tenure —
+:class:`~kibitz.room.coordinator.Coordinator` or :class:`~kibitz.room.participant.Participant`. It is
+sans-I/O: it is fed every :data:`~kibitz.transport.TransportEvent` through :meth:`Room.handle` and acts
+only through the injected :class:`~kibitz.transport.Transport`, :class:`~kibitz.clock.Scheduler` and
+:class:`random.Random`; it never raises out of ``handle``.
+
+Roles: ``idle`` → ``claiming`` → ``coordinator`` | ``participant``; a participant whose coordinator
+goes (link closed, the broker's LEAVE for the room id, or 12 s of silence) becomes ``reclaiming``
+and races to claim after a short random delay; ``left`` is final. Every role change ends the old
+tenure (its timers die with it), so nothing from an old role can start a second one.
+
+Routing contract with the session layer: ``handle`` returns True for the room's own claim (the room
+id), its ``kbz-presence`` links (current and retired), ``IdentityLost``/``PeerLeft`` of the room id.
+``PeerLeft`` of a *member* id is acted on (the member is dropped at once) but returns False, because
+the data mesh also holds links to that member and must hear it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from kibitz.clock import Scheduler
+from kibitz.ids import room_peer_id
+from kibitz.protocol.base import DropCounter, encode
+from kibitz.protocol.presence import ClientMessage, CoordinatorMessage, LobbyState
+from kibitz.room.base import Timers
+from kibitz.room.coordinator import Coordinator
+from kibitz.room.model import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    CLAIM_RETRY,
+    CLAIM_TIMEOUT,
+    DEFAULT_FEATURES,
+    PRESENCE_LABEL,
+    PROFILE_FIELDS,
+    RECLAIM_DELAY,
+    RETIRED_LINKS_KEPT,
+    Kicked,
+    Knocker,
+    LobbyStatus,
+    MemberProfile,
+    Role,
+    RoleChanged,
+    RoomEvent,
+    Roster,
+    RosterChanged,
+    check_profile,
+)
+from kibitz.room.participant import Participant
+from kibitz.transport import (
+    ClaimResult,
+    IdentityLost,
+    IncomingLink,
+    LinkId,
+    PeerLeft,
+    Transport,
+    TransportEvent,
+)
+
+log = logging.getLogger("kibitz.room")
+
+
+class Room:
+    """One member's view of one room; see the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        room: str,
+        *,
+        self_id: str,
+        transport: Transport,
+        scheduler: Scheduler,
+        rng: random.Random,
+        profile: MemberProfile,
+        on_event: Callable[[RoomEvent], None] | None = None,
+        features: Sequence[str] = DEFAULT_FEATURES,
+        reclaim_bias: float = 0.0,
+    ) -> None:
+        check_profile(profile)
+        self.room = room
+        self.room_id = room_peer_id(room)
+        self.self_id = self_id
+        self._transport = transport
+        self._scheduler = scheduler
+        self._rng = rng
+        self._profile = profile
+        self._on_event = on_event
+        self.features = tuple(features)
+        self.reclaim_bias = reclaim_bias
+        """Extra seconds before racing for a freed room id: agents yield coordination to people."""
+        self.role: Role = "idle"
+        self.roster = Roster()
+        self.drops = DropCounter()
+        self.lobby_status: LobbyState | None = None
+        self.stats: dict[str, int] = {"claims": 0, "dials": 0, "sent": 0, "received": 0}
+        self._timers = Timers(scheduler, self.drops, f"room {self.room_id}")
+        self._coordinator: Coordinator | None = None
+        self._participant: Participant | None = None
+        self._failures = 0
+        self._retired: OrderedDict[LinkId, None] = OrderedDict()
+
+    # --- public API -----------------------------------------------------------------------------
+
+    @property
+    def is_coordinator(self) -> bool:
+        return self.role == "coordinator"
+
+    @property
+    def connected(self) -> bool:
+        """Coordinating, or holding an open presence link to the coordinator."""
+        p = self._participant
+        return self.role == "coordinator" or (p is not None and p.link_open)
+
+    @property
+    def presence_link(self) -> LinkId | None:
+        """A participant's link to the coordinator (None in any other role)."""
+        return self._participant.link if self._participant is not None else None
+
+    @property
+    def profile(self) -> MemberProfile:
+        return self._profile
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
+    @property
+    def knocks(self) -> tuple[Knocker, ...]:
+        return self._coordinator.knocks if self._coordinator is not None else ()
+
+    def start(self) -> None:
+        """Claim the room id (become coordinator) or, if taken, join whoever holds it."""
+        if self.role != "idle":
+            raise RuntimeError(f"start() called in role {self.role!r}; a Room starts once")
+        self._claim()
+
+    def leave(self) -> None:
+        """Leave cleanly: peers see us gone at once instead of after a timeout. Idempotent."""
+        if self.role == "left":
+            return
+        if self._participant is not None:
+            self._participant.leave()
+        elif self._coordinator is not None:
+            self._coordinator.leave()
+            self._transport.release(self.room_id)
+        elif self.role == "claiming":
+            self._transport.release(self.room_id)
+        self._enter("left")
+
+    def update_profile(self, **changes: Any) -> None:
+        """Change name/on/cam/mic/avatar/meta/token and tell the room (a bad value is a ValueError)."""
+        unknown = set(changes) - PROFILE_FIELDS
+        if unknown:
+            raise ValueError(f"unknown profile fields {sorted(unknown)}; allowed: {sorted(PROFILE_FIELDS)}")
+        if "meta" in changes and changes["meta"] is None:
+            changes["meta"] = {}
+        profile = replace(self._profile, **changes)
+        check_profile(profile)
+        if profile == self._profile:
+            return
+        self._profile = profile
+        if self._coordinator is not None:
+            self._coordinator.profile_changed()
+        elif self._participant is not None:
+            self._participant.profile_changed()
+
+    # coordinator-only moderation (the host layer calls these after verifying a host command)
+
+    def set_flags(
+        self, *, lobby: bool | None = None, locked: bool | None = None, host: str | None = None
+    ) -> None:
+        """Coordinator: change the waiting-room / lock / host flags that ride the roster."""
+        self._require_coordinator().set_flags(lobby=lobby, locked=locked, host=host)
+
+    def admit(self, member_id: str) -> None:
+        """Coordinator: let a knocker in."""
+        self._require_coordinator().admit(member_id)
+
+    def deny(self, member_id: str) -> None:
+        """Coordinator: turn a knocker away."""
+        self._require_coordinator().deny(member_id)
+
+    def kick(self, member_id: str) -> None:
+        """Coordinator: remove a member and keep its id and token out for this coordinator's tenure."""
+        self._require_coordinator().kick(member_id)
+
+    def reset_room(self) -> None:
+        """Coordinator: tell every participant the room was reset (what that means is the app's)."""
+        self._require_coordinator().reset_room()
+
+    # --- event intake ---------------------------------------------------------------------------
+
+    def handle(self, event: TransportEvent) -> bool:
+        """Feed one transport event; True when it belonged to the room (see the module docstring)."""
+        ours = self._is_ours(event)
+        try:
+            self._dispatch(event)
+        except Exception:  # a bug must not take the peer down; it is counted and logged
+            self.drops.drop("internal-error")
+            log.exception("room %s: error handling %r", self.room_id, type(event).__name__)
+        return ours
+
+    def _is_ours(self, ev: TransportEvent) -> bool:
+        if isinstance(ev, ClaimResult | IdentityLost):
+            return ev.peer_id == self.room_id
+        if isinstance(ev, IncomingLink):
+            return ev.label == PRESENCE_LABEL and ev.local_id == self.room_id
+        if isinstance(ev, PeerLeft):
+            return ev.peer_id == self.room_id
+        p, c = self._participant, self._coordinator
+        if ev.link in self._retired:
+            return True
+        return (p is not None and p.owns(ev.link)) or (c is not None and c.owns(ev.link))
+
+    def _dispatch(self, ev: TransportEvent) -> None:
+        if isinstance(ev, ClaimResult):
+            if ev.peer_id == self.room_id:
+                self._on_claim(ev)
+        elif isinstance(ev, IdentityLost):
+            if ev.peer_id == self.room_id:
+                self._on_identity_lost()
+        elif isinstance(ev, IncomingLink):
+            if ev.label == PRESENCE_LABEL and ev.local_id == self.room_id:
+                self._on_incoming(ev)
+        elif isinstance(ev, PeerLeft):
+            self._on_peer_left(ev.peer_id)
+        elif ev.link in self._retired:
+            pass  # a late event on a link we are done with
+        elif self._participant is not None and self._participant.owns(ev.link):
+            self._participant.on_link(ev)
+        elif self._coordinator is not None and self._coordinator.owns(ev.link):
+            self._coordinator.on_link(ev)
+
+    # --- roles ----------------------------------------------------------------------------------
+
+    def _enter(self, role: Role) -> None:
+        """End the current tenure (its timers and role object) and the facade's own timers."""
+        self._timers.stop()
+        self._timers = Timers(self._scheduler, self.drops, f"room {self.room_id}")
+        if self._participant is not None:
+            self._participant.stop()
+            self._participant = None
+        if self._coordinator is not None:
+            self._coordinator.stop()
+            self._coordinator = None
+        changed = role != self.role
+        self.role = role
+        if changed:
+            self.emit(RoleChanged(role))
+
+    def _claim(self) -> None:
+        self._enter("claiming")
+        self.stats["claims"] += 1
+        self._transport.claim(self.room_id)
+        self._timers.set("claim-timeout", CLAIM_TIMEOUT, self._on_claim_timeout)
+
+    def _on_claim_timeout(self) -> None:
+        self._transport.release(self.room_id)
+        self._retry_claim()
+
+    def _retry_claim(self) -> None:
+        self._enter("reclaiming")
+        self._timers.set("retry", CLAIM_RETRY, self._claim)
+
+    def _on_claim(self, ev: ClaimResult) -> None:
+        if self.role != "claiming":
+            # A late answer to a claim we gave up on: never let it start a second role.
+            if ev.outcome == "claimed" and self.role != "coordinator":
+                self._transport.release(self.room_id)
+            return
+        if ev.outcome == "claimed":
+            self._become_coordinator()
+        elif ev.outcome == "taken":
+            self._become_participant()
+        else:
+            self._retry_claim()
+
+    def _on_identity_lost(self) -> None:
+        if self._coordinator is not None:
+            # Someone else may hold the room now: step down, keep the roster to grandfather from.
+            self._coordinator.step_down()
+            self._schedule_reclaim()
+        elif self.role == "claiming":
+            self._retry_claim()
+
+    def _schedule_reclaim(self) -> None:
+        k = self._failures
+        self._failures += 1
+        if k == 0:
+            delay = self._rng.uniform(*RECLAIM_DELAY)
+        else:
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**k) * self._rng.uniform(0.5, 1.0)
+        delay += self.reclaim_bias
+        self._enter("reclaiming")
+        self._timers.set("reclaim", delay, self._claim)
+
+    def _require_coordinator(self) -> Coordinator:
+        if self._coordinator is None:
+            raise RuntimeError(f"only the coordinator can do that; this member is {self.role!r}")
+        return self._coordinator
+
+    def _become_coordinator(self) -> None:
+        last = self.roster
+        self._enter("coordinator")
+        self._coordinator = Coordinator(self)
+        self._coordinator.begin(last)
+
+    def _become_participant(self) -> None:
+        self._enter("participant")
+        self.lobby_status = None  # a new coordinator decides afresh
+        self._participant = Participant(self)
+        self._participant.begin()
+
+    def _on_incoming(self, ev: IncomingLink) -> None:
+        if self.role == "claiming":
+            self._become_coordinator()  # the broker routed a dial to us: our claim went through
+        if self._coordinator is None:
+            self.close(ev.link)
+            return
+        self._coordinator.on_incoming(ev)
+
+    def _on_peer_left(self, peer_id: str) -> None:
+        if peer_id == self.room_id:
+            if self._participant is not None:
+                # The broker says the coordinator's process is gone: drop it now, reclaim soon.
+                gone = self.roster.coordinator
+                if gone and gone != self.self_id and self.roster.get(gone) is not None:
+                    self._forget_locally(gone)
+                self._participant.drop_link()
+                self._schedule_reclaim()
+            return
+        if peer_id == self.self_id or self.roster.get(peer_id) is None:
+            return
+        if self._coordinator is not None:
+            self._coordinator.on_member_left(peer_id)
+        else:
+            self._forget_locally(peer_id)
+
+    def _forget_locally(self, peer_id: str) -> None:
+        """Drop a member the broker says is gone before the coordinator's next roster says so."""
+        kept = tuple(m for m in self.roster.members if m.id != peer_id)
+        self.publish(replace(self.roster, members=kept))
+
+    # --- what the role objects call (RoomCore / ParticipantCore) -------------------------------
+
+    def emit(self, event: RoomEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # one bad listener must not break the room
+            log.exception("room %s: on_event handler raised for %s", self.room_id, type(event).__name__)
+
+    def publish(self, roster: Roster) -> None:
+        if roster != self.roster:
+            self.roster = roster
+            self.emit(RosterChanged(roster))
+
+    def send(self, link: LinkId, msg: ClientMessage | CoordinatorMessage) -> None:
+        self.send_raw(link, encode(msg))
+
+    def send_raw(self, link: LinkId, frame: str) -> None:
+        self.stats["sent"] += 1
+        self._transport.send(link, frame)
+
+    def close(self, link: LinkId) -> None:
+        self.retire(link)
+        self._transport.close(link)
+
+    def retire(self, link: LinkId) -> None:
+        self._retired[link] = None
+        while len(self._retired) > RETIRED_LINKS_KEPT:
+            self._retired.popitem(last=False)
+
+    def set_lobby_status(self, status: LobbyState) -> None:
+        if status != self.lobby_status:
+            self.lobby_status = status
+            self.emit(LobbyStatus(status))
+
+    def lost_coordinator(self) -> None:
+        self._schedule_reclaim()
+
+    def kicked(self) -> None:
+        self.emit(Kicked())
+        if self._participant is not None:
+            self._participant.drop_link()
+        self._enter("left")
+
+    def mark_stable(self) -> None:
+        self._failures = 0
