@@ -1,4 +1,5 @@
-"""The ``kibitz`` command: ``kibitz serve`` runs the self-hosted edge, ``kibitz agent run`` an agent."""
+"""The ``kibitz`` command: ``kibitz serve`` runs the self-hosted edge, ``kibitz licence`` manages
+its relay licences, ``kibitz agent run`` runs an agent."""
 
 from __future__ import annotations
 
@@ -24,6 +25,32 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--turn-secret-file", default=None,
                        help="file with the relay's shared secret (or set $KIBITZ_TURN_SECRET)")
     serve.add_argument("--turn-ttl", type=float, default=None, help="TURN credential lifetime, s (3600)")
+    serve.add_argument("--turn-gate", choices=("open", "licence"), default=None,
+                       help="who gets relay credentials: open (anyone, default) or licence "
+                            "(a licence or a room grant; the rest get --stun-url only)")
+    serve.add_argument("--stun-url", action="append", default=None,
+                       help="STUN URL for callers the gate gives no relay (repeatable), e.g. stun:host:3478")
+    serve.add_argument("--state-dir", default=None,
+                       help="server state: licences, room-grant key (default $KIBITZ_STATE_DIR or "
+                            "~/.local/state/kibitz)")
+    serve.add_argument("--grant-secret-file", default=None,
+                       help="file with the key that signs room grants (or $KIBITZ_GRANT_SECRET; "
+                            "default: <state-dir>/grant.key, made on first use)")
+    lic = sub.add_parser("licence", aliases=["license"], help="relay licences: add, revoke, list, usage")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--state-dir", default=None, help="the server's state directory (as for serve)")
+    where.add_argument("--config", help="TOML/JSON config file (for its state_dir)")
+    lic_sub = lic.add_subparsers(dest="licence_command", required=True)
+    add = lic_sub.add_parser("add", parents=[where], help="make a licence; prints its token once")
+    add.add_argument("--monthly-cap", type=int, default=None,
+                     help="relay credentials per month for it and the rooms it sponsors (default: no cap)")
+    add.add_argument("--label", default="", help="a note for you (who bought it); never sent anywhere")
+    rev = lic_sub.add_parser("revoke", parents=[where],
+                             help="revoke a licence by id (its room grants stop at once)")
+    rev.add_argument("id")
+    lic_sub.add_parser("list", parents=[where], help="list licences (ids, labels, caps; never the tokens)")
+    use = lic_sub.add_parser("usage", parents=[where], help="relay credentials metered per licence and month")
+    use.add_argument("--month", default=None, help="YYYY-MM (default: every month)")
     agent = sub.add_parser("agent", help="agents: run an agent file in a room")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     run = agent_sub.add_parser("run", help="run path/to/agent.py in a room")
@@ -44,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kibitz serve is unavailable: {exc}", file=sys.stderr)
             return 2
         return int(serve_main(args))
+    if args.command in ("licence", "license"):
+        try:
+            from kibitz.server.licence_cli import licence_main  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            print(f"kibitz licence is unavailable: {exc}", file=sys.stderr)
+            return 2
+        return int(licence_main(args))
     if args.command == "agent":
         try:
             from kibitz.agent.cli import agent_main  # type: ignore[import-not-found,unused-ignore]

@@ -21,10 +21,12 @@ from aiohttp import web
 
 from .broker import Broker
 from .config import ServerConfig, make_config
+from .gate import LicenceGate
+from .licences import LicenceStore, SqliteLicenceStore
 from .metrics import Metrics
 from .signal import BrokerDirectory
 from .turn import TurnProvider, TurnRestProvider
-from .web import WILDCARD_HOSTS, local_broker_url, make_app
+from .web import TURN_KEY, WILDCARD_HOSTS, local_broker_url, make_app
 
 log = logging.getLogger("kibitz.server")
 
@@ -55,10 +57,20 @@ class RunningServer:
         await self.directory.stop()
         await self.broker.close()
         await self.runner.cleanup()
+        turn = self.runner.app[TURN_KEY]
+        if isinstance(turn, LicenceGate):
+            await turn.store.close()
 
 
-def turn_provider(config: ServerConfig) -> TurnProvider | None:
-    """The TURN REST provider the config asks for (None: /api/turn says no relay).
+def licence_store(config: ServerConfig) -> LicenceStore:
+    """The store of licences and their usage (SQLite in the state directory)."""
+    return SqliteLicenceStore(config.licence_db)
+
+
+def turn_provider(config: ServerConfig, store: LicenceStore | None = None) -> TurnProvider | None:
+    """The TURN provider the config asks for (None: /api/turn says no relay): the plain TURN REST
+    provider, or with ``turn_gate = "licence"`` that provider behind the licence gate (``store``,
+    else the config's SQLite store).
 
     Raises ``ValueError`` for relay URLs without a secret, or a secret that is too short.
     """
@@ -67,7 +79,11 @@ def turn_provider(config: ServerConfig) -> TurnProvider | None:
     secret = config.turn_secret()
     if not secret:
         raise ValueError("turn_urls need a shared secret: turn_secret_file or $KIBITZ_TURN_SECRET")
-    return TurnRestProvider(config.turn_urls, secret, ttl=config.turn_ttl)
+    relay = TurnRestProvider(config.turn_urls, secret, ttl=config.turn_ttl)
+    if config.turn_gate == "open":
+        return relay
+    return LicenceGate(relay, store or licence_store(config), config.grant_secret(),
+                       stun_urls=config.stun_urls)
 
 
 async def start_server(
@@ -135,6 +151,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         turn_urls=getattr(args, "turn_url", None),
         turn_secret_file=getattr(args, "turn_secret_file", None),
         turn_ttl=getattr(args, "turn_ttl", None),
+        turn_gate=getattr(args, "turn_gate", None),
+        stun_urls=getattr(args, "stun_url", None),
+        state_dir=getattr(args, "state_dir", None),
+        grant_secret_file=getattr(args, "grant_secret_file", None),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,6 +25,19 @@ def _default_dist() -> Path:
     if repo_dist.parent.joinpath("pyproject.toml").exists():
         return repo_dist
     return Path.cwd() / "dist"
+
+
+def default_state_dir() -> Path:
+    """Where the server keeps its state (licences, the room-grant key, later identity keys):
+    $KIBITZ_STATE_DIR, else $XDG_STATE_HOME/kibitz, else ~/.local/state/kibitz."""
+    env = os.environ.get("KIBITZ_STATE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "kibitz"
+
+
+TURN_GATES = ("open", "licence")
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,17 @@ class ServerConfig:
     turn_secret_file: Path | None = None
     #: Lifetime of the TURN credentials /api/turn mints, seconds.
     turn_ttl: float = 3600.0
+    #: Who gets relay credentials: ``open`` (anyone) or ``licence`` (a licence or a room grant;
+    #: everyone else gets tier ``free``: the ``stun_urls`` only).
+    turn_gate: str = "open"
+    #: STUN URLs handed to callers the gate gives no relay (tier free/capped); empty = none.
+    stun_urls: tuple[str, ...] = ()
+    #: The server's state: the licence store (licences.sqlite3), the room-grant key (grant.key).
+    #: Created (mode 0700) only when something needs it.
+    state_dir: Path = field(default_factory=default_state_dir)
+    #: File holding the key that signs room grants; else $KIBITZ_GRANT_SECRET; else
+    #: ``state_dir/grant.key``, made on first use. Servers sharing licences must share it.
+    grant_secret_file: Path | None = None
     dist_dir: Path = field(default_factory=_default_dist)
     #: In-memory cache for compressed static files.
     compress_cache_bytes: int = 256 * 1024 * 1024
@@ -89,7 +114,38 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be <= hard_frame_bytes")
         if self.turn_secret_file is not None and not self.turn_urls:
             raise ValueError("turn_secret_file is set but turn_urls is empty")
+        if self.turn_gate not in TURN_GATES:
+            raise ValueError(f"turn_gate must be one of {', '.join(TURN_GATES)}, got {self.turn_gate!r}")
+        if self.turn_gate == "licence" and not self.turn_urls:
+            raise ValueError("turn_gate 'licence' needs a relay to gate: turn_urls is empty")
         return self
+
+    @property
+    def licence_db(self) -> Path:
+        return self.state_dir / "licences.sqlite3"
+
+    def grant_secret(self) -> bytes:
+        """The room-grant key: the file, else $KIBITZ_GRANT_SECRET, else ``state_dir/grant.key``
+        (32 random bytes as hex, written with mode 0600 the first time)."""
+        if self.grant_secret_file is not None:
+            return self.grant_secret_file.read_bytes().strip()
+        env = os.environ.get("KIBITZ_GRANT_SECRET", "").strip()
+        if env:
+            return env.encode()
+        path = self.state_dir / "grant.key"
+        if not path.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.state_dir / f".grant.key.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            try:  # a hard link appears whole or not at all; if another process won, use theirs
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_bytes().strip()
 
     def turn_secret(self) -> bytes | None:
         """The TURN shared secret (file first, then $KIBITZ_TURN_SECRET), or None."""
@@ -121,11 +177,12 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> ServerConfi
     if file:
         values.update(load_config_file(file))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    for name in ("brokers", "turn_urls"):
+    for name in ("brokers", "turn_urls", "stun_urls"):
         if name in values:
             values[name] = tuple(values[name])
-    if values.get("turn_secret_file") is not None:
-        values["turn_secret_file"] = Path(values["turn_secret_file"])
+    for name in ("turn_secret_file", "grant_secret_file", "state_dir"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
     if "dist_dir" in values:
         values["dist_dir"] = Path(values["dist_dir"])
     return replace(ServerConfig(), **values).validate()

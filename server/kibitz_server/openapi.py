@@ -43,8 +43,23 @@ TURN_SCHEMA: dict[str, Any] = {
             },
         },
         "configured": {"type": "boolean"},
-        "tier": {"type": "string", "enum": ["open", "free", "capped", "premium", "room"]},
+        "tier": {
+            "type": "string",
+            "enum": ["open", "free", "capped", "premium", "room"],
+            "description": "open: ungated relay; premium: a licence; room: a room grant; "
+                           "free: no (valid) credential, STUN only; capped: monthly allowance used",
+        },
         "ttl": {"type": "integer", "description": "seconds the credentials stay valid"},
+        "reason": {"type": "string", "description": "why a credential was not honoured (gated relay)"},
+    },
+}
+
+GRANT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["grant", "exp"],
+    "properties": {
+        "grant": {"type": "string", "description": "b64url(JSON{room,sub,exp}).b64url(HMAC-SHA256)"},
+        "exp": {"type": "integer", "description": "unix seconds; 600 s after minting"},
     },
 }
 
@@ -81,8 +96,50 @@ def openapi_spec() -> dict[str, Any]:
             },
             "/api/turn": {
                 "get": {
-                    "summary": "ICE servers for this client (null until TURN is configured).",
-                    "responses": json_ok(TURN_SCHEMA, "ICE servers"),
+                    "summary": "ICE servers for this client (null until TURN is configured). With "
+                               "--turn-gate licence: relay credentials for a licence or a room grant.",
+                    "parameters": [
+                        {"name": "room", "in": "query", "required": False,
+                         "description": "the room the caller is in (a grant is honoured only there)",
+                         "schema": {"type": "string"}},
+                        {"name": "Authorization", "in": "header", "required": False,
+                         "description": "Bearer <licence>", "schema": {"type": "string"}},
+                        {"name": "X-Kibitz-Grant", "in": "header", "required": False,
+                         "description": "a room grant from POST /api/room-grant",
+                         "schema": {"type": "string"}},
+                    ],
+                    "responses": json_ok(TURN_SCHEMA, "ICE servers; a bad credential is a tier and reason"),
+                }
+            },
+            "/api/room-grant": {
+                "post": {
+                    "summary": "Mint an \"opener pays\" grant for a room, authorised by a licence.",
+                    "parameters": [
+                        {"name": "Authorization", "in": "header", "required": False,
+                         "description": "Bearer <licence>", "schema": {"type": "string"}},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["room"],
+                            "properties": {"room": {"type": "string", "pattern": "^[\\w.:-]{1,200}$"}},
+                        }}},
+                    },
+                    "responses": {
+                        **json_ok(GRANT_SCHEMA, "the grant and its expiry"),
+                        **{
+                            str(code): {"description": desc, "headers": _JSON_HEADERS,
+                                        "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+                            for code, desc in [
+                                (400, "the body is not {room} with a valid room"),
+                                (401, "no Authorization: Bearer licence"),
+                                (403, "the licence is unknown or revoked"),
+                                (404, "this server's relay is not gated: no grants"),
+                                (413, "the body is too large"),
+                                (503, "the licence store cannot be read"),
+                            ]
+                        },
+                    },
                 }
             },
             "/healthz": {

@@ -20,15 +20,16 @@ from typing import Any, Protocol
 
 
 class TurnProvider(Protocol):
-    """Returns the JSON body for /api/turn; ``headers`` are the request's (Authorization, grant)."""
+    """Returns the JSON body for /api/turn: ``headers`` are the request's (``Authorization``,
+    ``X-Kibitz-Grant``), ``room`` the room the page says it is in (``?room=``, for grants)."""
 
-    async def ice_servers(self, headers: Mapping[str, str]) -> dict[str, Any]: ...
+    async def ice_servers(self, headers: Mapping[str, str], room: str | None = None) -> dict[str, Any]: ...
 
 
 class NoTurn:
     """No relay configured: clients use STUN-free host/srflx candidates only."""
 
-    async def ice_servers(self, headers: Mapping[str, str]) -> dict[str, Any]:
+    async def ice_servers(self, headers: Mapping[str, str], room: str | None = None) -> dict[str, Any]:
         return {"iceServers": None, "configured": False}
 
 
@@ -43,7 +44,8 @@ class TurnRestProvider:
     Each answer is new (``Cache-Control: no-store`` on the route) and valid for ``ttl`` seconds.
     coturn checks the expiry when an allocation is made, not while it lives, so a call outlasts
     its credentials; the page fetches new ones at 3/4 of ``ttl`` for the connections it makes later.
-    The same relay takes every caller (tier ``open``); a licence gate would wrap this provider.
+    The same relay takes every caller (tier ``open``); :class:`~.gate.LicenceGate` wraps it to
+    hand relay credentials only to licences and room grants.
     """
 
     def __init__(
@@ -68,8 +70,12 @@ class TurnRestProvider:
         self._secret = secret
         self._clock = clock
 
-    async def ice_servers(self, headers: Mapping[str, str]) -> dict[str, Any]:
+    def mint(self, tier: str = "open") -> dict[str, Any]:
+        """A fresh answer with relay credentials, labelled ``tier``."""
         username = f"{int(self._clock() + self.ttl)}:kbz-{secrets.token_hex(8)}"
         credential = rest_credential(self._secret, username)
         server = {"urls": self.urls, "username": username, "credential": credential}
-        return {"iceServers": [server], "configured": True, "tier": "open", "ttl": int(self.ttl)}
+        return {"iceServers": [server], "configured": True, "tier": tier, "ttl": int(self.ttl)}
+
+    async def ice_servers(self, headers: Mapping[str, str], room: str | None = None) -> dict[str, Any]:
+        return self.mint("open")

@@ -1,11 +1,14 @@
-"""The HTTP side (aiohttp): /api/signal, /api/turn, /healthz, /metrics, /openapi.json, dist/ files.
+"""The HTTP side (aiohttp): /api/signal, /api/turn, /api/room-grant, /healthz, /metrics,
+/openapi.json, dist/ files.
 
-GET /api/* is CORS-open (``*``) because the widget is embedded on other origins; the preflight
-for ``Authorization``/``X-Kibitz-Grant`` (sent to /api/turn by licensed embedders) is answered too.
+/api/* is CORS-open (``*``) because the widget is embedded on other origins; the preflight for
+``Authorization``/``X-Kibitz-Grant`` (sent to /api/turn and /api/room-grant by licensed embedders)
+is answered too. Credentials are bearer headers, never cookies, so ``*`` leaks nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -13,26 +16,31 @@ from aiohttp import web
 
 from .broker import Broker
 from .config import ServerConfig
+from .gate import GrantError, LicenceGate
 from .openapi import openapi_spec
 from .signal import BrokerDirectory
 from .static import StaticFiles
 from .turn import NoTurn, TurnProvider
 
+log = logging.getLogger("kibitz.server.web")
+
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 CORS = {"Access-Control-Allow-Origin": "*"}
 PREFLIGHT = {
     **CORS,
-    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, X-Kibitz-Grant, Content-Type",
     "Access-Control-Max-Age": "86400",
 }
 
 BROKER_KEY = web.AppKey("broker", Broker)
 DIRECTORY_KEY = web.AppKey("directory", BrokerDirectory)
+TURN_KEY = web.AppKey("turn", TurnProvider)
 
 
-def _json(data: object, *, cache: str = "no-store") -> web.Response:
+def _json(data: object, *, cache: str = "no-store", status: int = 200) -> web.Response:
     return web.Response(
+        status=status,
         body=orjson.dumps(data),
         headers={**CORS, "Content-Type": "application/json", "Cache-Control": cache},
     )
@@ -85,7 +93,29 @@ def make_app(
         return _json(directory.choose(room, local))
 
     async def turn_route(request: web.Request) -> web.Response:
-        return _json(await turn_provider.ice_servers(request.headers))
+        room = request.query.get("room") or None
+        return _json(await turn_provider.ice_servers(request.headers, room))
+
+    async def room_grant(request: web.Request) -> web.Response:
+        if not isinstance(turn_provider, LicenceGate):
+            return _json({"error": "this server issues no room grants (its relay is not gated)"}, status=404)
+        try:
+            raw = await request.read()
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": "the body is too large"}, status=413)
+        try:
+            return _json(await turn_provider.room_grant(request.headers.get("Authorization"), body))
+        except GrantError as exc:
+            return _json({"error": exc.reason}, status=exc.status)
+        except Exception:
+            log.exception("room grant failed")
+            return _json({"error": "the licence check is unavailable right now"}, status=503)
+
+    async def post_only(request: web.Request) -> web.Response:
+        raise web.HTTPMethodNotAllowed(request.method, ["POST", "OPTIONS"], headers=CORS)
 
     async def preflight(request: web.Request) -> web.Response:
         return web.Response(status=204, headers=PREFLIGHT)
@@ -94,8 +124,9 @@ def make_app(
         return _json({"ok": True, "peers": broker.metrics.connected})
 
     async def metrics(request: web.Request) -> web.Response:
+        extra = turn_provider.render_metrics() if isinstance(turn_provider, LicenceGate) else ""
         return web.Response(
-            text=broker.metrics.render(),
+            text=broker.metrics.render() + extra,
             headers={"Cache-Control": "no-store"},
             content_type="text/plain",
             charset="utf-8",
@@ -107,8 +138,11 @@ def make_app(
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
     app[BROKER_KEY] = broker
     app[DIRECTORY_KEY] = directory
+    app[TURN_KEY] = turn_provider
     app.router.add_get("/api/signal", signal)
     app.router.add_get("/api/turn", turn_route)
+    app.router.add_post("/api/room-grant", room_grant)
+    app.router.add_get("/api/room-grant", post_only)  # not the static catch-all's 404
     app.router.add_route("OPTIONS", "/api/{tail:.*}", preflight)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

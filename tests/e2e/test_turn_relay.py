@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from agent_loop import AgentLoop
+from coturn import running_coturn
 from playwright.sync_api import BrowserContext, Page
 from server_fixture import KibitzServer, running_kibitz_server
 
 from kibitz.agent import Agent
 
-TURNSERVER = shutil.which("turnserver")
 ROOM = "room-turn-" + secrets.token_hex(5)
 TTL = 10
 """Seconds the relay's credentials last here: short, so a page outlives its first ones in a test."""
@@ -58,51 +55,10 @@ SELECTED_PAIRS = """async () => {
 }"""
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """coturn on 127.0.0.1 with REST-API auth; yields (port, file holding the shared secret)."""
-    if TURNSERVER is None:
-        pytest.fail("coturn's turnserver is not installed (scripts/setup.sh installs it)")
-    secret = secrets.token_hex(24)
-    where = tmp_path_factory.mktemp("turn")
-    secret_file, log_file = where / "secret", where / "turnserver.log"
-    secret_file.write_text(secret)
-    port = _free_port(socket.SOCK_STREAM)
-    relay_low = 50_000 + secrets.randbelow(10_000)
-    proc = subprocess.Popen(
-        [
-            TURNSERVER, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
-            f"--min-port={relay_low}", f"--max-port={relay_low + 40}", "--realm=kibitz.test",
-            "--use-auth-secret", f"--static-auth-secret={secret}", "--fingerprint", "--no-cli",
-            "--no-tls", "--no-dtls", "--no-multicast-peers", "--allow-loopback-peers",
-            "--log-file=stdout", "--simple-log",
-        ],
-        stdout=(log := log_file.open("w")), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # ready once its TCP listener accepts
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"coturn did not start: {log_file.read_text()[-2000:]}")
-                time.sleep(0.05)
-        yield port, secret_file
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_coturn(tmp_path_factory.mktemp("turn")) as relay:
+        yield relay
 
 
 @pytest.fixture(scope="module")
