@@ -1,8 +1,8 @@
 // The thin JS layer under the Python engine. It exists only for what Python cannot do cleanly
 // through Pyodide's FFI: keeping a callback alive exactly as long as its listener, producing
-// placeholder media tracks, and wrapping media prompts. Everything else (RTCPeerConnection,
-// RTCDataChannel, WebSocket) Python drives directly through `js`. Python imports this object as
-// the module `kibitz_shim` (registered by the loader).
+// placeholder media tracks, wrapping media prompts, and the two WebCrypto calls kibitz.crypto
+// needs. Everything else (RTCPeerConnection, RTCDataChannel, WebSocket) Python drives directly
+// through `js`. Python imports this object as the module `kibitz_shim` (registered by the loader).
 
 const shim = (() => {
   // A Python callable passed to JS is a *borrowed* proxy, destroyed when the call returns.
@@ -234,9 +234,32 @@ const shim = (() => {
     return u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength);
   }
 
+  // WebCrypto for kibitz.crypto.backends.WebCrypto: bytes (Uint8Array) in, Uint8Array out. The
+  // formats (sealed blobs, code keys) are Python's; these only reach what Pyodide lacks.
+  function subtle() {
+    const s = globalThis.crypto && globalThis.crypto.subtle;
+    if (!s) throw new Error("WebCrypto is unavailable (the page is not a secure context)");
+    return s;
+  }
+
+  /** 32 bytes of PBKDF2-HMAC-SHA256. */
+  async function pbkdf2Sha256(password, salt, iterations) {
+    const base = await subtle().importKey("raw", password, "PBKDF2", false, ["deriveBits"]);
+    const params = { name: "PBKDF2", hash: "SHA-256", salt, iterations };
+    return new Uint8Array(await subtle().deriveBits(params, base, 256));
+  }
+
+  /** AES-GCM, 128-bit tag, no associated data: encrypt gives ciphertext‖tag, decrypt rejects on a
+   * bad tag. */
+  async function aesGcm(encrypt, key, iv, data) {
+    const k = await subtle().importKey("raw", key, "AES-GCM", false, [encrypt ? "encrypt" : "decrypt"]);
+    const alg = { name: "AES-GCM", iv, tagLength: 128 };
+    return new Uint8Array(await (encrypt ? subtle().encrypt(alg, k, data) : subtle().decrypt(alg, k, data)));
+  }
+
   return {
     listen, listenData, pyText, timer, getUserMedia, getDisplayMedia, blackVideoTrack, silentAudioTrack,
-    onPageHide, toArrayBuffer, setStreamTrack, levelMeter,
+    onPageHide, toArrayBuffer, setStreamTrack, levelMeter, pbkdf2Sha256, aesGcm,
     /** Callback copies still held by listeners/timers (leak checks in tests). */
     liveProxies: () => live,
   };
