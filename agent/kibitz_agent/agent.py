@@ -33,8 +33,10 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
+from kibitz.admission import REFUSED, prepare_credential
 from kibitz.backends.rtc_api import IceServer
 from kibitz.content import AGENT_ENVELOPE
+from kibitz.gate import JoinGate, check_room, parse_link
 from kibitz.session import Session, Source
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,12 @@ SIGNAL_TIMEOUT_S = 5.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AgentRefusedError(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class AgentJoinError(ConnectionError):
@@ -213,9 +221,22 @@ class Agent:
         join_timeout: float = JOIN_TIMEOUT_S,
         meta: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
+        link: str | None = None,
+        join_gate: JoinGate | Mapping[str, Any] | None = None,
+        join_credential: str | None = None,
+        host_key: str | None = None,
     ) -> None:
+        if link is not None:
+            parsed = parse_link(link)  # GateError (a ValueError) for a link that cannot be trusted
+            room = room or parsed.room or ""
+            join_gate = join_gate if join_gate is not None else parsed.gate
+            join_credential = join_credential or parsed.invite
         if not isinstance(room, str) or not room.strip():
             raise ValueError("an agent needs a room, e.g. Agent(room='room-3f9k2mq7p1')")
+        self.gate = check_room(room, JoinGate.from_json(join_gate) if join_gate is not None else None)
+        """The room's settings (checked against a room id that commits to them)."""
+        self._credential = join_credential
+        self._host_key = host_key
         self.server = server
         self.room = room
         self.name = name
@@ -289,6 +310,9 @@ class Agent:
             name=self.name,
             meta=self._meta,
             media=self._media,
+            gate=self.gate,
+            credential=await prepare_credential(self.gate, self._credential),
+            host_key=self._host_key,
         )
         self._session = session
         on_roster: asyncio.Future[None] = loop.create_future()
@@ -298,16 +322,26 @@ class Agent:
                 on_roster.set_result(None)
             self._fire("roster", people)
 
+        def lobby(status: str) -> None:
+            if status in REFUSED and not on_roster.done():
+                on_roster.set_exception(AgentRefusedError(status))
+
         session.on("participants", participants)
         session.on("chat", self._on_chat)
         session.on("message", self._on_message)
         session.on("caps", lambda grant: self._fire("grant", grant))
         session.on("tracks", lambda peer, lane, track: self._fire("track", peer, lane, track))
         session.on("state", self._on_state)
+        session.on("lobby", lobby)
         session.start()
         session.join()
         try:
             await asyncio.wait_for(on_roster, self._join_timeout)
+        except AgentRefusedError as exc:
+            await self.leave()
+            raise AgentJoinError(
+                f"agent {self.name!r} was refused entry to room {self.room!r}: {exc.status}"
+            ) from None
         except TimeoutError:
             state = session.get_state()
             await self.leave()
@@ -500,7 +534,7 @@ class Agent:
         self._fire("data", data, sender)
 
     def _on_state(self, state: dict[str, Any]) -> None:
-        if state.get("lobbyStatus") == "kicked" and not self._left:
+        if state.get("lobbyStatus") == "removed" and not self._left:
             self._spawn(self.leave())
 
     # ------------------------------------------------------------------ callback isolation

@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import inspect
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -74,6 +75,13 @@ async def run_agent(main: AgentMain, agent: Agent, *, announce: bool = True) -> 
             await agent.drain()
 
 
+def _secret(path: str | None, env: str) -> str | None:
+    """A secret from a file or the environment: never from a flag (argv is readable by anyone)."""
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    return os.environ.get(env) or None
+
+
 def agent_main(args: argparse.Namespace) -> int:
     """Entry point for ``kibitz agent run``; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,14 +91,19 @@ def agent_main(args: argparse.Namespace) -> int:
         print(f"kibitz agent: {exc}", file=sys.stderr)
         return 2
     try:
+        if not (getattr(args, "room", None) or getattr(args, "link", None)):
+            raise ValueError("give the room with --room or its link with --link")
         agent = Agent(
             server=getattr(args, "server", None) or DEFAULT_SERVER,
-            room=args.room,
+            room=getattr(args, "room", None) or "",
             name=str(getattr(module, "NAME", None) or Path(args.path).stem),
             backend=str(getattr(module, "BACKEND", "none")),
             egress=bool(getattr(module, "EGRESS", False)),
+            link=getattr(args, "link", None),
+            join_credential=_secret(getattr(args, "credential_file", None), "KIBITZ_JOIN_CREDENTIAL"),
+            host_key=_secret(getattr(args, "host_key_file", None), "KIBITZ_HOST_KEY"),
         )
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"kibitz agent: {exc}", file=sys.stderr)
         return 2
 

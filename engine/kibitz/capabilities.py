@@ -7,12 +7,12 @@ placeholder), and **every honest receiver drops** content from a peer lacking th
 it). Nobody has to trust the peer the grant is about.
 
 The room's grant map lives in a :class:`CapabilityBook`. It carries a version stamp
-``(version, author)`` that only grows, so the newest map wins whichever peer coordinates. The
-original accepted maps only from a "host" that open rooms never have (its known bug 7.1); here the
-author is the host when the room has one, otherwise the coordinator, and maps from either role are
-accepted, so the map keeps holding when the coordinator migrates. A map from a peer that is not
-(yet) an authority is kept aside and applied if that peer becomes one (a new coordinator's
-re-send can arrive before the roster that names it).
+``(version, author)`` that only grows, so the newest map wins whichever peer coordinates. Who may
+write it follows the room's host tier: in a room whose host holds a key, only maps signed with it
+count, whoever forwards them (so no coordinator can widen anyone's grant); with a host by name, only
+that host; in a room without a host, any person (never an agent). The original accepted maps only
+from a "host" that open rooms never have (its known bug 7.1); the map here survives migration
+because the coordinator (or the host) re-sends it to every joiner.
 
 Wall-clock expiry (``expires_at``, epoch seconds) is judged with an injected ``now``: the core never
 reads a clock itself.
@@ -20,6 +20,8 @@ reads a clock itself.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -202,43 +204,75 @@ class AuditLog:
 
 Stamp = tuple[int, str]
 """(version, author): compared as a tuple, so equal versions from two authors still order."""
+GrantTier = Literal["none", "name", "key"]
+HOST_AUTHOR = "host"
+"""The author of every map in a room whose host signs (tier key): stamps then order by version."""
 
 
 @dataclass(frozen=True, slots=True)
 class CapsSnapshot:
-    """The whole map at one stamp: what a ``caps`` message carries."""
+    """The whole map at one stamp: what a ``caps`` message carries (with the host's signature in a
+    room whose host signs)."""
 
     version: int
     author: str
     grants: Mapping[str, Grant]
+    sig: str | None = None
 
     @property
     def stamp(self) -> Stamp:
         return (self.version, self.author)
 
 
+def grants_digest(grants: Mapping[str, Grant]) -> str:
+    """SHA-256 (hex) of a map in one canonical JSON spelling: what the host's signature covers."""
+    canon = {peer: g.model_dump(mode="json", by_alias=True, exclude_none=True) for peer, g in grants.items()}
+    text = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class CapabilityBook:
     """The room's grant map as this peer enforces it, plus the decision helpers.
 
-    * ``set_members`` tells it who is in the room and their roster ``meta`` (for kind defaults).
-    * ``set_authority`` tells it who the host and the coordinator are (from the room engine).
-    * ``set_grant`` is a local edit (allowed only for the current author); it bumps the version and
-      returns the snapshot to distribute. ``apply`` takes a remote map: accepted from the host or
-      the coordinator when its stamp is newer, ignored when older.
+    Who may change the map follows the room's host tier (:mod:`kibitz.authority`):
+
+    * ``key`` — only the holder of the host key: every map carries the host's signature over its
+      digest, and a map is accepted from *any* sender iff that signature checks out (so anyone may
+      forward it, and no coordinator can forge one). ``sign``/``check`` are the seam to the host
+      key and the room's :class:`~kibitz.authority.HostAuthority`.
+    * ``name`` — only the member the roster names as host (soft, like the tier itself).
+    * ``none`` — a room without an admin: every person is equal and may change grants; agents never
+      (an agent could grant itself everything). The newest stamp wins everywhere.
+
+    ``set_members`` tells it who is in the room (for kind defaults), ``set_authority`` who the host
+    and coordinator are; ``set_grant`` is a local edit, ``apply`` takes a map from the mesh.
     """
 
-    def __init__(self, *, self_id: str, now: Callable[[], float], audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        self_id: str,
+        now: Callable[[], float],
+        audit: AuditLog | None = None,
+        tier: GrantTier = "none",
+        sign: Callable[[int, str], str] | None = None,
+        check: Callable[[str | None, int, str], bool] | None = None,
+    ) -> None:
         self.self_id = self_id
         self._now = now
         self.audit = audit if audit is not None else AuditLog()
+        self.tier: GrantTier = tier
+        self._sign = sign
+        self._check = check
         self._grants: dict[str, Grant] = {}
         self._stamp: Stamp = (0, "")
+        self._sig: str | None = None
         self._metas: dict[str, Mapping[str, Any] | None] = {}
         self._host: str | None = None
         self._coordinator: str | None = None
         self._held: dict[str, CapsSnapshot] = {}
         self.ignored = 0
-        """Remote maps ignored (stale or from a non-authority that never became one)."""
+        """Remote maps ignored (stale, unsigned, or from a peer that may not author them)."""
 
     # -- room facts ---------------------------------------------------------------------------
 
@@ -247,13 +281,14 @@ class CapabilityBook:
         self._held = {k: v for k, v in self._held.items() if k in self._metas}
 
     def set_authority(self, *, host: str | None, coordinator: str | None) -> bool:
-        """Record the room's host and coordinator; apply a map held from an authority. True if applied."""
+        """Record the room's host and coordinator; apply a map held from a peer that may now author
+        it. True if one was applied."""
         self._host = host or None
         self._coordinator = coordinator or None
         applied = False
-        for who in dict.fromkeys((self._coordinator, self._host, self.author)):
-            snap = self._held.pop(who, None) if who and self.is_authority(who) else None
-            if snap is not None and who is not None:
+        for who, snap in list(self._held.items()):
+            if self.is_authority(who):
+                del self._held[who]
                 applied = self._accept(who, snap) or applied
         return applied
 
@@ -263,19 +298,34 @@ class CapabilityBook:
 
     @property
     def author(self) -> str | None:
-        """Who may edit the map now: the host if the room has one, else the coordinator — unless
-        that is an agent. An agent never authors grants (it could grant itself everything); then the
-        human member with the smallest id does, which every honest peer derives from the roster."""
+        """Who re-sends the map to joiners: the host (tiers key and name) or, when it is not here
+        (key) or the room has none, the coordinator — unless that is an agent; then the person with
+        the smallest id, which every honest peer derives from the roster."""
+        if self.tier == "name":
+            return self._host
         for who in (self._host, self._coordinator):
-            if who and not self._is_agent(who):
+            if who and who in self._metas and not self._is_agent(who):
                 return who
         humans = sorted(p for p in self._metas if not self._is_agent(p))
         return humans[0] if humans else None
 
+    def may_edit(self) -> bool:
+        """Whether a local :meth:`set_grant` is allowed here (see the class docstring)."""
+        if self._is_agent(self.self_id):
+            return False
+        if self.tier == "key":
+            return self._sign is not None
+        if self.tier == "name":
+            return self._host == self.self_id
+        return True
+
     def is_authority(self, peer: str) -> bool:
-        """Whether a map from ``peer`` may be accepted: the host, the coordinator or the author,
-        never an agent."""
-        return peer in (self._host, self._coordinator, self.author) and not self._is_agent(peer)
+        """Whether an unsigned map from ``peer`` may be accepted (tiers name and none)."""
+        if self.tier == "key" or self._is_agent(peer):
+            return False
+        if self.tier == "name":
+            return peer == self._host
+        return peer in self._metas
 
     # -- the map ------------------------------------------------------------------------------
 
@@ -288,7 +338,7 @@ class CapabilityBook:
         return self._stamp
 
     def snapshot(self) -> CapsSnapshot:
-        return CapsSnapshot(self._stamp[0], self._stamp[1], dict(self._grants))
+        return CapsSnapshot(self._stamp[0], self._stamp[1], dict(self._grants), self._sig)
 
     def explicit(self, peer: str) -> Grant | None:
         return self._grants.get(peer)
@@ -296,12 +346,10 @@ class CapabilityBook:
     def set_grant(self, peer: str, grant: Grant | Mapping[str, Any] | None) -> CapsSnapshot:
         """Widen, narrow or clear (``None``) one peer's grant; returns the new map to distribute.
 
-        Raises ``PermissionError`` unless this peer is the current author.
+        Raises ``PermissionError`` unless this peer may edit the map (:meth:`may_edit`).
         """
-        if self.author != self.self_id:
-            who = self.author or "nobody (no coordinator yet)"
-            raise PermissionError(f"only the room's host or, without one, its coordinator (never an agent) "
-                                  f"may change grants; that is {who}")
+        if not self.may_edit():
+            raise PermissionError(_who_may(self.tier))
         clean = None if grant is None else sanitize(grant)
         grants = {k: v for k, v in self._grants.items() if k in self._metas or k == peer}
         if clean is None:
@@ -310,15 +358,30 @@ class CapabilityBook:
             grants[peer] = clean
         while len(grants) > MAX_GRANTS:
             grants.pop(next(iter(grants)))
+        if self.tier == "key":
+            assert self._sign is not None
+            # Milliseconds since the epoch, at least one past ours: a host that reloads (and
+            # forgot its counter) still writes a newer map than any it wrote before.
+            version = max(self._stamp[0] + 1, int(self._now() * 1000))
+            self._stamp, self._sig = (version, HOST_AUTHOR), self._sign(version, grants_digest(grants))
+        else:
+            self._stamp, self._sig = (self._stamp[0] + 1, self.self_id), None
         self._grants = grants
-        self._stamp = (self._stamp[0] + 1, self.self_id)
         self.audit.record(self._now(), peer, "grant", "cleared" if clean is None else "set", _describe(clean))
         return self.snapshot()
 
     def apply(self, sender: str, snapshot: CapsSnapshot) -> bool:
         """A map that arrived from ``sender``. True when it replaced ours."""
+        if self.tier == "key":
+            digest = grants_digest(snapshot.grants)
+            if snapshot.author != HOST_AUTHOR or self._check is None or not self._check(
+                snapshot.sig, snapshot.version, digest
+            ):
+                self.ignored += 1
+                return False
+            return self._accept(sender, snapshot)
         if not self.is_authority(sender):
-            # Maybe a new coordinator whose roster has not reached us yet: keep the newest.
+            # Maybe a host whose roster has not reached us yet: keep the newest.
             held = self._held.get(sender)
             if sender in self._metas and (held is None or snapshot.stamp > held.stamp):
                 self._held[sender] = snapshot
@@ -333,6 +396,7 @@ class CapabilityBook:
         before = self._grants
         self._grants = dict(list(snapshot.grants.items())[:MAX_GRANTS])
         self._stamp = snapshot.stamp
+        self._sig = snapshot.sig
         now = self._now()
         for peer in sorted(set(before) | set(self._grants)):
             if before.get(peer) != self._grants.get(peer):
@@ -364,6 +428,14 @@ class CapabilityBook:
     def blocked(self, peer: str, what: str, detail: str = "") -> AuditEntry:
         """Record that content from ``peer`` was dropped for lack of a capability."""
         return self.audit.record(self._now(), peer, "blocked", what, detail)
+
+
+def _who_may(tier: GrantTier) -> str:
+    if tier == "key":
+        return "only the room's host (who holds its host key) may change grants"
+    if tier == "name":
+        return "only the room's host may change grants"
+    return "agents may not change grants"
 
 
 def _describe(grant: Grant | None) -> str:

@@ -1,5 +1,5 @@
 """The ``kibitz`` command: ``kibitz serve`` runs the self-hosted edge, ``kibitz licence`` manages
-its relay licences, ``kibitz agent run`` runs an agent."""
+its relay licences, ``kibitz room new`` makes a room with settings, ``kibitz agent run`` runs an agent."""
 
 from __future__ import annotations
 
@@ -51,12 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     lic_sub.add_parser("list", parents=[where], help="list licences (ids, labels, caps; never the tokens)")
     use = lic_sub.add_parser("usage", parents=[where], help="relay credentials metered per licence and month")
     use.add_argument("--month", default=None, help="YYYY-MM (default: every month)")
+    from kibitz.room_cli import add_parsers as add_room_parsers
+
+    add_room_parsers(sub)
     agent = sub.add_parser("agent", help="agents: run an agent file in a room")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     run = agent_sub.add_parser("run", help="run path/to/agent.py in a room")
     run.add_argument("path")
-    run.add_argument("--room", required=True)
+    run.add_argument("--room", default=None, help="the room (or give --link)")
+    run.add_argument("--link", default=None, help="the room's link: room, gate and an invite in one")
     run.add_argument("--server", default="http://127.0.0.1:8787")
+    run.add_argument("--credential-file", default=None,
+                     help="file: room code or invite (or $KIBITZ_JOIN_CREDENTIAL)")
+    run.add_argument("--host-key-file", default=None, help="file: the room's host key (or $KIBITZ_HOST_KEY)")
     args = parser.parse_args(argv)
 
     if args.command == "version":
@@ -78,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kibitz licence is unavailable: {exc}", file=sys.stderr)
             return 2
         return int(licence_main(args))
+    if args.command == "room":
+        from kibitz.room_cli import room_main
+
+        return room_main(args)
     if args.command == "agent":
         try:
             from kibitz.agent.cli import agent_main  # type: ignore[import-not-found,unused-ignore]

@@ -117,7 +117,7 @@ class ContentRouter:
         others = {m for m in metas if m != self.self_id}
         joined = others - self._known
         self._known = others
-        authority = self.book.is_authority(self.self_id)
+        authority = self.book.author == self.self_id
         took_over = authority and not self._was_authority
         self._was_authority = authority
         if not authority or self.book.version == 0:

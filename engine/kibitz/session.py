@@ -16,13 +16,17 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from kibitz.capabilities import AGENT_DEFAULT, CapabilityBook, Grant
+from kibitz.authority import HostAuthority, HostKeyring, Op
+from kibitz.capabilities import AGENT_DEFAULT, CapabilityBook, Grant, GrantTier
 from kibitz.clock import Scheduler, TimerHandle
 from kibitz.content import ChatLine, ContentRouter
+from kibitz.gate import JoinGate, check_room
+from kibitz.ids import new_member_id
 from kibitz.mesh import Mesh
 from kibitz.room import (
     Kicked,
@@ -97,16 +101,34 @@ class Session:
         member_id: str | None = None,
         media: LocalMedia | None = None,
         wall_clock: Callable[[], float] | None = None,
+        gate: JoinGate | Mapping[str, Any] | None = None,
+        credential: str | None = None,
+        host_key: str | None = None,
     ) -> None:
+        """``gate``: the room's settings (a :class:`~kibitz.gate.JoinGate` or the ``joinGate`` JSON);
+        checked against the room id, so a committed room opened with the wrong settings raises
+        :class:`~kibitz.gate.GateError` here. ``credential``: what gets us through the gate (an
+        invite token, or a code proof made by :func:`prepare_credential`). ``host_key``: the host's
+        private key (``kbzk1.…``) when we are the room's host."""
         self.room_name = room
+        self.gate = check_room(room, JoinGate.from_json(gate) if gate is not None else None)
+        self.authority = HostAuthority(self.gate, room)
+        self._keyring: HostKeyring | None = None
+        if host_key:
+            if self.gate.host.tier != "key":
+                raise ValueError("this room's settings name no host key: a hostKey cannot make you its host")
+            self._keyring = HostKeyring(host_key, room)
+            if self._keyring.public_text != self.gate.host.key:
+                raise ValueError("this hostKey is not the host key of this room (wrong key, or another room)")
         self._transport = transport
         self._scheduler = scheduler
         self._rng = rng or random.Random()
         self._media = media
         self._wall = wall_clock or scheduler.wall
-        self.self_id = member_id or _member_id(self._rng)
-        token = identity or f"tok-{self._rng.getrandbits(64):016x}"
-        self._profile = MemberProfile(name=name, on=False, meta=dict(meta or {}), token=token)
+        self.self_id = member_id or new_member_id()
+        token = identity or f"tok-{secrets.token_hex(16)}"
+        self._profile = MemberProfile(name=name, on=False, meta=dict(meta or {}), token=token,
+                                      cred=credential)
         self.room: Room | None = None
         self._make_parts()
         self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
@@ -122,7 +144,16 @@ class Session:
 
     def _make_parts(self) -> None:
         """The per-identity parts: grant book, data mesh and content router, all keyed by self_id."""
-        self.book = CapabilityBook(self_id=self.self_id, now=self._wall)
+        keyring, authority = self._keyring, self.authority
+        # Tier email has no usable host until the identity layer: nobody writes the map ("key", unsigned).
+        tier: GrantTier = authority.tier if authority.tier in ("none", "name") else "key"
+        self.book = CapabilityBook(
+            self_id=self.self_id,
+            now=self._wall,
+            tier=tier,
+            sign=(lambda v, h: keyring.caps(version=v, digest=h, now=self._wall())) if keyring else None,
+            check=lambda sig, v, h: authority.check_caps(sig, version=v, digest=h),
+        )
         self.mesh = Mesh(
             self_id=self.self_id,
             transport=self._transport,
@@ -208,7 +239,9 @@ class Session:
             "camOn": self._local.cam,
             "sharing": self._local.sharing,
             "self": self.self_id,
-            "isHost": bool(r.host) and r.host == self.self_id,
+            "isHost": self.room is not None and self.room.is_host,
+            "hostTier": self.gate.host.tier,
+            "gateMode": self.gate.mode,
             "lobbyOn": r.lobby,
             "locked": r.locked,
             "lobbyStatus": self._lobby_status,
@@ -344,23 +377,44 @@ class Session:
 
     # ------------------------------------------------------------------ controller: moderation + caps
 
-    def set_lobby(self, on: bool) -> None:
-        self._coordinator().set_flags(lobby=on)
+    # Moderation belongs to the room's host, never to whoever coordinates: as anyone else these
+    # are no-ops that return False (the seeds: "no-op unless you are the room's host").
 
-    def set_locked(self, on: bool) -> None:
-        self._coordinator().set_flags(locked=on)
+    def set_lobby(self, on: bool) -> bool:
+        return self._moderate("lobbyon" if on else "lobbyoff")
 
-    def admit(self, member_id: str) -> None:
-        self._coordinator().admit(member_id)
+    def set_locked(self, on: bool) -> bool:
+        return self._moderate("lock" if on else "unlock")
 
-    def deny(self, member_id: str) -> None:
-        self._coordinator().deny(member_id)
+    def admit(self, member_id: str) -> bool:
+        return self._moderate("admit", member_id)
 
-    def remove(self, member_id: str) -> None:
-        self._coordinator().kick(member_id)
+    def deny(self, member_id: str) -> bool:
+        return self._moderate("deny", member_id)
 
-    def reset_room(self) -> None:
-        self._coordinator().reset_room()
+    def remove(self, member_id: str) -> bool:
+        """Remove a member and keep it out however often the coordinator changes (a host record)."""
+        done = self.room is not None and self.room.remove(member_id)
+        if not done:
+            log.info("remove(%s) ignored: only the room's host can remove people", member_id)
+        return done
+
+    def unban(self, member_id: str) -> bool:
+        """Let a removed member back in (a newer host record lifts the ban)."""
+        return self.room is not None and self.room.remove(member_id, ban=False)
+
+    def reset_room(self) -> bool:
+        return self._moderate("reset")
+
+    def _moderate(self, op: Op, target: str | None = None) -> bool:
+        done = self.room is not None and self.room.moderate(op, target)
+        if not done:
+            log.info("%s ignored: only the room's host can moderate", op)
+        return done
+
+    def set_credential(self, credential: str | None) -> None:
+        """A new join credential (a code proof or an invite token): the door is asked again."""
+        self._update_profile(cred=credential or None)
 
     def get_capability_grant(self, peer: str) -> dict[str, Any]:
         return _grant_json(self.book.grant_of(peer))
@@ -428,13 +482,15 @@ class Session:
                     # People win the race for a freed coordinator slot; an agent takes it only
                     # when no person does.
                     reclaim_bias=AGENT_RECLAIM_BIAS_S if self._profile.meta.get("role") == "agent" else 0.0,
+                    gate=self.gate,
+                    host_key=self._keyring,
                 )
                 self.room.start()
             return
         if ev.outcome == "taken" and self.room is None:
             # Another tab holds this id (a copied identity): pick a fresh one before we are known,
             # and rebuild what is keyed by it (nothing has been sent under the old one yet).
-            self.self_id = _member_id(self._rng)
+            self.self_id = new_member_id()
             self._make_parts()
         self._schedule_claim()
 
@@ -464,7 +520,7 @@ class Session:
         elif isinstance(event, KnocksChanged):
             self._emit("knocks", self.get_knocks())
         elif isinstance(event, Kicked):
-            self._lobby_status = "kicked"
+            self._lobby_status = "removed"
             self._emit_state()
             self.close()
         elif isinstance(event, RoomReset):
@@ -573,11 +629,6 @@ class Session:
             self.room.update_profile(**changes)
         self._emit_state()
 
-    def _coordinator(self) -> Room:
-        if self.room is None or not self.room.is_coordinator:
-            raise PermissionError("only the room's coordinator can moderate in a room without a host")
-        return self.room
-
     def _require_live(self) -> None:
         if self._left:
             raise RuntimeError("this session has left the room")
@@ -611,11 +662,6 @@ class Session:
 
 def _grant_json(grant: Grant) -> dict[str, Any]:
     return grant.model_dump(mode="json", by_alias=True)
-
-
-def _member_id(rng: random.Random) -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "kbz-m-" + "".join(rng.choice(alphabet) for _ in range(16))
 
 
 __all__ = ["AGENT_DEFAULT", "EVENTS", "LocalMedia", "Session"]

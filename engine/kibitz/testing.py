@@ -36,7 +36,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from kibitz.authority import HostKeyring
 from kibitz.clock import FakeClock
+from kibitz.gate import JoinGate
 from kibitz.ids import PEER_ID_PATTERN
 from kibitz.room import DEFAULT_FEATURES, MemberProfile, Room, RoomEvent
 from kibitz.transport import (
@@ -215,6 +217,8 @@ class Bus:
         member_id: str | None = None,
         on_event: Callable[[RoomEvent], None] | None = None,
         features: Sequence[str] = DEFAULT_FEATURES,
+        gate: JoinGate | None = None,
+        host_key: str | None = None,
     ) -> Room:
         """Start a process that claims its member id, then runs a :class:`Room` (a minimal session).
 
@@ -232,6 +236,8 @@ class Bus:
             profile=profile or MemberProfile(name=name),
             on_event=on_event,
             features=features,
+            gate=gate,
+            host_key=HostKeyring(host_key, room) if host_key else None,
         )
         rest: deque[TransportEvent] = deque(maxlen=1000)
 

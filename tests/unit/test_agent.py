@@ -30,6 +30,8 @@ from kibitz.agent.cli import AgentFileError, load_agent_file
 from kibitz.backends.aio import make_aio_transport
 from kibitz.backends.rtc import RtcTransport
 from kibitz.clock import AsyncioScheduler
+from kibitz.crypto import PrivateKey
+from kibitz.gate import HostSpec, JoinGate
 from kibitz.session import Session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,16 +50,23 @@ async def until(pred: Callable[[], Any], timeout: float = 8.0, what: str = "cond
         await asyncio.sleep(0.02)
 
 
+HOST_KEY = PrivateKey.from_bytes(bytes(range(40, 72)))
+GATE = JoinGate(host=HostSpec(key=HOST_KEY.public_key.to_text()))
+"""Ann holds the host key: she grants and removes from whatever seat she has."""
+
+
 class Human:
     """A person's engine in CPython: the same Session a page runs, on an aiortc transport."""
 
-    def __init__(self, srv: KibitzServer, room: str, name: str) -> None:
+    def __init__(self, srv: KibitzServer, room: str, name: str, host_key: str | None = None) -> None:
         self.transport: RtcTransport = make_aio_transport(srv.broker, key=srv.key, loopback_only=True)
         self.session = Session(
             room,
             transport=self.transport,
             scheduler=AsyncioScheduler(asyncio.get_running_loop()),
             name=name,
+            gate=GATE,
+            host_key=host_key,
         )
         self.chat: list[dict[str, Any]] = []
         self.messages: list[tuple[Any, str]] = []
@@ -84,8 +93,8 @@ def room(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def humans(kibitz_server: KibitzServer, room: str) -> AsyncIterator[tuple[Human, Human]]:
-    """Ann (the coordinator: she arrives first) and Bob, both linked."""
-    ann = Human(kibitz_server, room, "Ann")
+    """Ann (the coordinator: she arrives first, and the host) and Bob, both linked."""
+    ann = Human(kibitz_server, room, "Ann", host_key=HOST_KEY.to_text())
     await until(lambda: ann.session.get_state()["isCoordinator"], what="Ann to coordinate")
     bob = Human(kibitz_server, room, "Bob")
     try:
@@ -98,6 +107,7 @@ async def humans(kibitz_server: KibitzServer, room: str) -> AsyncIterator[tuple[
 
 @contextlib.asynccontextmanager
 async def joined(srv: KibitzServer, room: str, humans: tuple[Human, ...], **kw: Any) -> AsyncIterator[Agent]:
+    kw.setdefault("join_gate", GATE)
     async with Agent(server=srv.http, room=room, name=kw.pop("name", "Scribe"), **kw) as agent:
         await until(
             lambda: all(h.sees(agent.id) and agent.session.mesh.link_up(h.session.self_id) for h in humans),
@@ -224,7 +234,7 @@ async def test_act_needs_the_act_grant(
             lambda: (envelope, agent.id) in bob.messages and (envelope, agent.id) in ann.messages,
             what="act at the humans",
         )
-        # Removed by the coordinator: the agent notices, leaves, and wait_closed() returns.
+        # Removed by the host: the agent notices, leaves, and wait_closed() returns.
         ann.session.remove(agent.id)
         await asyncio.wait_for(agent.wait_closed(), 5)
         assert agent.closed

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kibitz.authority import HostAuthority, HostKeyring
 from kibitz.capabilities import (
     ACT,
     AGENT_DEFAULT,
@@ -20,6 +21,8 @@ from kibitz.capabilities import (
     intersect,
     sanitize,
 )
+from kibitz.crypto import PrivateKey
+from kibitz.gate import HostSpec, JoinGate
 
 AGENT = {"role": "agent", "backend": "local-llm"}
 
@@ -118,26 +121,59 @@ def test_audit_ring_keeps_80_newest_last() -> None:
     assert log.recent("bot", n=0) == []
 
 
-def test_only_the_author_edits_and_edits_are_audited() -> None:
-    b, _ = book(self_id="p")
-    b.set_authority(host=None, coordinator="h")
-    with pytest.raises(PermissionError, match="host"):
-        b.set_grant("bot", HUMAN_DEFAULT)
-    h, _ = book(self_id="h")
-    h.set_authority(host=None, coordinator="h")
-    snap = h.set_grant("bot", {"perceive": ["read-chat"], "act": ["send-chat"]})
-    assert snap.version == 1 and snap.author == "h"
-    assert h.audit.recent("bot")[-1].kind == "grant"
-    h.set_grant("bot", None)
-    assert h.explicit("bot") is None and h.version == 2
+def test_without_a_host_every_person_edits_no_agent_does_and_edits_are_audited() -> None:
+    p, _ = book(self_id="p")
+    p.set_authority(host=None, coordinator="h")
+    snap = p.set_grant("bot", {"perceive": ["read-chat"], "act": ["send-chat"]})
+    assert snap.version == 1 and snap.author == "p" and snap.sig is None
+    assert p.audit.recent("bot")[-1].kind == "grant"
+    p.set_grant("bot", None)
+    assert p.explicit("bot") is None and p.version == 2
+    bot, _ = book(self_id="bot")
+    with pytest.raises(PermissionError, match="agents"):
+        bot.set_grant("bot", HUMAN_DEFAULT)
+    assert bot.apply("p", p.snapshot()) and not bot.apply("bot", CapsSnapshot(9, "bot", {}))
 
 
-def test_host_is_the_author_when_there_is_one() -> None:
+def test_host_by_name_is_the_only_author() -> None:
     b, _ = book(self_id="h")
+    b.tier = "name"
     b.set_authority(host="p", coordinator="h")
     assert b.author == "p"
-    with pytest.raises(PermissionError):
+    with pytest.raises(PermissionError, match="host"):
         b.set_grant("bot", HUMAN_DEFAULT)
+    assert not b.apply("h", CapsSnapshot(3, "h", {"bot": HUMAN_DEFAULT})), "the coordinator is not the host"
+    assert b.apply("p", CapsSnapshot(3, "p", {"bot": HUMAN_DEFAULT}))
+
+
+def test_host_key_maps_are_signed_and_accepted_from_anyone_only_with_the_signature() -> None:
+    key = PrivateKey.from_bytes(bytes(range(7, 39)))
+    gate = JoinGate(host=HostSpec(key=key.public_key.to_text()))
+    ring, auth = HostKeyring(key, "room-x"), HostAuthority(gate, "room-x")
+    now = Now()
+
+    def check(sig: str | None, v: int, h: str) -> bool:
+        return auth.check_caps(sig, version=v, digest=h)
+
+    host = CapabilityBook(self_id="h", now=now, tier="key", check=check,
+                          sign=lambda v, h: ring.caps(version=v, digest=h, now=now()))
+    guest = CapabilityBook(self_id="p", now=now, tier="key", check=check)
+    for b in (host, guest):
+        b.set_members({"h": None, "p": None, "bot": AGENT})
+        b.set_authority(host="h", coordinator="p")
+    with pytest.raises(PermissionError, match="host key"):
+        guest.set_grant("bot", HUMAN_DEFAULT)  # the coordinator holds no key: no say
+    snap = host.set_grant("bot", {"perceive": ["read-chat"], "act": ["send-chat"]})
+    assert snap.author == "host" and snap.sig and snap.version >= 1
+    # Forwarded by the bot itself: still the host's map, so it counts.
+    assert guest.apply("bot", snap) and guest.may_act("bot", "send-chat")
+    # Tampered grants, a stolen signature on another version, or no signature: refused.
+    widened = CapsSnapshot(snap.version + 1, "host", {"bot": HUMAN_DEFAULT}, snap.sig)
+    assert not guest.apply("p", widened)
+    assert not guest.apply("h", CapsSnapshot(snap.version + 5, "host", {"bot": HUMAN_DEFAULT}))
+    assert not guest.apply("h", CapsSnapshot(snap.version + 5, "h", {"bot": HUMAN_DEFAULT}, snap.sig))
+    assert guest.grant_of("bot").act == {"send-chat"}
+    assert auth.refusals["malformed"] >= 1
 
 
 def test_newer_map_wins_older_ignored() -> None:
@@ -152,18 +188,19 @@ def test_newer_map_wins_older_ignored() -> None:
     assert b.audit.recent("bot")[-1].kind == "grant"
 
 
-def test_maps_from_non_authorities_are_ignored_then_applied_if_they_take_over() -> None:
+def test_maps_from_non_authorities_are_ignored_then_applied_if_they_become_one() -> None:
     b, _ = book(self_id="p")
     b.set_authority(host=None, coordinator="h")
     forged = CapsSnapshot(99, "bot", {"bot": HUMAN_DEFAULT})
     assert not b.apply("bot", forged)
     assert not b.may_act("bot", "send-chat")
-    # A new coordinator's re-send can beat the roster that names it:
+    # With a host by name, a new host's map can beat the roster that names it:
+    b.tier = "name"
     assert not b.apply("p2", CapsSnapshot(3, "p2", {"bot": Grant(act={"speak"})}))
-    assert not b.set_authority(host=None, coordinator="h"), "not held: p2 was not even a member"
+    assert not b.set_authority(host="h", coordinator="h"), "not held: p2 was not even a member"
     b.set_members({"h": None, "p": None, "bot": AGENT, "p2": None})
     assert not b.apply("p2", CapsSnapshot(3, "p2", {"bot": Grant(act={"speak"})}))
-    assert b.set_authority(host=None, coordinator="p2")
+    assert b.set_authority(host="p2", coordinator="h")
     assert b.may_act("bot", "speak")
 
 

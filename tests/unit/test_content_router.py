@@ -111,10 +111,10 @@ def test_host_grant_then_revoke_send_chat() -> None:
     assert [c.text for c in peers["p"].chats] == ["thanks"]
 
 
-def test_only_the_coordinator_may_set_grants_and_forged_maps_are_ignored() -> None:
+def test_agents_may_not_set_grants_and_forged_maps_are_ignored() -> None:
     clock, _, peers, _ = room()
     with pytest.raises(PermissionError):
-        peers["p"].router.set_grant(mid("bot"), Grant(act={"send-chat"}))
+        peers["bot"].router.set_grant(mid("bot"), Grant(act={"send-chat"}))
     grants = {mid("bot"): {"act": ["send-chat"], "perceive": []}}
     forged = {"k": "caps", "grants": grants, "v": 50, "by": mid("bot")}
     peers["bot"].node.mesh.broadcast(forged)

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from kibitz.clock import FakeClock
-from kibitz.protocol.presence import Mod
+from kibitz.crypto import PrivateKey
+from kibitz.gate import HostSpec, JoinGate
 from kibitz.room import (
     PRESENCE_LABEL,
     Kicked,
     KnocksChanged,
     LobbyStatus,
     MemberProfile,
-    ModRequested,
     RoleChanged,
     Room,
     RoomEvent,
@@ -37,6 +37,25 @@ def make(n: int, *, spawn_gap: float = 0.0, **bus_kwargs: Any) -> tuple[FakeCloc
         if spawn_gap:
             clock.advance(spawn_gap)
     return clock, bus, rooms
+
+
+HOST_KEY = PrivateKey.from_bytes(bytes(range(1, 33)))
+HOSTED_GATE = JoinGate(host=HostSpec(key=HOST_KEY.public_key.to_text()))
+HOSTED_ROOM = "room-hosted-3f9k2mq7p1"  # a hand-made room given a gate (no commitment)
+
+
+def make_hosted(n: int) -> tuple[FakeClock, Bus, list[Room], Room]:
+    """``n`` guests converge in a room whose gate names a host key, then the host joins (so it is
+    never the first coordinator)."""
+    clock = FakeClock()
+    bus = Bus(clock)
+    rooms = [bus.spawn_member(f"m{i}", HOSTED_ROOM, gate=HOSTED_GATE) for i in range(n)]
+    bus.run_until_converged(1.0)
+    host = bus.spawn_member("host", HOSTED_ROOM, gate=HOSTED_GATE, host_key=HOST_KEY.to_text())
+    assert bus.run_until_converged(2.0) is not None
+    rooms.append(host)
+    assert all(r.roster.host == host.self_id for r in rooms)
+    return clock, bus, rooms, host
 
 
 def coordinators(bus: Bus) -> list[str]:
@@ -234,80 +253,79 @@ def test_partition_and_heal() -> None:
 
 
 def test_new_coordinator_inherits_lobby_and_lock_and_grandfathers_members() -> None:
-    clock, bus, rooms = make(4)
-    bus.run_until_converged(1.0)
-    old = bus.rooms[coordinators(bus)[0]]
-    old.set_flags(lobby=True, locked=True, host=old.self_id)
+    clock, bus, rooms, host = make_hosted(4)
+    assert host.moderate("lobbyon") and host.moderate("lock")
     clock.advance(0.1)
     assert all(r.roster.locked and r.roster.lobby for r in rooms)
-    bus.kill(coordinators(bus)[0])
+    old = coordinators(bus)[0]
+    assert bus.rooms[old] is not host
+    bus.kill(old)
     assert bus.run_until_converged(3.0) is not None
     new = bus.rooms[coordinators(bus)[0]]
-    assert new.roster.lobby and new.roster.locked and new.roster.host == ""
+    assert new.roster.lobby and new.roster.locked
     # Grandfathered members got back in through the lock; a stranger is turned away.
     events: list[RoomEvent] = []
-    stranger = bus.spawn_member("stranger", ROOM, on_event=events.append)
+    stranger = bus.spawn_member("stranger", HOSTED_ROOM, on_event=events.append, gate=HOSTED_GATE)
     clock.advance(1.0)
     assert stranger.lobby_status == "locked" and LobbyStatus("locked") in events
     assert stranger.self_id not in new.roster.ids()
 
 
 def test_lobby_knock_admit_and_deny() -> None:
-    clock, bus, _rooms = make(2)
-    bus.run_until_converged(1.0)
+    clock, bus, _rooms, host = make_hosted(2)
     coord = bus.rooms[coordinators(bus)[0]]
-    coord_events: list[RoomEvent] = []
-    coord._on_event = coord_events.append  # listen from here on
-    coord.set_flags(lobby=True)
-    alice = bus.spawn_member("alice", ROOM)
-    bob = bus.spawn_member("bob", ROOM)
+    assert coord is not host
+    host_events: list[RoomEvent] = []
+    host._on_event = host_events.append  # listen from here on
+    assert host.moderate("lobbyon")
+    clock.advance(0.1)
+    alice = bus.spawn_member("alice", HOSTED_ROOM, gate=HOSTED_GATE)
+    bob = bus.spawn_member("bob", HOSTED_ROOM, gate=HOSTED_GATE)
     clock.advance(1.0)
     assert alice.lobby_status == bob.lobby_status == "waiting"
+    # The coordinator holds the queue; the host, in another seat, sees it forwarded.
     assert {k.id for k in coord.knocks} == {alice.self_id, bob.self_id}
-    assert any(isinstance(e, KnocksChanged) for e in coord_events)
+    assert {k.id for k in host.knocks} == {alice.self_id, bob.self_id}
+    assert any(isinstance(e, KnocksChanged) for e in host_events)
     assert alice.self_id not in coord.roster.ids()
     clock.advance(20.0)  # waiting members are kept alive, not reaped, and do not spam
     assert {k.id for k in coord.knocks} == {alice.self_id, bob.self_id}
-    coord.admit(alice.self_id)
-    coord.deny(bob.self_id)
+    assert host.moderate("admit", alice.self_id) and host.moderate("deny", bob.self_id)
     clock.advance(0.1)
     assert alice.lobby_status == "admitted" and alice.self_id in coord.roster.ids()
     assert alice.roster.ids() == coord.roster.ids()
     assert bob.lobby_status == "denied" and bob.self_id not in coord.roster.ids()
-    with pytest.raises(KeyError):
-        coord.admit("nobody")
-    with pytest.raises(RuntimeError):
-        alice.set_flags(lobby=False)
+    assert host.knocks == ()
+    # Neither a guest nor the coordinator can moderate.
+    assert not alice.moderate("lobbyoff") and not coord.moderate("lobbyoff")
+    clock.advance(0.1)
+    assert coord.roster.lobby
 
 
-def test_kick_and_token_dedupe_and_mod_forwarding() -> None:
-    clock, bus, _rooms = make(2)
-    bus.run_until_converged(1.0)
+def test_remove_and_token_dedupe() -> None:
+    clock, bus, _rooms, host = make_hosted(2)
     coord = bus.rooms[coordinators(bus)[0]]
-    seen: list[RoomEvent] = []
-    coord._on_event = seen.append
     events: list[RoomEvent] = []
     profile = MemberProfile(name="T", token="tok-1")
-    tab = bus.spawn_member("tab1", ROOM, profile=profile, on_event=events.append)
+    tab = bus.spawn_member("tab1", HOSTED_ROOM, profile=profile, on_event=events.append, gate=HOSTED_GATE)
     clock.advance(0.5)
     # The same tab reconnects under a new process/id (a reload): the old entry is replaced, not doubled.
     bus.kill("tab1")
-    tab2 = bus.spawn_member("tab2", ROOM, profile=MemberProfile(name="T", token="tok-1"))
+    same = MemberProfile(name="T", token="tok-1")
+    tab2 = bus.spawn_member("tab2", HOSTED_ROOM, profile=same, gate=HOSTED_GATE)
     clock.advance(0.5)
     assert tab.self_id not in coord.roster.ids() and tab2.self_id in coord.roster.ids()
-    # A participant forwards a host command; the coordinator surfaces it untouched.
-    assert tab2.presence_link is not None
-    tab2.send(tab2.presence_link, Mod(token="signed"))
-    clock.advance(0.1)
-    assert ModRequested(tab2.self_id, "signed") in seen
     tab2_events: list[RoomEvent] = []
     tab2._on_event = tab2_events.append
-    coord.kick(tab2.self_id)
+    assert host.remove(tab2.self_id)
     clock.advance(0.5)
     assert Kicked() in tab2_events and tab2.role == "left"
     assert tab2.self_id not in coord.roster.ids()
-    with pytest.raises(ValueError):
-        coord.kick(coord.self_id)
+    assert not host.remove(host.self_id), "the host does not remove itself"
+    # A reload of the removed tab (new id, same token) stays out.
+    again = bus.spawn_member("tab3", HOSTED_ROOM, profile=same, gate=HOSTED_GATE)
+    clock.advance(0.5)
+    assert again.role == "left" and again.self_id not in coord.roster.ids()
 
 
 def test_voice_off_leaves_the_roster_but_stays_connected() -> None:

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from kibitz.clock import FakeClock
+from kibitz.crypto import PrivateKey
+from kibitz.gate import HostSpec, JoinGate
 from kibitz.session import Session
 from kibitz.testing import Bus
 
@@ -169,14 +171,22 @@ def test_not_in_call_means_no_data(bus: Bus) -> None:
 
 
 def test_waiting_room_knock_admit_and_deny(bus: Bus) -> None:
-    host = make(bus, "ann")
+    key = PrivateKey.generate()
+    gate = JoinGate(host=HostSpec(key=key.public_key.to_text()))
+    guest = make(bus, "gus", gate=gate)  # first: it coordinates, and has no say
+    settle(bus.clock)
+    guest.join()
+    host = make(bus, "ann", gate=gate, host_key=key.to_text())
     settle(bus.clock)
     host.join()
     settle(bus.clock)
-    host.set_lobby(True)
+    assert guest.get_state()["isCoordinator"] and host.get_state()["isHost"]
+    assert not guest.get_state()["isHost"]
+    assert not guest.set_lobby(True), "a coordinator that is not the host cannot moderate"
+    assert host.set_lobby(True)
     queue: list[list[dict[str, Any]]] = []
     host.on("knocks", queue.append)
-    bob, cy = make(bus, "bob"), make(bus, "cy")
+    bob, cy = make(bus, "bob", gate=gate), make(bus, "cy", gate=gate)
     statuses: dict[str, list[str]] = {"bob": [], "cy": []}
     bob.on("lobby", statuses["bob"].append)
     cy.on("lobby", statuses["cy"].append)
@@ -187,17 +197,18 @@ def test_waiting_room_knock_admit_and_deny(bus: Bus) -> None:
     assert sorted(k["name"] for k in host.get_knocks()) == ["Bobby", "Cyd"]
     assert queue, "the host saw no knocks event"
     assert statuses["bob"][-1] == "waiting"
-    assert [p["id"] for p in host.get_participants()] == [host.self_id]  # nobody in before admit
-    host.admit(bob.self_id)
-    host.deny(cy.self_id)
+    assert {p["id"] for p in host.get_participants()} == {host.self_id, guest.self_id}  # nobody in yet
+    assert host.admit(bob.self_id) and host.deny(cy.self_id)
     settle(bus.clock, 1.0)
     assert statuses["bob"][-1] == "admitted"
     assert statuses["cy"][-1] == "denied"
-    assert {p["id"] for p in host.get_participants()} == {host.self_id, bob.self_id}
-    assert {p["name"] for p in bob.get_participants()} == {"Ann", "Bobby"}
+    assert {p["id"] for p in host.get_participants()} == {host.self_id, guest.self_id, bob.self_id}
+    assert {p["name"] for p in bob.get_participants()} == {"Ann", "Gus", "Bobby"}
     assert host.get_state()["lobbyOn"] and bob.get_state()["lobbyOn"]
-    with pytest.raises(PermissionError):
-        bob.set_lobby(False)  # only the coordinator moderates in a room without a host
+    assert [p["role"] for p in bob.get_participants() if p["id"] == host.self_id] == ["host"]
+    assert not bob.set_lobby(False)  # no-op: bob is not the host
+    settle(bus.clock, 0.5)
+    assert host.get_state()["lobbyOn"]
 
 
 def test_an_agent_that_coordinates_cannot_author_grants(bus: Bus) -> None:
@@ -215,7 +226,7 @@ def test_an_agent_that_coordinates_cannot_author_grants(bus: Bus) -> None:
         "perceive": ["see-screen", "hear-audio", "read-chat", "read-roster", "receive-directed"],
         "act": ["send-chat", "speak", "act"],
     }
-    with pytest.raises(PermissionError, match="never an agent"):
+    with pytest.raises(PermissionError, match="agents may not"):
         agent.set_capability_grant(agent.self_id, everything)
     # Tampered: the agent forges its own book and pushes the map anyway; honest peers ignore it.
     from kibitz.capabilities import CapsSnapshot, sanitize
@@ -226,15 +237,14 @@ def test_an_agent_that_coordinates_cannot_author_grants(bus: Bus) -> None:
     settle(bus.clock, 0.5)
     for human in (ann, bob):
         assert human.get_capability_grant(agent.self_id)["act"] == []
-    # The grant author is a person (the smaller id of the two), and the map it writes holds.
-    author = min(ann, bob, key=lambda s: s.self_id)
-    other = bob if author is ann else ann
-    with pytest.raises(PermissionError):
-        other.set_capability_grant(agent.self_id, everything)
-    author.set_capability_grant(agent.self_id, {"perceive": ["read-chat"], "act": ["send-chat"]})
+    # A room without a host: every person may change grants, and the newest map holds everywhere.
+    ann.set_capability_grant(agent.self_id, {"perceive": ["read-chat"], "act": ["send-chat"]})
     settle(bus.clock, 0.5)
-    assert other.get_capability_grant(agent.self_id)["act"] == ["send-chat"]
+    assert bob.get_capability_grant(agent.self_id)["act"] == ["send-chat"]
     assert agent.can("send-chat")
+    bob.set_capability_grant(agent.self_id, {"perceive": ["read-chat"], "act": []})
+    settle(bus.clock, 0.5)
+    assert ann.get_capability_grant(agent.self_id)["act"] == [] and not agent.can("send-chat")
 
 
 def test_people_win_the_race_for_a_freed_coordinator_slot(bus: Bus) -> None:

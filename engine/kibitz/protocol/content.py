@@ -143,13 +143,15 @@ class Caps(ContentModel):
     grants: dict[str, Grant] = Field(default_factory=dict, max_length=MAX_CAPS_GRANTS)
     v: int = Field(default=0, ge=0)
     by: str = Field(default="", max_length=128)
+    sig: str | None = Field(default=None, max_length=MAX_JWT_CHARS)
+    """The host's signature over the map (rooms whose host holds a key; see kibitz.authority)."""
 
     def snapshot(self) -> CapsSnapshot:
-        return CapsSnapshot(self.v, self.by, dict(self.grants))
+        return CapsSnapshot(self.v, self.by, dict(self.grants), self.sig)
 
     @classmethod
     def of(cls, snap: CapsSnapshot) -> Caps:
-        return cls(grants=dict(snap.grants), v=snap.version, by=snap.author)
+        return cls(grants=dict(snap.grants), v=snap.version, by=snap.author, sig=snap.sig)
 
 
 class Schema(ContentModel):

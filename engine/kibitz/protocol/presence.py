@@ -39,7 +39,21 @@ Assertion = Annotated[str, StringConstraints(max_length=MAX_ASSERTION_CHARS)]
 Feature = Annotated[str, StringConstraints(min_length=1, max_length=MAX_FEATURE_CHARS)]
 Features = Annotated[list[Feature], Field(max_length=MAX_FEATURES)]
 
-LobbyState = Literal["waiting", "admitted", "denied", "locked", "unverified"]
+LobbyState = Literal[
+    "waiting",
+    "admitted",
+    "denied",
+    "locked",
+    "unverified",
+    "full",
+    "removed",
+    "needs-credential",
+    "bad-credential",
+    "expired-credential",
+    "not-listed",
+]
+"""Where a joiner stands at the door (the original's five words, plus ours: see kibitz.admission)."""
+MAX_RECORDS = 64
 
 
 def meta_size(meta: dict[str, Any]) -> int:
@@ -87,6 +101,10 @@ class Voice(PresenceModel):
     jwt: Token | None = None
     agentAssertion: Assertion | None = None
     agentCredit: Token | None = None
+    cred: Token | None = None
+    """Join credential for a gated room: a code proof or an invite token."""
+    hc: Token | None = None
+    """A fresh host claim (signed), when the sender holds the room's host key."""
     v: int | None = None
     f: Features | None = None
 
@@ -116,10 +134,12 @@ class Knock(PresenceModel):
     jwt: Token | None = None
     agentAssertion: Assertion | None = None
     agentCredit: Token | None = None
+    cred: Token | None = None
+    hc: Token | None = None
 
 
 class Mod(PresenceModel):
-    """A signed host command; the coordinator hands it to the host-verification layer untouched."""
+    """A host command, claim or ban record (see :mod:`kibitz.authority`); the coordinator verifies it."""
 
     t: Literal["mod"] = "mod"
     token: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN_CHARS)]
@@ -138,12 +158,16 @@ class RosterMember(PresenceModel):
     avatar: Avatar | None = None
     meta: dict[str, Any] | None = None
     f: Features | None = None
+    tk: Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)] | None = None
+    """Public hash of the member's stable token (what a host's ban covers besides the id)."""
 
     _meta = field_validator("meta")(_check_meta)
 
 
 class RosterMsg(PresenceModel):
-    """The full roster; rebroadcast on every change and every 2.5 s. ``c`` names the coordinator."""
+    """The full roster; rebroadcast on every change and every 2.5 s. ``c`` names the coordinator;
+    ``hp`` is the host's signed claim and ``rec`` the host's moderation records, so every peer can
+    check them itself."""
 
     t: Literal["roster"] = "roster"
     members: Annotated[list[RosterMember], Field(max_length=MAX_MEMBERS)]
@@ -152,6 +176,8 @@ class RosterMsg(PresenceModel):
     locked: bool | None = None
     c: PeerIdStr | None = None
     v: int | None = None
+    hp: Token | None = None
+    rec: Annotated[list[Token], Field(max_length=MAX_RECORDS)] | None = None
 
 
 class LobbyMsg(PresenceModel):
@@ -165,12 +191,29 @@ class Kick(PresenceModel):
     t: Literal["kick"] = "kick"
 
 
+class Knocker(PresenceModel):
+    id: PeerIdStr
+    name: Name = ""
+    avatar: Avatar | None = None
+
+
+class Knocks(PresenceModel):
+    """Coordinator → host: the waiting room's queue (the host moderates it from any seat)."""
+
+    t: Literal["knocks"] = "knocks"
+    list_: Annotated[list[Knocker], Field(max_length=MAX_MEMBERS, alias="list")]
+
+    model_config = ConfigDict(
+        strict=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+
 class Reset(PresenceModel):
     t: Literal["reset"] = "reset"
 
 
 ClientMessage = Voice | Ping | Leave | Knock | Mod
-CoordinatorMessage = RosterMsg | Ping | LobbyMsg | Kick | Reset
+CoordinatorMessage = RosterMsg | Ping | LobbyMsg | Kick | Reset | Knocks
 
 CLIENT_FAMILY: dict[str, type[ClientMessage]] = {
     "voice": Voice,
@@ -187,6 +230,7 @@ COORDINATOR_FAMILY: dict[str, type[CoordinatorMessage]] = {
     "lobby": LobbyMsg,
     "kick": Kick,
     "reset": Reset,
+    "knocks": Knocks,
 }
 """What a participant accepts from the coordinator."""
 
@@ -201,6 +245,8 @@ __all__ = [
     "CoordinatorMessage",
     "Kick",
     "Knock",
+    "Knocker",
+    "Knocks",
     "Leave",
     "LobbyMsg",
     "LobbyState",

@@ -43,7 +43,7 @@ GRANDFATHER_GRACE = 6.0
 RETIRED_LINKS_KEPT = 1024
 
 Role = Literal["idle", "claiming", "coordinator", "participant", "reclaiming", "left"]
-PROFILE_FIELDS = frozenset({"name", "on", "cam", "mic", "avatar", "meta", "token"})
+PROFILE_FIELDS = frozenset({"name", "on", "cam", "mic", "avatar", "meta", "token", "cred"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class MemberProfile:
     meta: dict[str, Any] = field(default_factory=dict)
     token: str | None = None
     """Stable per tab/identity: a reconnect with the same token replaces the old roster entry."""
+    cred: str | None = None
+    """This member's join credential for a gated room (a code proof or an invite token), or None."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Member:
     avatar: str | None
     meta: Mapping[str, Any]
     features: tuple[str, ...]
+    tk: str | None = None
+    """Public hash of the member's stable token: what a host's ban names besides the member id."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,10 @@ class Roster:
     host: str = ""
     lobby: bool = False
     locked: bool = False
+    host_proof: str | None = None
+    """The host's signed claim (tier key), so every peer can check ``host`` for itself."""
+    records: tuple[str, ...] = ()
+    """Host-signed moderation records (bans, unbans) that outlive any one coordinator."""
 
     def ids(self) -> frozenset[str]:
         return frozenset(m.id for m in self.members)
@@ -128,28 +136,21 @@ class RoomReset:
 
 @dataclass(frozen=True)
 class KnocksChanged:
-    """Coordinator only: the waiting room's queue changed."""
+    """The waiting room's queue changed (as the coordinator, or the host it is forwarded to, sees it)."""
 
     knocks: tuple[Knocker, ...]
 
 
-@dataclass(frozen=True)
-class ModRequested:
-    """Coordinator only: a participant sent a signed host command; the host layer verifies it."""
-
-    member_id: str
-    token: str
-
-
-RoomEvent = RosterChanged | RoleChanged | Kicked | LobbyStatus | RoomReset | KnocksChanged | ModRequested
+RoomEvent = RosterChanged | RoleChanged | Kicked | LobbyStatus | RoomReset | KnocksChanged
 
 
 def check_profile(profile: MemberProfile) -> None:
     """Refuse (``ValueError``, with the limit) a profile no coordinator would accept."""
     if len(profile.name) > MAX_NAME_CHARS:
         raise ValueError(f"name is {len(profile.name)} characters; the limit is {MAX_NAME_CHARS}")
-    if profile.token is not None and len(profile.token) > MAX_TOKEN_CHARS:
-        raise ValueError(f"token is {len(profile.token)} characters; the limit is {MAX_TOKEN_CHARS}")
+    for label, value in (("token", profile.token), ("credential", profile.cred)):
+        if value is not None and len(value) > MAX_TOKEN_CHARS:
+            raise ValueError(f"{label} is {len(value)} characters; the limit is {MAX_TOKEN_CHARS}")
     if not isinstance(profile.meta, dict):
         raise ValueError("meta must be a dict of JSON values")
     try:

@@ -12,13 +12,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
+from kibitz.gate import JoinGate
 from kibitz.protocol.base import PROTOCOL_VERSION, decode
 from kibitz.protocol.presence import (
     COORDINATOR_FAMILY,
     Kick,
+    Knocks,
     Leave,
     LobbyMsg,
     LobbyState,
+    Mod,
     Ping,
     Reset,
     RosterMsg,
@@ -34,6 +37,8 @@ from kibitz.room.model import (
     REANNOUNCE_AFTER,
     REANNOUNCE_MIN_GAP,
     STABLE_AFTER,
+    Knocker,
+    KnocksChanged,
     Member,
     RoomReset,
     Roster,
@@ -45,8 +50,15 @@ class ParticipantCore(RoomCore, Protocol):
     """What a participant needs from the facade beyond :class:`RoomCore`."""
 
     lobby_status: LobbyState | None
+    gate: JoinGate
 
     def set_lobby_status(self, status: LobbyState) -> None: ...
+
+    def own_claim(self) -> str | None:
+        """A fresh host claim for ourselves if we hold the host key, else None."""
+
+    def checked_roster(self, roster: Roster) -> Roster:
+        """``roster`` with its host cleared unless the host's claim checks out for us."""
 
     def lost_coordinator(self) -> None:
         """The link is gone (closed, never opened, or silent): end this tenure and reclaim."""
@@ -70,6 +82,8 @@ class Participant:
         self._last_ping_tick = 0.0
         self._last_announce = -1e9
         self._in_roster_here = False
+        self.knocks: tuple[Knocker, ...] = ()
+        """The waiting room as the coordinator forwards it to us, the host."""
 
     def begin(self) -> None:
         core = self._core
@@ -98,7 +112,14 @@ class Participant:
 
     def profile_changed(self) -> None:
         if self.link_open:
-            self._announce()
+            self._announce(force=True)
+
+    def send_mod(self, token: str) -> bool:
+        """Hand a host command or record to the coordinator; False when there is no open link."""
+        if self.link is None or not self.link_open:
+            return False
+        self._core.send(self.link, Mod(token=token))
+        return True
 
     # --- events -----------------------------------------------------------------------------------
 
@@ -145,15 +166,19 @@ class Participant:
             avatar=p.avatar,
             token=p.token,
             meta=p.meta or None,
+            cred=p.cred,
+            hc=core.own_claim(),
             v=PROTOCOL_VERSION,
             f=list(core.features) or None,
         )
 
-    def _announce(self, *, throttle: bool = False) -> None:
+    def _announce(self, *, throttle: bool = False, force: bool = False) -> None:
+        """Send our voice. Once the door has said no, only a change of ours (``force``: a new name, a
+        new credential) announces again; re-announces stop."""
         core = self._core
         if self.link is None or not self.link_open:
             return
-        if core.lobby_status in ("denied", "locked"):
+        if core.lobby_status in _REFUSED and not force:
             return
         now = core.scheduler.now()
         wait = self._last_announce + REANNOUNCE_MIN_GAP - now
@@ -188,23 +213,28 @@ class Participant:
         core.stats["received"] += 1
         self._last_heard = core.scheduler.now()
         if isinstance(msg, RosterMsg):
-            roster = Roster(
-                tuple(
-                    Member(m.id, m.name, m.cam, bool(m.mic), m.avatar, m.meta or {}, tuple(m.f or ()))
-                    for m in msg.members
-                ),
-                msg.c,
-                msg.host or "",
-                bool(msg.lobby),
-                bool(msg.locked),
+            roster = core.checked_roster(
+                Roster(
+                    tuple(
+                        Member(m.id, m.name, m.cam, bool(m.mic), m.avatar, m.meta or {}, tuple(m.f or ()),
+                               m.tk)
+                        for m in msg.members
+                    ),
+                    msg.c,
+                    msg.host or "",
+                    bool(msg.lobby),
+                    bool(msg.locked),
+                    msg.hp,
+                    tuple(msg.rec or ()),
+                )
             )
             mine = roster.get(core.self_id)
             self._in_roster_here = mine is not None
-            if mine is not None and core.lobby_status == "waiting":
+            if mine is not None and core.lobby_status not in (None, "admitted"):
                 core.set_lobby_status("admitted")
             core.publish(roster)
             stale = mine is None or mine != self._self_member_as_seen(mine)
-            if core.profile.on and stale and core.lobby_status != "waiting":
+            if core.profile.on and stale and core.lobby_status not in ("waiting", *_REFUSED):
                 self._announce(throttle=True)
         elif isinstance(msg, LobbyMsg):
             core.set_lobby_status(msg.status)
@@ -212,10 +242,23 @@ class Participant:
             core.kicked()
         elif isinstance(msg, Reset):
             core.emit(RoomReset())
+        elif isinstance(msg, Knocks):
+            knocks = tuple(Knocker(k.id, k.name, k.avatar) for k in msg.list_)
+            if knocks != self.knocks:
+                self.knocks = knocks
+                core.emit(KnocksChanged(knocks))
 
     def _self_member_as_seen(self, seen: Member) -> Member:
-        """Our profile as the roster should show it (features as the coordinator relays them)."""
+        """Our profile as the roster should show it (features, token hash and an invite's fixed name
+        as the coordinator relays them)."""
         core = self._core
         p = core.profile
         mine = Member(core.self_id, p.name, p.cam, p.mic, p.avatar, dict(p.meta), core.features)
-        return replace(mine, features=seen.features)
+        name = seen.name if p.cred and core.gate.mode == "invite" else p.name
+        return replace(mine, name=name, features=seen.features, tk=seen.tk)
+
+
+_REFUSED: frozenset[str] = frozenset(
+    {"denied", "locked", "removed", "full", "needs-credential", "bad-credential", "expired-credential",
+     "not-listed"}
+)

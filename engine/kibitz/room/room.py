@@ -32,7 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from kibitz.authority import FRESH_S, BanRecord, HostAuthority, HostCommand, HostKeyring, Op
 from kibitz.clock import Scheduler
+from kibitz.gate import JoinGate
 from kibitz.ids import room_peer_id
 from kibitz.protocol.base import DropCounter, encode
 from kibitz.protocol.presence import ClientMessage, CoordinatorMessage, LobbyState
@@ -88,10 +90,20 @@ class Room:
         on_event: Callable[[RoomEvent], None] | None = None,
         features: Sequence[str] = DEFAULT_FEATURES,
         reclaim_bias: float = 0.0,
+        gate: JoinGate | None = None,
+        host_key: HostKeyring | None = None,
     ) -> None:
         check_profile(profile)
         self.room = room
         self.room_id = room_peer_id(room)
+        self.gate = gate or JoinGate()
+        """The settings this member enforces when it coordinates (checked against the room id by the
+        caller: :func:`kibitz.gate.check_room`)."""
+        self.authority = HostAuthority(self.gate, room)
+        self._keyring = host_key
+        if host_key is not None and host_key.public_text != self.gate.host.key:
+            raise ValueError("this host key is not the key this room's settings name as its host")
+        self._host_claim: tuple[float, str] | None = None
         self.self_id = self_id
         self._transport = transport
         self._scheduler = scheduler
@@ -143,7 +155,21 @@ class Room:
 
     @property
     def knocks(self) -> tuple[Knocker, ...]:
-        return self._coordinator.knocks if self._coordinator is not None else ()
+        """The waiting room: our own as coordinator, or as the coordinator forwards it to us, the host."""
+        if self._coordinator is not None:
+            return self._coordinator.knocks
+        if self._participant is not None and self.is_host:
+            return self._participant.knocks
+        return ()
+
+    @property
+    def is_host(self) -> bool:
+        """Whether we may moderate: we hold the host key (tier key), or the roster names us (tier
+        name: whoever carries the host's name)."""
+        tier = self.authority.tier
+        if tier == "key":
+            return self._keyring is not None
+        return tier == "name" and bool(self.roster.host) and self.roster.host == self.self_id
 
     def start(self) -> None:
         """Claim the room id (become coordinator) or, if taken, join whoever holds it."""
@@ -181,29 +207,43 @@ class Room:
         elif self._participant is not None:
             self._participant.profile_changed()
 
-    # coordinator-only moderation (the host layer calls these after verifying a host command)
+    # moderation: the host's acts, from whichever seat the host has
 
-    def set_flags(
-        self, *, lobby: bool | None = None, locked: bool | None = None, host: str | None = None
-    ) -> None:
-        """Coordinator: change the waiting-room / lock / host flags that ride the roster."""
-        self._require_coordinator().set_flags(lobby=lobby, locked=locked, host=host)
+    def moderate(self, op: Op, target: str | None = None) -> bool:
+        """As the host: lobbyon/lobbyoff, lock/unlock, admit/deny ``target``, reset. Carried out at
+        once when we coordinate, else signed (tier key) and sent to the coordinator, who checks it.
+        Returns False (and does nothing) when we are not the host or cannot reach a coordinator."""
+        if not self.is_host or op == "claim":
+            return False
+        if self._coordinator is not None:
+            self._coordinator.carry_out(op, target)
+            return True
+        coordinator = self.roster.coordinator
+        unsigned = self._keyring is None and self.authority.tier == "key"
+        if self._participant is None or not coordinator or unsigned:
+            return False
+        keyring = self._keyring or HostKeyring(None, self.room)
+        token = keyring.command(op, by=self.self_id, coordinator=coordinator, now=self._scheduler.wall(),
+                                target=target)
+        return self._participant.send_mod(token)
 
-    def admit(self, member_id: str) -> None:
-        """Coordinator: let a knocker in."""
-        self._require_coordinator().admit(member_id)
-
-    def deny(self, member_id: str) -> None:
-        """Coordinator: turn a knocker away."""
-        self._require_coordinator().deny(member_id)
-
-    def kick(self, member_id: str) -> None:
-        """Coordinator: remove a member and keep its id and token out for this coordinator's tenure."""
-        self._require_coordinator().kick(member_id)
-
-    def reset_room(self) -> None:
-        """Coordinator: tell every participant the room was reset (what that means is the app's)."""
-        self._require_coordinator().reset_room()
+    def remove(self, member_id: str, *, ban: bool = True) -> bool:
+        """As the host: remove ``member_id`` and keep it out (a record that outlives every
+        coordinator), or with ``ban=False`` lift such a ban. False when we are not the host, or when
+        we would remove ourselves."""
+        if not self.is_host or (ban and member_id == self.self_id):
+            return False
+        member = self.roster.get(member_id)
+        keys = [member.tk] if member is not None and member.tk else []
+        keyring = self._keyring or HostKeyring(None, self.room)
+        token = keyring.record(ban=ban, target=member_id, keys=keys, now=self._scheduler.wall())
+        if self._coordinator is not None:
+            record = self.authority.check_record(token)
+            if not isinstance(record, BanRecord):
+                return False
+            self._coordinator.enforce(record)
+            return True
+        return self._participant is not None and self._participant.send_mod(token)
 
     # --- event intake ---------------------------------------------------------------------------
 
@@ -311,11 +351,6 @@ class Room:
         self._enter("reclaiming")
         self._timers.set("reclaim", delay, self._claim)
 
-    def _require_coordinator(self) -> Coordinator:
-        if self._coordinator is None:
-            raise RuntimeError(f"only the coordinator can do that; this member is {self.role!r}")
-        return self._coordinator
-
     def _become_coordinator(self) -> None:
         last = self.roster
         self._enter("coordinator")
@@ -388,6 +423,34 @@ class Room:
         self._retired[link] = None
         while len(self._retired) > RETIRED_LINKS_KEPT:
             self._retired.popitem(last=False)
+
+    def own_claim(self) -> str | None:
+        """Our host claim, re-signed when half its freshness window has passed (tier key only)."""
+        if self._keyring is None or self.authority.tier != "key":
+            return None
+        now = self._scheduler.wall()
+        if self._host_claim is None or now - self._host_claim[0] > FRESH_S / 2:
+            self._host_claim = (now, self._keyring.claim(by=self.self_id, now=now))
+        return self._host_claim[1]
+
+    def checked_roster(self, roster: Roster) -> Roster:
+        """A coordinator's roster as we believe it: in tier key its host stands only with a claim that
+        checks out against the room's host key (a coordinator cannot make anyone host)."""
+        if self.authority.tier != "key" or not roster.host:
+            return roster
+        claim = self.authority.check_claim(roster.host_proof, by=roster.host, now=None)
+        if isinstance(claim, HostCommand):
+            return roster
+        self.drops.drop("roster:bad-host-claim")
+        return replace(roster, host="", host_proof=None)
+
+    def removed_self(self) -> None:
+        """A valid host record removes us while we coordinate: leave with the record on the roster."""
+        if self._coordinator is not None:
+            self._coordinator.leave()
+            self._transport.release(self.room_id)
+        self.emit(Kicked())
+        self._enter("left")
 
     def set_lobby_status(self, status: LobbyState) -> None:
         if status != self.lobby_status:
