@@ -150,17 +150,28 @@ class HostKeyring:
     def _token(self, payload: dict[str, object]) -> str:
         return sign_token(self._key, payload) if self._key is not None else _unsigned(payload)
 
-    def claim(self, *, by: str, now: float) -> str:
+    def claim(self, *, by: str, now: float, nonce: str | None = None) -> str:
         return self._token({"k": CMD_KIND, "op": "claim", "room": self.room, "by": by, "iat": int(now),
-                            "n": secrets.token_hex(8)})
+                            "n": nonce or secrets.token_hex(8)})
 
-    def command(self, op: Op, *, by: str, coordinator: str, now: float, target: str | None = None) -> str:
+    def command(
+        self,
+        op: Op,
+        *,
+        by: str,
+        coordinator: str,
+        now: float,
+        target: str | None = None,
+        nonce: str | None = None,
+    ) -> str:
+        """A command for the coordinator ``coordinator``; ``nonce`` is random unless given (golden
+        vectors only: a repeated nonce is refused as a replay)."""
         if op not in OPS or op == "claim":
             raise ValueError(f"unknown host command {op!r}")
         if (op in TARGETED) != (target is not None):
             raise ValueError(f"{op} {'needs' if op in TARGETED else 'takes no'} target")
         payload: dict[str, object] = {"k": CMD_KIND, "op": op, "room": self.room, "by": by, "c": coordinator,
-                                      "iat": int(now), "n": secrets.token_hex(8)}
+                                      "iat": int(now), "n": nonce or secrets.token_hex(8)}
         if target is not None:
             payload["target"] = target
         return self._token(payload)

@@ -140,6 +140,8 @@ class JoinGate:
                 raise GateError("unknown-param", f"unknown gate parameter in the link: {key}")
             if not isinstance(value, str) or len(value) > MAX_PARAM_CHARS:
                 raise GateError("bad-param", f"gate parameter {key!r} is not a short text")
+            if not value and key != "gt":
+                raise GateError("bad-param", f"gate parameter {key!r} is empty")
         mode = params.get("g", "open")
         lobby_flag = params.get("gl")
         if lobby_flag not in (None, "1", "0"):
@@ -292,7 +294,7 @@ def _mode(value: Any) -> GateMode:
 
 
 def _opt_text(value: Any, what: str) -> str | None:
-    if value is None:
+    if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > MAX_PARAM_CHARS:
         raise GateError("bad-param", f"joinGate {what} must be a short text")
