@@ -133,7 +133,11 @@ class Session:
         self._make_parts()
         self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._local = _LocalState()
+        self._arrived: dict[str, dict[str, object]] = {}
+        """Every remote track by peer and lane, as the transport handed it over."""
         self._remote_tracks: dict[str, dict[str, object]] = {}
+        """What we play: the arrived tracks the sender may use (audio needs its ``speak``)."""
+        self._silenced: set[tuple[str, str]] = set()
         self._claim_attempts = 0
         self._claim_timer: TimerHandle | None = None
         self._started = False
@@ -458,8 +462,8 @@ class Session:
             if isinstance(event, TrackArrived):
                 peer = self.mesh.peer_of(event.link)
                 if peer is not None:
-                    self._remote_tracks.setdefault(peer, {})[event.lane] = event.track
-                    self._emit("tracks", peer, event.lane, event.track)
+                    self._arrived.setdefault(peer, {})[event.lane] = event.track
+                    self._expose_tracks(peer)
         except Exception:
             # The engine must outlive any single bad event.
             log.exception("session failed on %r", event)
@@ -484,6 +488,7 @@ class Session:
                     reclaim_bias=AGENT_RECLAIM_BIAS_S if self._profile.meta.get("role") == "agent" else 0.0,
                     gate=self.gate,
                     host_key=self._keyring,
+                    may_read_roster=lambda mid: self.book.may_perceive(mid, "read-roster"),
                 )
                 self.room.start()
             return
@@ -540,8 +545,12 @@ class Session:
             self._emit("join", self._participant(mid))
         for mid in before.keys() - after.keys():
             self._remote_tracks.pop(mid, None)
+            self._arrived.pop(mid, None)
+            self._silenced = {k for k in self._silenced if k[0] != mid}
             self._emit("leave", {"id": mid, "name": before[mid].name})
         self._apply_lanes()
+        for peer in list(self._arrived):
+            self._expose_tracks(peer)
         self._emit("participants", self.get_participants())
         self._emit_state()
 
@@ -561,6 +570,10 @@ class Session:
 
     def _on_caps(self) -> None:
         self._apply_lanes()
+        for peer in list(self._arrived):
+            self._expose_tracks(peer)
+        if self.room is not None:
+            self.room.grants_changed()
         self._emit("caps", self.get_capability_grant(self.self_id))
 
     def _on_link(self, peer: str, up: bool) -> None:
@@ -569,6 +582,23 @@ class Session:
         self._emit("participants", self.get_participants())
 
     # ------------------------------------------------------------------ media lanes
+
+    def _expose_tracks(self, peer: str) -> None:
+        """Receiver-side enforcement of ``speak``: a peer's audio is played (exposed, and the
+        ``tracks`` event fired) only while its grant allows it to speak, so a tampered client that
+        sends audio anyway is not heard. A withdrawn track is announced as ``None``."""
+        shown = self._remote_tracks.setdefault(peer, {})
+        for lane, track in self._arrived.get(peer, {}).items():
+            if lane != "audio" or self.book.may_act(peer, "speak"):
+                self._silenced.discard((peer, lane))
+                if shown.get(lane) is not track:
+                    shown[lane] = track
+                    self._emit("tracks", peer, lane, track)
+            elif (peer, lane) not in self._silenced:
+                self._silenced.add((peer, lane))
+                self.book.blocked(peer, "speak", "audio not played: lacks speak")
+                if shown.pop(lane, None) is not None:
+                    self._emit("tracks", peer, lane, None)
 
     async def _set_source(self, source: Source, on: bool) -> None:
         self._require_live()

@@ -393,3 +393,49 @@ def test_host_command_tokens_are_bound_to_the_sender_and_room() -> None:
         "iat": 1_800_000_000, "target": "kbz-m-x",
     }
     assert len(sig) == 86  # 64 raw bytes
+
+
+# ------------------------------------------------------ grants enforced by the receiving side
+
+
+def test_audio_from_a_peer_without_speak_is_not_played_until_granted() -> None:
+    from kibitz.transport import TrackArrived
+
+    r = Room(gate=None)
+    ann = r.add("Ann")
+    bot = r.add("Bot", meta={"role": "agent"})
+    heard: list[tuple[str, str, object]] = []
+    ann.on("tracks", lambda peer, lane, track: heard.append((peer, lane, track)))
+    link = ann.mesh.link_of(bot.self_id)
+    assert link is not None
+    voice, video = object(), object()
+    # A tampered agent sends audio it may not: the transport hands the track over, nobody plays it.
+    ann._on_transport(TrackArrived(link, "audio", voice))
+    ann._on_transport(TrackArrived(link, "video", video))
+    assert heard == [(bot.self_id, "video", video)]
+    assert ann.remote_tracks(bot.self_id) == {"video": video}
+    assert any(e["kind"] == "blocked" and e["what"] == "speak" for e in ann.get_agent_audit(bot.self_id))
+    ann.set_capability_grant(bot.self_id, {"perceive": ["read-chat"], "act": ["speak"]})
+    r.settle(0.5)
+    assert heard[-1] == (bot.self_id, "audio", voice) and ann.remote_tracks(bot.self_id)["audio"] is voice
+    ann.set_capability_grant(bot.self_id, {"perceive": ["read-chat"], "act": []})
+    r.settle(0.5)
+    assert heard[-1] == (bot.self_id, "audio", None) and "audio" not in ann.remote_tracks(bot.self_id)
+
+
+def test_a_peer_without_read_roster_gets_ids_but_not_who_is_here() -> None:
+    r = Room(gate=None)
+    ann = r.add("Ann", meta={"seat": 1})
+    bob = r.add("Bob")
+    bot = r.add("Bot", meta={"role": "agent"})
+    assert {p["name"] for p in bot.get_participants()} == {"Ann", "Bob", "Bot"}
+    ann.set_capability_grant(bot.self_id, {"perceive": ["read-chat", "receive-directed"], "act": []})
+    r.settle(1.0)
+    seen = {p["id"]: p for p in bot.get_participants()}
+    assert set(seen) == {ann.self_id, bob.self_id, bot.self_id}  # ids: it still needs its links
+    assert seen[ann.self_id]["name"] == "" and seen[ann.self_id]["meta"] == {}
+    assert seen[bot.self_id]["name"] == "Bot"
+    assert {p["name"] for p in bob.get_participants()} == {"Ann", "Bob", "Bot"}  # others see everything
+    ann.set_capability_grant(bot.self_id, None)  # back to the agent default, which reads the roster
+    r.settle(1.0)
+    assert {p["name"] for p in bot.get_participants()} == {"Ann", "Bob", "Bot"}

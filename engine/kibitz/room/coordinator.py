@@ -15,7 +15,7 @@ forge one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kibitz.admission import CredentialCheck, Verdict, check_credential, decide, token_key
@@ -74,6 +74,9 @@ class CoordinatorCore(RoomCore, Protocol):
 
     def removed_self(self) -> None:
         """A valid host record removes us, the coordinator: leave the room for good."""
+
+    def may_read_roster(self, member_id: str) -> bool:
+        """Whether ``member_id``'s grant lets it see who is here (``read-roster``)."""
 
 
 @dataclass
@@ -614,14 +617,25 @@ class Coordinator:
             return False
         frame = self._roster_frame(roster)
         self._ticks_since_full = 0
-        for link in self.links:
+        for link, mid in self.links.items():
             if link in self._subscribed and link in self._open:
-                core.send_raw(link, frame)
+                core.send_raw(link, frame if core.may_read_roster(mid) else self._redacted_frame(roster, mid))
         core.publish(roster)
         return True
 
     def _send_roster(self, link: LinkId) -> None:
-        self._core.send_raw(link, self._roster_frame(self._current_roster()))
+        roster, mid = self._current_roster(), self.links.get(link, "")
+        read = self._core.may_read_roster(mid)
+        self._core.send_raw(link, self._roster_frame(roster) if read else self._redacted_frame(roster, mid))
+
+    def _redacted_frame(self, roster: Roster, reader: str) -> str:
+        """The roster for a member whose grant lacks ``read-roster`` (sender-side enforcement): who is
+        here stays an opaque id it needs for its links; names, avatars, meta and cameras do not."""
+        blank = tuple(
+            m if m.id == reader else Member(m.id, "", False, False, None, {}, m.features)
+            for m in roster.members
+        )
+        return self._roster_frame(replace(roster, members=blank))
 
     def close(self, link: LinkId) -> None:
         self.links.pop(link, None)

@@ -92,6 +92,7 @@ class Room:
         reclaim_bias: float = 0.0,
         gate: JoinGate | None = None,
         host_key: HostKeyring | None = None,
+        may_read_roster: Callable[[str], bool] | None = None,
     ) -> None:
         check_profile(profile)
         self.room = room
@@ -104,6 +105,7 @@ class Room:
         if host_key is not None and host_key.public_text != self.gate.host.key:
             raise ValueError("this host key is not the key this room's settings name as its host")
         self._host_claim: tuple[float, str] | None = None
+        self._may_read_roster = may_read_roster
         self.self_id = self_id
         self._transport = transport
         self._scheduler = scheduler
@@ -432,6 +434,15 @@ class Room:
         if self._host_claim is None or now - self._host_claim[0] > FRESH_S / 2:
             self._host_claim = (now, self._keyring.claim(by=self.self_id, now=now))
         return self._host_claim[1]
+
+    def may_read_roster(self, member_id: str) -> bool:
+        return self._may_read_roster is None or self._may_read_roster(member_id)
+
+    def grants_changed(self) -> None:
+        """The room's grants changed: as coordinator, re-send the roster (some may now read it, or no
+        longer)."""
+        if self._coordinator is not None:
+            self._coordinator.broadcast(force=True)
 
     def checked_roster(self, roster: Roster) -> Roster:
         """A coordinator's roster as we believe it: in tier key its host stands only with a claim that
