@@ -137,7 +137,6 @@ class Session:
         """Every remote track by peer and lane, as the transport handed it over."""
         self._remote_tracks: dict[str, dict[str, object]] = {}
         """What we play: the arrived tracks the sender may use (audio needs its ``speak``)."""
-        self._silenced: set[tuple[str, str]] = set()
         self._claim_attempts = 0
         self._claim_timer: TimerHandle | None = None
         self._started = False
@@ -546,7 +545,6 @@ class Session:
         for mid in before.keys() - after.keys():
             self._remote_tracks.pop(mid, None)
             self._arrived.pop(mid, None)
-            self._silenced = {k for k in self._silenced if k[0] != mid}
             self._emit("leave", {"id": mid, "name": before[mid].name})
         self._apply_lanes()
         for peer in list(self._arrived):
@@ -586,19 +584,17 @@ class Session:
     def _expose_tracks(self, peer: str) -> None:
         """Receiver-side enforcement of ``speak``: a peer's audio is played (exposed, and the
         ``tracks`` event fired) only while its grant allows it to speak, so a tampered client that
-        sends audio anyway is not heard. A withdrawn track is announced as ``None``."""
+        sends audio anyway is not heard. A withdrawn track is announced as ``None``. Not audited:
+        every link has an audio lane (a silent placeholder from an honest agent), so a withheld lane
+        is no blocked act."""
         shown = self._remote_tracks.setdefault(peer, {})
         for lane, track in self._arrived.get(peer, {}).items():
             if lane != "audio" or self.book.may_act(peer, "speak"):
-                self._silenced.discard((peer, lane))
                 if shown.get(lane) is not track:
                     shown[lane] = track
                     self._emit("tracks", peer, lane, track)
-            elif (peer, lane) not in self._silenced:
-                self._silenced.add((peer, lane))
-                self.book.blocked(peer, "speak", "audio not played: lacks speak")
-                if shown.pop(lane, None) is not None:
-                    self._emit("tracks", peer, lane, None)
+            elif shown.pop(lane, None) is not None:
+                self._emit("tracks", peer, lane, None)
 
     async def _set_source(self, source: Source, on: bool) -> None:
         self._require_live()
