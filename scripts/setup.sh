@@ -2,13 +2,14 @@
 # Idempotent set-up for a fresh Debian machine (root, package registries only):
 # Debian packages, the .venv with the project and its tools, npm packages, and the served bundle.
 # Each step is skipped when its inputs have not changed since it last ran.
-# `--tests` adds what only the tests need (coturn, the TURN relay the e2e tests run on loopback).
+# `--tests` adds what only the tests need (coturn, the TURN relay the e2e tests run on loopback;
+# redis-server, which the multi-node tests start on free ports: never the system service).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 APT_PACKAGES=(chromium)
-if [ "${1:-}" = "--tests" ]; then APT_PACKAGES+=(coturn); fi
+if [ "${1:-}" = "--tests" ]; then APT_PACKAGES+=(coturn redis-server); fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -349,15 +349,18 @@ async function discoverSignal(cfg) {
       return { url, key: "peerjs" };
     }
     const base = cfg.signalBase;
+    // The engine asks this again (adding &failed=<broker>) when its broker goes away: a service
+    // of several nodes then names the room's next node.
+    const signal = `${base}api/signal?room=${encodeURIComponent(cfg.room)}`;
     try {
-      const r = await fetch(`${base}api/signal?room=${encodeURIComponent(cfg.room)}`, { cache: "no-store" });
+      const r = await fetch(signal, { cache: "no-store" });
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       const info = await r.json();
       const key = typeof info.key === "string" ? info.key : "peerjs";
-      if (typeof info.url === "string" && info.url) return { url: info.url, key };
+      if (typeof info.url === "string" && info.url) return { url: info.url, key, signal };
       if (info.host) {
         const host = info.host.includes(":") && !info.host.startsWith("[") ? `[${info.host}]` : info.host;
-        return { url: `${info.secure ? "wss" : "ws"}://${host}:${info.port}${info.path || "/"}`, key };
+        return { url: `${info.secure ? "wss" : "ws"}://${host}:${info.port}${info.path || "/"}`, key, signal };
       }
       console.warn(`Kibitz: ${base}api/signal names no broker; trying the default layout`);
     } catch (err) {

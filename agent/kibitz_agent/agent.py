@@ -59,8 +59,13 @@ class AgentJoinError(ConnectionError):
     """The agent could not reach its room (server down, broker unreachable, or too slow to join)."""
 
 
-async def resolve_broker(server: str, room: str, *, timeout: float = SIGNAL_TIMEOUT_S) -> tuple[str, str]:
+async def resolve_broker(
+    server: str, room: str, *, timeout: float = SIGNAL_TIMEOUT_S, failed: str | None = None
+) -> tuple[str, str]:
     """``(broker_ws_url, key)`` for ``room`` from ``GET {server}/api/signal?room=...``.
+
+    ``failed``: a broker URL we could not reach (a service of several nodes then checks it and
+    names another node's broker if that one is down).
 
     When the server names no broker (``{"host": null}``: it runs none of its own and no remote one
     is healthy) we fall back to the default layout of ``kibitz serve``: the broker on the HTTP
@@ -70,7 +75,7 @@ async def resolve_broker(server: str, room: str, *, timeout: float = SIGNAL_TIME
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"server must be an http(s):// URL, got {server!r}")
-    url = f"{base}/api/signal?{urlencode({'room': room})}"
+    url = f"{base}/api/signal?{urlencode({'room': room, **({'failed': failed} if failed else {})})}"
     try:
         status, body = await asyncio.wait_for(http_get(url), timeout)
     except (TimeoutError, OSError, ValueError) as exc:
@@ -262,6 +267,7 @@ class Agent:
             k: [] for k in ("roster", "chat", "data", "view", "grant", "track")
         }
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._found_broker = False
         self._closed = asyncio.Event()
         self._left = False
         self.view: Any = None
@@ -292,6 +298,7 @@ class Agent:
         from kibitz.clock import AsyncioScheduler
 
         loop = asyncio.get_running_loop()
+        self._found_broker = self.broker_url is None  # ours to ask again if its node goes away
         if self.broker_url is None:
             self.broker_url, self._key = await resolve_broker(self.server, self.room)
         loopback = is_loopback(self.broker_url) if self._loopback_only is None else self._loopback_only
@@ -302,6 +309,13 @@ class Agent:
         )
         if ttl is not None:
             self._spawn(self._keep_ice_fresh(ttl))
+        if self.server and self._found_broker:
+            server, room = self.server, self.room
+
+            async def again(failed: str) -> str | None:
+                return (await resolve_broker(server, room, failed=failed))[0]
+
+            self._transport.set_broker_resolver(again)
         session = Session(
             self.room,
             transport=self._transport,

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     lic_sub.add_parser("list", parents=[where], help="list licences (ids, labels, caps; never the tokens)")
     use = lic_sub.add_parser("usage", parents=[where], help="relay credentials metered per licence and month")
     use.add_argument("--month", default=None, help="YYYY-MM (default: every month)")
+    serve.add_argument("--redis", default=None, metavar="redis://HOST:PORT/DB",
+                       help="run as one node of a service of several on this Redis "
+                            "(or set $KIBITZ_REDIS_URL, e.g. for a password)")
     from kibitz.room_cli import add_parsers as add_room_parsers
 
     add_room_parsers(sub)

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .broker import Broker
+from .cluster import Cluster
 from .config import ServerConfig, make_config
 from .gate import LicenceGate
 from .licences import LicenceStore, SqliteLicenceStore
@@ -41,6 +43,7 @@ class RunningServer:
     runner: web.AppRunner
     http_port: int
     broker_port: int
+    cluster: Cluster | None = None
 
     @property
     def http_url(self) -> str:
@@ -55,7 +58,11 @@ class RunningServer:
 
     async def close(self) -> None:
         await self.directory.stop()
+        if self.cluster is not None:
+            await self.cluster.leave()  # out of the live set first: rooms move before sockets close
         await self.broker.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.runner.cleanup()
         turn = self.runner.app[TURN_KEY]
         if isinstance(turn, LicenceGate):
@@ -96,23 +103,42 @@ async def start_server(
     """Start broker and HTTP app on the running loop (ports 0 = pick free ones)."""
     if turn is None:
         turn = turn_provider(config)
+    if config.redis_url is not None and not config.public_broker_url and config.host in WILDCARD_HOSTS:
+        raise ValueError(
+            "with redis_url every node must name the broker address clients reach it at: "
+            "--host <address> (not a wildcard) or public_broker_url"
+        )
     broker = Broker(config, Metrics(), clock=clock)
     broker_port = await broker.start(config.host, config.resolved_broker_port(), sweep=sweep)
     directory = BrokerDirectory(config.key, config.brokers, config.health_interval, config.health_timeout)
     directory.start()
-    app = make_app(config, broker, directory, turn)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    cluster: Cluster | None = None
+    runner: web.AppRunner | None = None
     try:
+        site_runner = runner = web.AppRunner(
+            make_app(config, broker, directory, turn), access_log=None, handle_signals=False,
+            shutdown_timeout=1.0,
+        )
+        await site_runner.setup()
+        site = web.TCPSite(site_runner, config.host, config.port)
         await site.start()
-    except OSError:
+        server: Any = site._server
+        http_port = int(server.sockets[0].getsockname()[1])
+        running = RunningServer(config, broker, directory, site_runner, http_port, broker_port)
+        if config.redis_url is not None:
+            cluster = Cluster(broker, config, local_broker_url(config, broker_port, None), running.http_url)
+            broker.cluster = running.cluster = cluster
+            if not await cluster.start():
+                log.warning("redis not reachable yet: this node refuses new peers until it is")
+    except BaseException:
+        await directory.stop()
+        if cluster is not None:
+            await cluster.close(drain=0)
         await broker.close()
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         raise
-    server: Any = site._server
-    http_port = int(server.sockets[0].getsockname()[1])
-    return RunningServer(config, broker, directory, runner, http_port, broker_port)
+    return running
 
 
 async def _serve(config: ServerConfig, turn: TurnProvider | None) -> int:
@@ -126,7 +152,8 @@ async def _serve(config: ServerConfig, turn: TurnProvider | None) -> int:
     except OSError as exc:
         print(f"kibitz serve: cannot listen: {exc}", file=sys.stderr)
         return 1
-    print(f"KIBITZ_READY {running.http_url} broker={running.broker_url}", flush=True)
+    node = f" node={running.cluster.node}" if running.cluster is not None else ""
+    print(f"KIBITZ_READY {running.http_url} broker={running.broker_url}{node}", flush=True)
     demo = "" if config.dist_dir.is_dir() else "  (dist/ not built yet: a placeholder page)"
     print(f"Kibitz demo: {running.http_url}/{demo}", flush=True)
     print(f"Signaling broker: {running.broker_url}  key={config.key}  (Ctrl-C stops)", flush=True)
@@ -155,6 +182,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         stun_urls=getattr(args, "stun_url", None),
         state_dir=getattr(args, "state_dir", None),
         grant_secret_file=getattr(args, "grant_secret_file", None),
+        redis_url=getattr(args, "redis", None) or os.environ.get("KIBITZ_REDIS_URL") or None,
     )
 
 

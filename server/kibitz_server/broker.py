@@ -15,178 +15,46 @@ type and dst, then splice ``"src":<id>`` into the original bytes instead of re-s
 are framed here and written once per destination per loop iteration (``call_soon`` flush), so a
 burst of N messages to one peer costs one ``send()`` syscall rather than N.
 """
-
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import orjson
 from picows import (
     WSCloseCode,
     WSFrame,
-    WSListener,
     WSMsgType,
-    WSTransport,
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
     ws_create_server,
 )
 
+from .broker_conn import (
+    _CLOSE,
+    _DUMPS,
+    INFO_BODY,
+    MSG_BAD_ID,
+    MSG_BAD_KEY,
+    MSG_LIMIT,
+    MSG_NO_PARAMS,
+    MSG_TAKEN,
+    OPEN_FRAME,
+    Conn,
+    error_frame,
+    text_header,
+    valid_id,
+)
 from .config import ServerConfig
 from .metrics import Metrics
 
-ID_RE = re.compile(r"^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$")
-MAX_ID_LEN = 256
-RELAY_TYPES = frozenset(("OFFER", "ANSWER", "CANDIDATE", "LEAVE", "EXPIRE"))
-_TEXT = WSMsgType.TEXT
-_CLOSE = WSMsgType.CLOSE
-_LOADS = orjson.loads
-_DUMPS = orjson.dumps
-_JSONError = orjson.JSONDecodeError
-_SMALL_HDR = [bytes((0x81, n)) for n in range(126)]
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
-MSG_NO_PARAMS = "No id, token, or key supplied to websocket server"
-MSG_BAD_KEY = "Invalid key provided"
-MSG_LIMIT = "Server has reached its concurrent user limit"
-MSG_BAD_ID = "Invalid id"
-MSG_TAKEN = "ID is taken"
-
-OPEN_FRAME = b'{"type":"OPEN"}'
-INFO_BODY = orjson.dumps(
-    {
-        "name": "PeerJS Server",
-        "description": "A server side element to broker connections between PeerJS clients.",
-        "website": "https://peerjs.com/",
-    }
-)
-
-
-def text_header(n: int) -> bytes:
-    """Header of an unmasked, final server->client text frame with an n-byte payload."""
-    if n < 126:
-        return _SMALL_HDR[n]
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big")
-    return b"\x81\x7f" + n.to_bytes(8, "big")
-
-
-def valid_id(value: object) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_ID_LEN and ID_RE.match(value) is not None
-
-
-def error_frame(msg: str) -> bytes:
-    return _DUMPS({"type": "ERROR", "payload": {"msg": msg}})
-
-
-class Conn(WSListener):
-    """One broker socket. All state the hot path touches lives in slots here."""
-
-    __slots__ = (
-        "broker",
-        "closer",
-        "contacts",
-        "count",
-        "id",
-        "key",
-        "last_dst",
-        "last_seen",
-        "out",
-        "raw",
-        "registered",
-        "src_prefix",
-        "token",
-        "transport",
-        "warned",
-    )
-
-    def __init__(self, broker: Broker, id_: str | None, token: str | None, key: str | None) -> None:
-        super().__init__()
-        self.broker = broker
-        self.id = id_ or ""
-        self.token = token
-        self.key = key
-        self.src_prefix = b""
-        self.transport: WSTransport | None = None
-        self.raw: Any = None
-        self.out: list[bytes] = []
-        self.contacts: set[str] = set()
-        self.last_dst: Conn | None = None
-        self.last_seen = 0.0
-        self.count = 0
-        self.warned = False
-        self.registered = False
-        self.closer: asyncio.TimerHandle | None = None
-
-    # picows callbacks -------------------------------------------------------------------------
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-        self.raw = transport.underlying_transport
-        self.broker.register(self)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if self.closer is not None:
-            self.closer.cancel()
-            self.closer = None
-            self.broker.closing.discard(self)
-        self.broker.unregister(self)
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        b = self.broker
-        if frame.msg_type is not _TEXT or not frame.fin or not self.registered:
-            b.odd_frame(self, frame)
-            return
-        self.last_seen = b.coarse_now
-        self.count += 1
-        if self.count > b.rate_limit:
-            b.reject_frame(self, "rate_limited", "Rate limit exceeded")
-            return
-        if frame.payload_size > b.max_message:
-            b.reject_frame(self, "too_large", "Message too large")
-            return
-        raw = frame.get_payload_as_bytes()  # one copy; orjson parses bytes faster than a memoryview
-        try:
-            msg = _LOADS(raw)
-        except _JSONError:
-            b.reject_frame(self, "invalid_json", "Invalid JSON")
-            return
-        if type(msg) is not dict:
-            b.reject_frame(self, "not_object", "Message must be a JSON object")
-            return
-        t = msg.get("type")
-        if t in RELAY_TYPES:
-            dst = msg.get("dst")
-            target = b.clients.get(dst) if type(dst) is str else None
-            if target is not None:
-                # Fast path: splice src into the original bytes when nothing else must be stripped.
-                if len(msg) == 3 and "payload" in msg and raw[0] == 0x7B:
-                    body = self.src_prefix + raw[1:]
-                else:
-                    body = b.build(t, self.id, dst, msg)  # type: ignore[arg-type]
-                out = target.out
-                if not out:
-                    b.mark_dirty(target)
-                n = len(body)
-                out.append(_SMALL_HDR[n] if n < 126 else text_header(n))
-                out.append(body)
-                b.metrics.relayed += 1
-                if self.last_dst is not target:
-                    self.last_dst = target
-                    self.contacts.add(dst)  # type: ignore[arg-type]
-                    target.contacts.add(self.id)
-            else:
-                b.relay_offline(self, t, dst, msg)
-        elif t == "HEARTBEAT":
-            return
-        elif type(t) is str:
-            b.metrics.drop("unknown_type")  # the reference ignores these silently; so do we
-        else:
-            b.reject_frame(self, "no_type", "Message has no type")
+__all__ = ["Broker", "Conn", "text_header", "valid_id"]
 
 
 class Broker:
@@ -218,6 +86,8 @@ class Broker:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.port = 0
+        #: Set by ``kibitz serve --redis``: ids, queues and frames for other nodes go through it.
+        self.cluster: Cluster | None = None
 
     def now(self) -> float:
         if self._clock is not None:
@@ -300,7 +170,6 @@ class Broker:
 
     # registration ------------------------------------------------------------------------
     def register(self, conn: Conn) -> None:
-        m = self.metrics
         if not conn.id or not conn.token or not conn.key:
             return self._refuse(conn, "no_params", "ERROR", MSG_NO_PARAMS)
         if conn.key != self.key:
@@ -308,17 +177,31 @@ class Broker:
         if not valid_id(conn.id):
             return self._refuse(conn, "bad_id", "ERROR", MSG_BAD_ID)
         old = self.clients.get(conn.id)
-        if old is not None:
-            if old.token != conn.token:
-                return self._refuse(conn, "id_taken", "ID-TAKEN", MSG_TAKEN)
+        if self.cluster is not None:
+            if old is None and len(self.clients) + len(self.cluster.claiming) >= self.config.concurrent_limit:
+                return self._refuse(conn, "limit", "ERROR", MSG_LIMIT)
+            return self.cluster.claim(conn)  # Redis decides; accept() or refuse() follows
+        if old is not None and old.token != conn.token:
+            return self._refuse(conn, "id_taken", "ID-TAKEN", MSG_TAKEN)
+        if old is None and len(self.clients) >= self.config.concurrent_limit:
+            return self._refuse(conn, "limit", "ERROR", MSG_LIMIT)
+        queued = self.queues.pop(conn.id, None)
+        if queued:
+            self.queued_total -= len(queued)
+        self.accept(conn, [(src, body) for _, src, body in queued] if queued else None)
+        return None
+
+    def accept(self, conn: Conn, queued: list[tuple[str, bytes]] | None) -> None:
+        """``conn`` holds its id now: OPEN, then what was queued for the id (src, body)."""
+        m = self.metrics
+        old = self.clients.get(conn.id)
+        if old is not None and old is not conn:
             # Same id, same token: a reload or a blip. The new socket takes over right now.
             m.takeovers += 1
             conn.contacts = old.contacts
             old.contacts = set()
             old.registered = False
             self._close(old, WSCloseCode.GOING_AWAY)
-        elif len(self.clients) >= self.config.concurrent_limit:
-            return self._refuse(conn, "limit", "ERROR", MSG_LIMIT)
         else:
             m.connected += 1
         conn.registered = True
@@ -327,19 +210,19 @@ class Broker:
         self.clients[conn.id] = conn
         m.connections_total += 1
         self.send(conn, OPEN_FRAME)
-        queued = self.queues.pop(conn.id, None)
         if queued:
-            self.queued_total -= len(queued)
-            for _, src, body in queued:
+            for src, body in queued:
                 self.send(conn, body)
                 m.relayed += 1
                 conn.contacts.add(src)
                 sender = self.clients.get(src)
                 if sender is not None:
                     sender.contacts.add(conn.id)
-        return None
 
     def _refuse(self, conn: Conn, reason: str, type_: str, msg: str) -> None:
+        self.refuse(conn, reason, type_, msg)
+
+    def refuse(self, conn: Conn, reason: str, type_: str, msg: str) -> None:
         self.metrics.rejected[reason] += 1
         self.send(conn, _DUMPS({"type": type_, "payload": {"msg": msg}}))
         self._close(conn, WSCloseCode.POLICY_VIOLATION)
@@ -355,13 +238,32 @@ class Broker:
             return
         del self.clients[gone]
         self.metrics.connected -= 1
+        cluster = self.cluster
         for peer in conn.contacts:
             pc = self.clients.get(peer)
             if pc is not None and pc is not conn:
                 pc.contacts.discard(gone)
                 self.send(pc, _DUMPS({"type": "LEAVE", "src": gone, "dst": peer}))
                 self.metrics.leaves_sent += 1
+            elif pc is None and cluster is not None:
+                cluster.send(peer, gone, _DUMPS({"type": "LEAVE", "src": gone, "dst": peer}), "n")
+                self.metrics.leaves_sent += 1
         conn.contacts = set()
+        if cluster is not None:
+            cluster.released(conn)
+
+    def evict(self, conn: Conn, *, taken: bool) -> set[str]:
+        """The cluster gave ``conn``'s id to another socket: close it without LEAVE (a takeover is
+        not a departure; ``taken``: another token holds it now, so say ID-TAKEN). Returns its contacts."""
+        if self.clients.get(conn.id) is conn:
+            del self.clients[conn.id]
+            self.metrics.connected -= 1
+        conn.registered = False
+        contacts, conn.contacts = conn.contacts, set()
+        if taken:
+            self.send(conn, _DUMPS({"type": "ID-TAKEN", "payload": {"msg": MSG_TAKEN}}))
+        self._close(conn, WSCloseCode.GOING_AWAY)
+        return contacts
 
     def _close(self, conn: Conn, code: WSCloseCode) -> None:
         """Flush what is queued, send CLOSE, and wait for the peer's CLOSE before dropping TCP.
@@ -398,7 +300,7 @@ class Broker:
             return _DUMPS({"type": t, "src": src, "dst": dst, "payload": msg["payload"]})
         return _DUMPS({"type": t, "src": src, "dst": dst})
 
-    def relay_offline(self, conn: Conn, t: str, dst: Any, msg: dict[str, Any]) -> None:
+    def relay_offline(self, conn: Conn, t: str, dst: Any, msg: dict[str, Any], raw: bytes = b"") -> None:
         if t == "LEAVE" and dst is None:
             # PeerJS semantics: a LEAVE without dst means "I am leaving".
             self.unregister(conn)
@@ -406,6 +308,16 @@ class Broker:
             return
         if not valid_id(dst):
             self.reject_frame(conn, "invalid_dst", "Invalid dst")
+            return
+        if self.cluster is not None:
+            # Not on this node: wherever it is in the service (or queued in Redis).
+            if len(msg) == 3 and "payload" in msg and raw[:1] == b"{":
+                body = conn.src_prefix + raw[1:]
+            else:
+                body = self.build(t, conn.id, dst, msg)
+            conn.contacts.add(dst)
+            conn.last_dst = None
+            self.cluster.send(dst, conn.id, body, "n" if t == "LEAVE" or t == "EXPIRE" else "q")
             return
         if t == "LEAVE" or t == "EXPIRE":
             self.metrics.drop("dst_offline")  # the reference ignores these too
@@ -502,6 +414,8 @@ class Broker:
             self._close(c, WSCloseCode.GOING_AWAY)
             self.unregister(c)
         expire = self.config.expire_timeout
+        if self.cluster is not None:
+            self.cluster.sweep(now)
         for dst in [d for d, q in self.queues.items() if now - q[0][0] >= expire]:
             q = self.queues[dst]
             keep = [item for item in q if now - item[0] < expire]

@@ -95,6 +95,17 @@ class ServerConfig:
     #: File holding the key that signs room grants; else $KIBITZ_GRANT_SECRET; else
     #: ``state_dir/grant.key``, made on first use. Servers sharing licences must share it.
     grant_secret_file: Path | None = None
+    #: ``redis://HOST:PORT/DB``: run as one node of a service of several (docs/scale.md); None =
+    #: a single node with everything in memory.
+    redis_url: str | None = None
+    #: Prefix of every Redis key and channel (several services may share one Redis).
+    redis_prefix: str = "kbz:"
+    #: A node that has not refreshed its registry key for this long is dead for the others.
+    cluster_node_ttl: float = 3.0
+    #: How often a node refreshes its key and reads the live set.
+    cluster_heartbeat: float = 0.75
+    #: Expiry of a broker id's record in Redis; the holder extends it every third of it.
+    cluster_lease: float = 60.0
     dist_dir: Path = field(default_factory=_default_dist)
     #: In-memory cache for compressed static files.
     compress_cache_bytes: int = 256 * 1024 * 1024
@@ -112,6 +123,16 @@ class ServerConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.max_message_bytes > self.hard_frame_bytes:
             raise ValueError("max_message_bytes must be <= hard_frame_bytes")
+        for name in ("cluster_node_ttl", "cluster_heartbeat", "cluster_lease"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.cluster_heartbeat * 2 > self.cluster_node_ttl:
+            raise ValueError("cluster_node_ttl must be at least twice cluster_heartbeat")
+        if self.redis_url is not None:
+            if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(f"redis_url must be redis://HOST:PORT/DB (got {self.redis_url!r})")
+            if self.brokers:
+                raise ValueError("brokers and redis_url do not mix: with Redis the nodes find each other")
         if self.turn_secret_file is not None and not self.turn_urls:
             raise ValueError("turn_secret_file is set but turn_urls is empty")
         if self.turn_gate not in TURN_GATES:

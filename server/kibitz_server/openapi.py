@@ -83,7 +83,11 @@ def openapi_spec() -> dict[str, Any]:
                     "summary": "The signaling broker to use (consistent per room across peers).",
                     "parameters": [
                         {"name": "room", "in": "query", "required": False,
-                         "schema": {"type": "string", "maxLength": 512}}
+                         "schema": {"type": "string", "maxLength": 512}},
+                        {"name": "failed", "in": "query", "required": False,
+                         "description": "a broker URL this client could not reach (several nodes: "
+                                        "checked, and left out while it is down)",
+                         "schema": {"type": "string", "maxLength": 2048}},
                     ],
                     "responses": {
                         **json_ok(SIGNAL_SCHEMA, "broker coordinates, or host null"),
@@ -149,7 +153,10 @@ def openapi_spec() -> dict[str, Any]:
                         {
                             "type": "object",
                             "required": ["ok"],
-                            "properties": {"ok": {"type": "boolean"}, "peers": {"type": "integer"}},
+                            "properties": {
+                                "ok": {"type": "boolean"}, "peers": {"type": "integer"},
+                                "node": {"type": "string"}, "nodes": {"type": "integer"},
+                            },
                         },
                         "alive",
                     ),

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from kibitz.ids import normalize_room
+
 from .broker import Broker
 from .config import ServerConfig
 from .gate import GrantError, LicenceGate
@@ -81,12 +83,15 @@ def make_app(
 
     async def signal(request: web.Request) -> web.Response:
         room = request.query.get("room", "")
-        if len(room) > 512:
+        if len(room) > 512 or len(request.query.get("failed", "")) > 2048:
             return web.Response(
                 status=400,
-                body=orjson.dumps({"error": "room is longer than 512 characters"}),
+                body=orjson.dumps({"error": "room is longer than 512 characters (or failed than 2048)"}),
                 headers={**CORS, "Content-Type": "application/json"},
             )
+        if broker.cluster is not None:
+            failed = request.query.get("failed") or None
+            return _json(await broker.cluster.choose(normalize_room(room) or room, config.key, failed))
         local = None
         if config.local_broker_in_signal:
             local = local_broker_url(config, broker.port, request.url.host)
@@ -121,12 +126,20 @@ def make_app(
         return web.Response(status=204, headers=PREFLIGHT)
 
     async def healthz(request: web.Request) -> web.Response:
-        return _json({"ok": True, "peers": broker.metrics.connected})
+        cluster = broker.cluster
+        if cluster is None:
+            return _json({"ok": True, "peers": broker.metrics.connected})
+        peers = broker.metrics.connected
+        return _json({"ok": cluster.up, "peers": peers, "node": cluster.node, "nodes": len(cluster.view)})
 
     async def metrics(request: web.Request) -> web.Response:
-        extra = turn_provider.render_metrics() if isinstance(turn_provider, LicenceGate) else ""
+        text = broker.metrics.render()
+        if isinstance(turn_provider, LicenceGate):
+            text += turn_provider.render_metrics()
+        if broker.cluster is not None:
+            text += broker.cluster.render()
         return web.Response(
-            text=broker.metrics.render() + extra,
+            text=text,
             headers={"Cache-Control": "no-store"},
             content_type="text/plain",
             charset="utf-8",

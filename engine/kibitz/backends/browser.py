@@ -19,8 +19,9 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
@@ -1228,6 +1229,24 @@ def _spawn(coro: Any) -> None:
     task.add_done_callback(_background.discard)
 
 
+def _signal_resolver(signal: str) -> Callable[[str], Awaitable[str | None]]:
+    """``GET <signal>&failed=<broker>``: the room's broker now (another node's if ours died)."""
+
+    async def resolve(failed: str) -> str | None:
+        import js
+        from pyodide.ffi import to_js
+
+        opts = to_js({"cache": "no-store"}, dict_converter=js.Object.fromEntries)
+        r = await js.fetch(f"{signal}&failed={quote(failed, safe='')}", opts)
+        if not r.ok:
+            return None
+        info = (await r.json()).to_py()
+        url = info.get("url") if isinstance(info, dict) else None
+        return url if isinstance(url, str) and url else None
+
+    return resolve
+
+
 def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
     """Called by widget.js for each mount, once the engine has booted; starts presence at once.
 
@@ -1249,6 +1268,9 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
         ice: tuple[IceServer, ...] = tuple(config.get("iceServers") or ())
         transport = make_browser_transport(url, key=str(broker.get("key") or "peerjs"),
                                            rtc_config=RtcConfig(ice_servers=ice))
+        signal = broker.get("signal")
+        if isinstance(signal, str) and signal:
+            transport.set_broker_resolver(_signal_resolver(signal))
         page = PageSession(
             config, emit, transport=transport, scheduler=AsyncioScheduler(asyncio.get_event_loop()),
             streams=_JsStreams(), meter=lambda cb: _shim().levelMeter(cb), convert=_to_page,

@@ -30,7 +30,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -187,6 +187,9 @@ class RtcTransport:
         self._link_seq = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing_pcs: set[PeerConnection] = set()
+        self._resolve_broker: Callable[[str], Awaitable[str | None]] | None = None
+        self._resolving: asyncio.Future[None] | None = None
+        self._broker_suspect = False
         self.drops = DropCounter()
 
     # ------------------------------------------------------------------------ Transport protocol
@@ -302,6 +305,40 @@ class RtcTransport:
     def rtc_config(self) -> RtcConfig:
         return self._rtc_config
 
+    def set_broker_resolver(self, resolve: Callable[[str], Awaitable[str | None]] | None) -> None:
+        """Ask ``resolve(failed_url)`` (``GET /api/signal?failed=`` again) for the broker URL before
+        the next claim whenever the current broker could not be reached or dropped a socket: a
+        service of several nodes moves a room to another node when its node dies (docs/scale.md).
+        ``None`` or a failure keeps the URL we have."""
+        self._resolve_broker = resolve
+
+    @property
+    def broker_url(self) -> str:
+        return self._broker_url
+
+    async def _fresh_broker_url(self) -> str:
+        if self._resolve_broker is None or not self._broker_suspect:
+            return self._broker_url
+        if self._resolving is None:  # one request for every identity reconnecting at once
+            self._resolving = self._get_loop().create_future()
+            resolving = self._resolving
+            try:
+                url = await asyncio.wait_for(self._resolve_broker(self._broker_url), 5.0)
+                if url:
+                    signaling.signaling_url(url, key=self._key, peer_id="x", token="x")
+                    if url != self._broker_url:
+                        log.info("broker moved: %s -> %s", self._broker_url, url)
+                    self._broker_url = url
+                    self._broker_suspect = False
+            except Exception as exc:
+                log.warning("could not ask for the broker again: %r", exc)
+            finally:
+                self._resolving = None
+                resolving.set_result(None)
+        else:
+            await asyncio.shield(self._resolving)
+        return self._broker_url
+
     def set_rtc_config(self, config: RtcConfig) -> None:
         """Use ``config`` for every peer connection made from now on (fresh TURN credentials before
         the old ones expire). Live connections keep theirs: a relay allocation outlives the expiry
@@ -399,9 +436,10 @@ class RtcTransport:
         return self._identities.get(ident.peer_id) is ident and ident.state != "closed"
 
     async def _open_identity(self, ident: _Identity) -> None:
-        url = signaling.signaling_url(
-            self._broker_url, key=self._key, peer_id=ident.peer_id, token=ident.token
-        )
+        broker = await self._fresh_broker_url()
+        if not self._is_current(ident):
+            return
+        url = signaling.signaling_url(broker, key=self._key, peer_id=ident.peer_id, token=ident.token)
         on_message = self._guard(lambda text: self._on_frame(ident, text))
         on_close = self._guard(lambda reason: self._on_socket_close(ident, reason))
         try:
@@ -417,6 +455,8 @@ class RtcTransport:
     def _claim_failed(self, ident: _Identity, outcome: ClaimOutcome, detail: str) -> None:
         if not self._is_current(ident) or ident.state != "connecting":
             return
+        if outcome != "taken":
+            self._broker_suspect = True
         self._drop_identity(ident)
         self._emit(ClaimResult(ident.peer_id, outcome, detail))
 
@@ -437,6 +477,8 @@ class RtcTransport:
                 log.debug("closing broker socket for %s failed", ident.peer_id, exc_info=True)
 
     def _lose_identity(self, ident: _Identity, reason: str) -> None:
+        if not reason.startswith("taken"):
+            self._broker_suspect = True
         self._drop_identity(ident)
         self._emit(IdentityLost(ident.peer_id, reason))
         # Links still negotiating need the broker; established ones are peer-to-peer and survive.
