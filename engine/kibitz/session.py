@@ -29,6 +29,7 @@ from kibitz.gate import JoinGate, check_room
 from kibitz.ids import new_member_id
 from kibitz.mesh import Mesh
 from kibitz.room import (
+    ConnectedChanged,
     Kicked,
     KnocksChanged,
     LobbyStatus,
@@ -515,7 +516,7 @@ class Session:
     def _on_room(self, event: RoomEvent) -> None:
         if isinstance(event, RosterChanged):
             self._on_roster(event.roster)
-        elif isinstance(event, RoleChanged):
+        elif isinstance(event, RoleChanged | ConnectedChanged):
             self._emit_state()
         elif isinstance(event, LobbyStatus):
             self._lobby_status = event.status

@@ -87,7 +87,7 @@ def openapi_spec() -> dict[str, Any]:
                         {"name": "failed", "in": "query", "required": False,
                          "description": "a broker URL this client could not reach (several nodes: "
                                         "checked, and left out while it is down)",
-                         "schema": {"type": "string", "maxLength": 2048}},
+                         "schema": {"type": "string", "maxLength": 128}},
                     ],
                     "responses": {
                         **json_ok(SIGNAL_SCHEMA, "broker coordinates, or host null"),

@@ -83,10 +83,10 @@ def make_app(
 
     async def signal(request: web.Request) -> web.Response:
         room = request.query.get("room", "")
-        if len(room) > 512 or len(request.query.get("failed", "")) > 2048:
+        if len(room) > 512 or len(request.query.get("failed", "")) > 128:
             return web.Response(
                 status=400,
-                body=orjson.dumps({"error": "room is longer than 512 characters (or failed than 2048)"}),
+                body=orjson.dumps({"error": "room is longer than 512 characters (or failed than 128)"}),
                 headers={**CORS, "Content-Type": "application/json"},
             )
         if broker.cluster is not None:

@@ -291,3 +291,22 @@ def test_a_taken_member_id_is_replaced_before_joining(bus: Bus) -> None:
     copy.broadcast("hello")
     settle(bus.clock, 0.5)
     assert got == [("hello", copy.self_id)]
+
+
+def test_state_event_says_connected_again_when_a_participant_rejoins_the_same_roster(bus: Bus) -> None:
+    """A participant whose presence link drops and comes back (its broker moved to another node,
+    say) is told ``connected`` once the new link opens, even though the roster did not change: the
+    page's ``getState()`` is the last state event."""
+    ann, bob = make(bus, "ann"), make(bus, "bob")
+    settle(bus.clock)
+    ann.join()
+    bob.join()
+    settle(bus.clock)
+    states: list[dict[str, Any]] = []
+    bob.on("state", states.append)
+    assert bob.room is not None and bob.room.presence_link is not None
+    bus.drop_link(bob.room.presence_link)
+    settle(bus.clock, 5.0)
+    assert bob.get_state()["connected"] is True
+    assert states and states[-1] == bob.get_state()
+    assert any(not s["connected"] for s in states)  # it did go through a reconnect

@@ -1237,7 +1237,7 @@ def _signal_resolver(signal: str) -> Callable[[str], Awaitable[str | None]]:
         from pyodide.ffi import to_js
 
         opts = to_js({"cache": "no-store"}, dict_converter=js.Object.fromEntries)
-        r = await js.fetch(f"{signal}&failed={quote(failed, safe='')}", opts)
+        r = await js.fetch(f"{signal}&failed={quote(failed, safe='')}" if failed else signal, opts)
         if not r.ok:
             return None
         info = (await r.json()).to_py()

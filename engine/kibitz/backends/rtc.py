@@ -323,7 +323,8 @@ class RtcTransport:
             self._resolving = self._get_loop().create_future()
             resolving = self._resolving
             try:
-                url = await asyncio.wait_for(self._resolve_broker(self._broker_url), 5.0)
+                failed = self._broker_url if len(self._broker_url) <= 128 else ""  # the server's limit
+                url = await asyncio.wait_for(self._resolve_broker(failed), 5.0)
                 if url:
                     signaling.signaling_url(url, key=self._key, peer_id="x", token="x")
                     if url != self._broker_url:

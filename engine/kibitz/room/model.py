@@ -120,6 +120,15 @@ class RoleChanged:
 
 
 @dataclass(frozen=True)
+class ConnectedChanged:
+    """A participant's presence link to the coordinator opened, maybe with the roster unchanged
+    (the same coordinator, reached again after its broker moved). Losing the link changes the
+    role, which says so already."""
+
+    connected: bool
+
+
+@dataclass(frozen=True)
 class Kicked:
     pass
 
@@ -141,7 +150,9 @@ class KnocksChanged:
     knocks: tuple[Knocker, ...]
 
 
-RoomEvent = RosterChanged | RoleChanged | Kicked | LobbyStatus | RoomReset | KnocksChanged
+RoomEvent = (
+    RosterChanged | RoleChanged | ConnectedChanged | Kicked | LobbyStatus | RoomReset | KnocksChanged
+)
 
 
 def check_profile(profile: MemberProfile) -> None:

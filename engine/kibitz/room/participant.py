@@ -37,6 +37,7 @@ from kibitz.room.model import (
     REANNOUNCE_AFTER,
     REANNOUNCE_MIN_GAP,
     STABLE_AFTER,
+    ConnectedChanged,
     Knocker,
     KnocksChanged,
     Member,
@@ -138,6 +139,7 @@ class Participant:
                 self.timers.set(f"reannounce{i}", delay, self._reannounce_if_missing)
             self.timers.set("ping", PING_INTERVAL, self._ping_tick)
             self.timers.set("stable", STABLE_AFTER, core.mark_stable)
+            core.emit(ConnectedChanged(True))
         elif isinstance(ev, LinkClosed):
             core.retire(ev.link)
             self.link = None
