@@ -34,7 +34,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -42,6 +41,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from . import cluster_wire as wire
+from .cluster_frames import Frames
+from .cluster_metrics import render_cluster
 from .config import ServerConfig
 from .signal import BrokerInfo, rendezvous
 
@@ -51,12 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kibitz.cluster")
 
 MSG_UNAVAILABLE = "Server is temporarily unavailable"
-BATCH_MAX = 256
-BATCH_BYTES = 1 << 20
-
-# (enqueued at, dst, src, body, mode)
-Outgoing = tuple[float, str, str, bytes, str]
-
 
 class Cluster:
     """This node's part of the service: registry, id ownership and cross-node frames over Redis."""
@@ -91,9 +86,12 @@ class Cluster:
         self.up = False
         self.view: dict[str, dict[str, Any]] = {}
         self.claiming: dict[str, Conn] = {}
-        self.outbox: deque[Outgoing] = deque()
-        self.queued: deque[tuple[float, str, str, bytes]] = deque()  # (t, dst, src, value) in Redis
         self.remote_home: dict[str, str] = {}
+        self.frames = Frames(self)
+        #: Route a frame to wherever its dst is (mode 'q': queue it in Redis if it is nowhere).
+        self.send = self.frames.send
+        #: Called by the broker's sweep: take back queued frames nobody claimed in time.
+        self.sweep = self.frames.sweep
         self.suspects: dict[str, float] = {}  # broker URL -> until (monotonic)
         self._probes: dict[str, tuple[float, bool]] = {}
         self.started = time.time()
@@ -105,8 +103,6 @@ class Cluster:
         self.lost_ids = 0
         self.malformed = 0
         self.beats = 0
-        self._seq = 0
-        self._wake = asyncio.Event()
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -120,7 +116,7 @@ class Cluster:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._sub_ready.wait(), timeout)
         await self._beat()
-        for coro in (self._beat_loop(), self._writer(), self._refresh_loop()):
+        for coro in (self._beat_loop(), self.frames.writer(), self._refresh_loop()):
             self._loops.append(asyncio.get_running_loop().create_task(coro))
         return self.up and self._sub_ready.is_set()
 
@@ -135,7 +131,7 @@ class Cluster:
     async def close(self, drain: float = 1.0) -> None:
         """After the broker closed its sockets: send what is left, free our ids, stop."""
         deadline = time.monotonic() + drain
-        while (self.outbox or self._tasks) and time.monotonic() < deadline and self.up:
+        while (self.frames.outbox or self._tasks) and time.monotonic() < deadline and self.up:
             await asyncio.sleep(0.02)
         self._closing = True
         held = [(c.id, c.epoch) for c in self.broker.clients.values() if c.epoch]
@@ -372,117 +368,6 @@ class Cluster:
                     self.lost_ids += 1
                     b.evict(c, taken=s == ord("t"))
 
-    # frames --------------------------------------------------------------------------------
-    def send(self, dst: str, src: str, body: bytes, mode: str) -> None:
-        """Route a frame to wherever ``dst`` is (mode 'q': queue it if it is nowhere)."""
-        if mode == "q" and len(self.queued) + len(self.outbox) >= self.config.queue_total:
-            self._expired_now(src, dst)
-            return
-        self.outbox.append((self.broker.coarse_now, dst, src, body, mode))
-        if len(self.outbox) == 1:
-            self._wake.set()
-
-    def _expired_now(self, src: str, dst: str) -> None:
-        b = self.broker
-        b.metrics.drop("queue_full")
-        frame = orjson.dumps({"type": "EXPIRE", "src": dst, "dst": src})
-        sender = b.clients.get(src)
-        if sender is not None:
-            b.send(sender, frame)
-        else:
-            self.send(src, dst, frame, "n")
-
-    async def _writer(self) -> None:
-        from redis.exceptions import RedisError
-
-        out = self.outbox
-        while True:
-            if not out:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            n = size = 0
-            args: list[Any] = [self.prefix, self.node, 0, self.config.queue_per_id,
-                               int(self.config.expire_timeout * 1000) + 5000]
-            for item in out:
-                if n >= BATCH_MAX or (n and size + len(item[3]) > BATCH_BYTES):
-                    break
-                args += item[1:]
-                n += 1
-                size += len(item[3])
-            self._seq += 1
-            args[2] = self._seq
-            delay = 0.05
-            while True:
-                try:
-                    st = await self._s_route(args=args)
-                    break
-                except (RedisError, OSError) as exc:
-                    self._failed("route", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(1.0, delay * 2)
-                    if self.broker.coarse_now - out[0][0] > self.config.expire_timeout:
-                        st = None  # Redis has been away too long: these frames are lost
-                        break
-            batch = [out.popleft() for _ in range(n)]
-            self._settle(batch, st)
-
-    def _settle(self, batch: list[Outgoing], st: bytes | None) -> None:
-        b = self.broker
-        now = b.coarse_now
-        told: set[tuple[str, str]] = set()
-        for i, (_, dst, src, body, mode) in enumerate(batch):
-            s = st[i] if st is not None else ord("l")
-            if s == ord("d"):
-                self.cross_out += 1
-            elif s == ord("q"):
-                self.queued.append((now, dst, src, wire.queue_value(src, body)))
-                b.metrics.queued += 1
-            elif s == ord("f") or (s == ord("l") and mode in "qQ"):
-                if (src, dst) not in told:
-                    told.add((src, dst))
-                    self._expired_now(src, dst)
-                if s == ord("l"):
-                    b.metrics.drop("cluster_unavailable")
-            elif s == ord("x"):
-                b.metrics.drop("dst_offline")
-
-    def sweep(self, now: float) -> None:
-        """Take back frames queued in Redis that nobody claimed within ``expire_timeout``."""
-        q = self.queued
-        expire = self.config.expire_timeout
-        if not q or now - q[0][0] < expire:
-            return
-        due = []
-        while q and now - q[0][0] >= expire:
-            due.append(q.popleft())
-        self._spawn(self._unqueue(due))
-
-    async def _unqueue(self, due: list[tuple[float, str, str, bytes]]) -> None:
-        from redis.exceptions import RedisError
-
-        args: list[Any] = [self.prefix]
-        for _, dst, _src, value in due:
-            args += [dst, value]
-        try:
-            st = await self._s_unqueue(args=args)
-        except (RedisError, OSError) as exc:
-            self._failed("expire", exc)
-            return
-        told: set[tuple[str, str]] = set()
-        b = self.broker
-        for (_, dst, src, _), s in zip(due, st, strict=True):
-            if s == ord("1"):
-                b.metrics.expired += 1
-                if (src, dst) not in told:  # one EXPIRE per sender, like peer
-                    told.add((src, dst))
-                    frame = orjson.dumps({"type": "EXPIRE", "src": dst, "dst": src})
-                    sender = b.clients.get(src)
-                    if sender is not None:
-                        b.send(sender, frame)
-                    else:
-                        self.send(src, dst, frame, "n")
-
     # inbound -------------------------------------------------------------------------------
     async def _subscriber(self) -> None:
         from redis.exceptions import RedisError
@@ -556,53 +441,5 @@ class Cluster:
         except (RedisError, OSError) as exc:
             self._failed("publish", exc)
 
-    # metrics -------------------------------------------------------------------------------
     def render(self) -> str:
-        lines = [
-            "# HELP kibitz_cluster_up 1 while this node reaches Redis.",
-            "# TYPE kibitz_cluster_up gauge",
-            f"kibitz_cluster_up {int(self.up)}",
-        ]
-
-        def counter(name: str, help_: str, value: int) -> None:
-            lines.extend([f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {value}"])
-
-        counter("kibitz_cluster_cross_node_sent_total", "Frames this node published to other nodes.",
-                self.cross_out)
-        counter("kibitz_cluster_cross_node_received_total", "Frames delivered here from other nodes.",
-                self.cross_in)
-        counter("kibitz_cluster_redis_errors_total", "Redis commands that failed.", self.redis_errors)
-        counter("kibitz_cluster_reasserts_total", "Times this node wrote its ids back after an outage.",
-                self.reasserts)
-        counter("kibitz_cluster_kicks_total", "Ids here closed because they were taken over elsewhere.",
-                self.kicks)
-        counter("kibitz_cluster_lost_ids_total", "Ids here closed because Redis named another owner.",
-                self.lost_ids)
-        lines += [
-            "# HELP kibitz_cluster_outbox Frames waiting to be sent to other nodes.",
-            "# TYPE kibitz_cluster_outbox gauge",
-            f"kibitz_cluster_outbox {len(self.outbox)}",
-            "# HELP kibitz_cluster_nodes Live nodes in the service (this node's view).",
-            "# TYPE kibitz_cluster_nodes gauge",
-            f"kibitz_cluster_nodes {len(self.view)}",
-            "# HELP kibitz_cluster_node_peers Peers per live node (at its last heartbeat).",
-            "# TYPE kibitz_cluster_node_peers gauge",
-        ]
-        for node, info in sorted(self.view.items()):
-            lines.append(f'kibitz_cluster_node_peers{{node="{node}"}} {int(info.get("peers", 0))}')
-        lines += [
-            "# HELP kibitz_cluster_node_cross_node_messages_total Frames per live node and direction.",
-            "# TYPE kibitz_cluster_node_cross_node_messages_total counter",
-        ]
-        for node, info in sorted(self.view.items()):
-            for key, direction in (("cross_out", "sent"), ("cross_in", "received")):
-                lines.append(
-                    f'kibitz_cluster_node_cross_node_messages_total{{node="{node}",direction="{direction}"}} '
-                    f"{int(info.get(key, 0))}"
-                )
-        lines += [
-            "# HELP kibitz_cluster_self This node's id in the service.",
-            "# TYPE kibitz_cluster_self gauge",
-            f'kibitz_cluster_self{{node="{self.node}"}} 1',
-        ]
-        return "\n".join(lines) + "\n"
+        return render_cluster(self)
