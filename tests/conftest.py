@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from redis_fixture import RedisServer, running_redis
 from server_fixture import KibitzServer, running_kibitz_server
 
 
@@ -22,3 +23,11 @@ def kibitz_server() -> Iterator[KibitzServer]:
     """
     with running_kibitz_server() as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """One real ``redis-server`` on a free port for the whole session (started on first use).
+    Tests that share it keep to a key prefix of their own."""
+    with running_redis() as r:
+        yield r

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--state-dir", default=None, help="the server's state directory (as for serve)")
     where.add_argument("--config", help="TOML/JSON config file (for its state_dir)")
+    where.add_argument("--redis", default=None, metavar="redis://HOST:PORT/DB",
+                       help="the licences of a service of several nodes (as for serve; or $KIBITZ_REDIS_URL)")
     lic_sub = lic.add_subparsers(dest="licence_command", required=True)
     add = lic_sub.add_parser("add", parents=[where], help="make a licence; prints its token once")
     add.add_argument("--monthly-cap", type=int, default=None,

@@ -70,7 +70,12 @@ class RunningServer:
 
 
 def licence_store(config: ServerConfig) -> LicenceStore:
-    """The store of licences and their usage (SQLite in the state directory)."""
+    """The store of licences and their usage: SQLite in the state directory, or with ``redis_url``
+    the service's Redis (every node meters against the same counts)."""
+    if config.redis_url is not None:
+        from .licences_redis import RedisLicenceStore
+
+        return RedisLicenceStore(config.redis_url, config.redis_prefix)
     return SqliteLicenceStore(config.licence_db)
 
 

@@ -73,7 +73,12 @@ class Cluster:
         # No automatic retries: a command that failed is handled here (a re-sent PUBLISH would
         # duplicate frames). Commands time out so a hung Redis looks like a dead one.
         kw: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 2.0}
-        self.redis = aioredis.Redis.from_url(config.redis_url, socket_timeout=2.0, **kw)
+        # Bounded: a reconnect storm (a dead node's peers arriving at once) waits for a connection
+        # instead of failing its claims.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=64, timeout=5.0, socket_timeout=2.0, **kw
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
         # The subscriber blocks for as long as the channel is quiet: no read timeout there.
         self.sub_redis = aioredis.Redis.from_url(config.redis_url, **kw)
         self._s_beat = self.redis.register_script(wire.BEAT)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 
 from .config import make_config
 from .grants import licence_hash, licence_sub, new_licence_token
-from .licences import Licence, LicenceStore, SqliteLicenceStore, month_of
+from .licences import Licence, LicenceStore, month_of
 
 
 def _when(ts: float | None) -> str:
@@ -78,13 +79,18 @@ async def _run(args: argparse.Namespace, store: LicenceStore) -> int:
 
 def licence_main(args: argparse.Namespace) -> int:
     try:
-        config = make_config(getattr(args, "config", None), state_dir=getattr(args, "state_dir", None))
+        config = make_config(
+            getattr(args, "config", None), state_dir=getattr(args, "state_dir", None),
+            redis_url=getattr(args, "redis", None) or os.environ.get("KIBITZ_REDIS_URL") or None,
+        )
     except (ValueError, OSError) as exc:
         print(f"kibitz licence: bad configuration: {exc}", file=sys.stderr)
         return 2
 
     async def main() -> int:
-        store = SqliteLicenceStore(config.licence_db)
+        from .app import licence_store
+
+        store = licence_store(config)
         try:
             return await _run(args, store)
         finally:

@@ -4,10 +4,13 @@ also under concurrency (many requests at once, and several processes' connection
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from kibitz.server.licences import (
     check_licence,
     month_of,
 )
+from kibitz.server.licences_redis import RedisLicenceStore
 
 
 def make_licence(cap: int | None = None, label: str = "", created: float = 1.0) -> tuple[str, Licence]:
@@ -28,10 +32,16 @@ def make_licence(cap: int | None = None, label: str = "", created: float = 1.0) 
     return token, Licence(licence_sub(digest), digest, label, cap, created)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LicenceStore]:
-    s: LicenceStore = MemoryLicenceStore() if request.param == "memory" else SqliteLicenceStore(
-        tmp_path / "state" / "licences.sqlite3")
+    s: LicenceStore
+    if request.param == "memory":
+        s = MemoryLicenceStore()
+    elif request.param == "sqlite":
+        s = SqliteLicenceStore(tmp_path / "state" / "licences.sqlite3")
+    else:  # several nodes: the service's Redis (a real redis-server), a key prefix per test
+        url = request.getfixturevalue("redis_session").url
+        s = RedisLicenceStore(url, f"lic{secrets.token_hex(4)}:")
     yield s
     await s.close()
 
@@ -130,3 +140,34 @@ def test_sqlite_metering_is_atomic_across_connections(tmp_path: Path) -> None:
     assert sorted(n for n in results if n is not None) == list(range(1, 61))
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT credentials FROM usage").fetchall() == [(60,)]
+
+
+async def test_redis_store_keeps_only_hashes_and_two_nodes_share_one_meter(redis_session: Any) -> None:
+    """Two nodes' stores on one Redis: a licence added through one is found through the other, the
+    token is nowhere in Redis, and metering from both at once never passes the cap."""
+    import redis.asyncio as aioredis
+
+    prefix = f"lic{secrets.token_hex(4)}:"
+    a, b = RedisLicenceStore(redis_session.url, prefix), RedisLicenceStore(redis_session.url, prefix)
+    token, lic = make_licence(cap=40, label="x")
+    await a.add(lic)
+    assert await b.by_hash(licence_hash(token)) == lic
+    with pytest.raises(ValueError, match="already exists"):
+        await b.add(lic)
+    got = await asyncio.gather(*(s.meter(lic.id, "2026-05", 40) for s in (a, b) for _ in range(50)))
+    assert sorted(n for n in got if n is not None) == list(range(1, 41))
+    assert await b.revoke(lic.id, 5.0) and not await a.revoke(lic.id, 6.0)
+    assert (await a.by_id(lic.id)) == replace(lic, revoked=5.0)
+    r = aioredis.Redis.from_url(redis_session.url)
+    for key in await r.keys(f"{prefix}*"):
+        kind = await r.type(key)
+        if kind == b"string":
+            values = [await r.get(key)]
+        elif kind == b"hash":
+            values = list((await r.hgetall(key)).values())
+        else:
+            values = list(await r.smembers(key))
+        assert all(token.encode() not in (v or b"") for v in values)
+    await r.aclose()
+    await a.close()
+    await b.close()
