@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--grant-secret-file", default=None,
                        help="file with the key that signs room grants (or $KIBITZ_GRANT_SECRET; "
                             "default: <state-dir>/grant.key, made on first use)")
+    serve.add_argument("--redis", default=None, metavar="redis://HOST:PORT/DB",
+                       help="run as one node of a service of several on this Redis "
+                            "(or set $KIBITZ_REDIS_URL, e.g. for a password)")
     lic = sub.add_parser("licence", aliases=["license"], help="relay licences: add, revoke, list, usage")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--state-dir", default=None, help="the server's state directory (as for serve)")
@@ -53,9 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     lic_sub.add_parser("list", parents=[where], help="list licences (ids, labels, caps; never the tokens)")
     use = lic_sub.add_parser("usage", parents=[where], help="relay credentials metered per licence and month")
     use.add_argument("--month", default=None, help="YYYY-MM (default: every month)")
-    serve.add_argument("--redis", default=None, metavar="redis://HOST:PORT/DB",
-                       help="run as one node of a service of several on this Redis "
-                            "(or set $KIBITZ_REDIS_URL, e.g. for a password)")
     from kibitz.room_cli import add_parsers as add_room_parsers
 
     add_room_parsers(sub)
