@@ -26,12 +26,40 @@ const STATE_DEFAULTS = Object.freeze({
 const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "chat", "knocks", "lobby",
   "message", "caps", "resume"]);
 const KNOWN_OPTIONS = new Set(["room", "name", "startOpen", "preview", "headless", "identity", "meta",
-  "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase"]);
+  "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase", "relayOnly"]);
 // Controller methods that run in the engine; each returns a promise that settles once it has.
 const ENGINE_METHODS = ["join", "leave", "toggleMic", "toggleCam", "shareScreen", "shareTrack", "stopShare",
   "setName", "setAvatar", "setMeta", "sendChat", "setLobby", "admit", "deny", "remove", "setLocked",
   "resetRoom", "knock", "getCapabilityGrant", "setCapabilityGrant", "getAgentAudit", "signInIdentity",
   "identityNonce", "provideIdentityToken"];
+
+// An "opener pays" invite carries a room grant as ?grant= (or ?k=), in the query or in a query
+// inside the fragment. It is adopted now, before anything connects, and taken out of the address
+// bar so it is not bookmarked or shared on; the engine sends it to /api/turn (kibitz/relay.py).
+// Only a value shaped like a grant (<base64url>.<base64url>) is taken: a host page's own ?k= stays.
+const GRANT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+const ADOPTED_GRANT = (() => {
+  try {
+    const url = new URL(location.href);
+    const q = url.hash.indexOf("?");
+    const head = q < 0 ? url.hash : url.hash.slice(0, q);
+    const frag = q < 0 ? null : new URLSearchParams(url.hash.slice(q + 1));
+    let found = null;
+    for (const params of [url.searchParams, frag]) {
+      for (const p of ["grant", "k"]) {
+        const v = params && params.get(p);
+        if (v && GRANT_SHAPE.test(v)) { found = found || v; params.delete(p); }
+      }
+    }
+    if (!found) return null;
+    url.hash = frag === null ? head : (frag.toString() ? `${head}?${frag}` : head);
+    history.replaceState(history.state, "", url.href);
+    return found;
+  } catch (err) {
+    console.warn("Kibitz: could not read a grant from the address", err);
+    return null;
+  }
+})();
 
 function normalizeRoom(room) {
   return room.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
@@ -69,7 +97,8 @@ function validate(options) {
   return {
     room, name: options.name || "", startOpen: !!options.startOpen, preview: !!options.preview,
     headless: !!options.headless, identity: options.identity || null, meta: options.meta || {},
-    licenseKey: options.licenseKey || null, grant: options.grant || null, joinGate: options.joinGate || null,
+    licenseKey: options.licenseKey || null, grant: options.grant || ADOPTED_GRANT || null,
+    joinGate: options.joinGate || null, relayOnly: !!options.relayOnly || (!options.headless && hideIpStored()),
     joinCredential: options.joinCredential || null, signalHost: options.signalHost || null,
     turnHost: options.turnHost || null,
     server: SERVER,
@@ -375,24 +404,6 @@ async function discoverSignal(cfg) {
   }
 }
 
-const NO_ICE = { servers: [], ttl: null };
-/** ICE servers from `<turnHost or server>/api/turn` (null / failure: host candidates only) and how
- * long their TURN credentials last (`ttl` seconds; null: they do not expire). */
-async function discoverIce(cfg) {
-  const headers = {};
-  if (cfg.licenseKey) headers.Authorization = `Bearer ${cfg.licenseKey}`;
-  if (cfg.grant) headers["X-Kibitz-Grant"] = cfg.grant;
-  try {
-    const r = await fetch(`${cfg.turnBase}api/turn`, { headers, cache: "no-store" });
-    if (!r.ok) return NO_ICE;
-    const body = await r.json();
-    const ttl = Number.isFinite(body.ttl) && body.ttl > 0 ? body.ttl : null;
-    return Array.isArray(body.iceServers) ? { servers: body.iceServers, ttl, at: performance.now() } : NO_ICE;
-  } catch (_) {
-    return NO_ICE;
-  }
-}
-
 function fromPy(value) {
   if (value && typeof value.toJs === "function") {
     const out = value.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
@@ -440,31 +451,12 @@ function mount(options) {
     } else fire(event, a, b);
   };
 
-  // TURN credentials expire; fetch new ones at 3/4 of their life for the connections made later
-  // (a page can stay open for hours before someone new joins or a link is re-dialled).
-  let iceTimer = null;
-  const keepIceFresh = (ice) => {
-    clearTimeout(iceTimer);
-    iceTimer = null;
-    if (!ice.ttl || closed) return;
-    const due = ice.at + ice.ttl * 750; // counted from the fetch: the boot may have taken a while
-    iceTimer = setTimeout(async () => {
-      iceTimer = null;
-      const next = await discoverIce(cfg);
-      if (closed || !py) return;
-      if (next.servers.length) { py.setIce(JSON.stringify(next.servers)); keepIceFresh(next); }
-      else keepIceFresh({ ttl: Math.min(ice.ttl, 60), at: performance.now() }); // failed: try again soon
-    }, Math.max(1000, due - performance.now()));
-  };
-  const openSession = (browser, broker, ice) => {
-    session = browser.open_session(JSON.stringify({ ...cfg, broker, iceServers: ice.servers }), emit);
-    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close,
-      setIce: session.set_ice_servers };
-    keepIceFresh(ice);
+  // The relay (/api/turn: licence, grant, relayOnly, fresh credentials) is asked by the engine.
+  const openSession = (browser, broker) => {
+    session = browser.open_session(JSON.stringify({ ...cfg, broker }), emit);
+    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close };
   };
   const dropSession = () => {
-    clearTimeout(iceTimer);
-    iceTimer = null;
     if (!session) return;
     try { py.close(); } catch (err) { console.error("Kibitz: close failed", err); }
     for (const fn of Object.values(py)) fn.destroy();
@@ -474,14 +466,10 @@ function mount(options) {
 
   let engine = null; // what `ready` found: { browser, broker }, kept for a resume from the bfcache
   const ready = (async () => {
-    const [{ browser }, broker, ice] = await Promise.all([
-      bootEngine(),
-      cfg.preview ? null : discoverSignal(cfg),
-      cfg.preview ? NO_ICE : discoverIce(cfg),
-    ]);
+    const [{ browser }, broker] = await Promise.all([bootEngine(), cfg.preview ? null : discoverSignal(cfg)]);
     if (closed) throw new Error("Kibitz: unmounted before the engine was ready");
     const tOpen = performance.now();
-    openSession(browser, broker, ice);
+    openSession(browser, broker);
     timings.openMs = performance.now() - tOpen;
     engine = { browser, broker };
     if (timings.engineReady === null) { timings.engineReady = performance.now(); mark("kibitz:ready"); }
@@ -536,27 +524,37 @@ function mount(options) {
     getKnocks() { return knocks.slice(); },
     getChat() { return chat.slice(); },
     get droppedBeforeReady() { return dropped; },
+    /** This page's address as an invite; a licensed opener's carries a fresh ?grant= (opener pays). */
+    createInviteLink() { return callEngine("createInviteLink", [location.href]); },
+    /** Hide my IP: every connection through the relay (or none). Applied by reopening the session. */
+    async setRelayOnly(on) {
+      if (cfg.relayOnly === !!on) return;
+      cfg.relayOnly = !!on;
+      if (cfg.preview || !engine || closed) return;
+      await reopen();
+    },
   };
   for (const method of ENGINE_METHODS) controller[method] = (...args) => callEngine(method, args);
 
   // The back/forward cache: pagehide says goodbye and closes the session (the others drop this tab
   // at once); when the browser shows the page again from the cache, open a fresh session with the
-  // same options (ICE servers fetched again: TURN credentials are short-lived) and, if this tab
+  // same options (the engine asks /api/turn again: TURN credentials are short-lived) and, if this tab
   // was in the call, join again with the same microphone and camera. Registered before the
   // session's own pagehide hook, so the state read here is the state before the goodbye.
   let hidden = null;
   const onHide = () => { hidden = { inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn }; };
+  const reopen = async (was = { inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn }) => {
+    dropSession();
+    openSession(engine.browser, engine.broker);
+    fire("resume", { rejoined: was.inCall });
+    if (was.inCall) await callEngine("join", [{ mic: was.mic, cam: was.cam }]);
+  };
   const onShow = async (ev) => {
     if (!ev.persisted || closed || !engine || !hidden) return;
     const was = hidden;
     hidden = null;
     try {
-      const ice = await discoverIce(cfg);
-      if (closed) return;
-      dropSession();
-      openSession(engine.browser, engine.broker, ice);
-      fire("resume", { rejoined: was.inCall });
-      if (was.inCall) await callEngine("join", [{ mic: was.mic, cam: was.cam }]);
+      await reopen(was);
     } catch (err) {
       console.error("Kibitz: could not resume after the back/forward cache", err);
     }

@@ -86,6 +86,7 @@ function bindStream(el, stream) {
 function explain(err, what) {
   const name = (err && err.name) || "";
   const msg = errorText(err);
+  if (/Hide my IP is on/.test(msg)) return relayAdvice(msg);
   const device = what === "cam" ? "camera" : what === "mic" ? "microphone" : what === "screen" ? "screen" : "";
   if (/NotAllowed|Permission|denied/i.test(name + " " + msg)) {
     if (what === "screen") return "Screen sharing was cancelled or blocked. Press Share screen to try again.";
@@ -109,6 +110,22 @@ function explain(err, what) {
   const label = { cam: "Camera", mic: "Microphone", screen: "Screen share", join: "Joining", leave: "Leaving",
     name: "Renaming", chat: "Sending" }[what] || "That";
   return `${label} failed: ${msg || "unknown error"}. Try again; if it keeps failing, reload the page.`;
+}
+
+/** Relay only and no relay: say why, and the two ways forward. */
+function relayAdvice(msg) {
+  return `${msg.replace(/\.$/, "")}. Nothing was sent to anyone. Turn off Hide my IP to connect directly ` +
+    "(people in the call can then see your IP address), or use a relay licence.";
+}
+
+// "Hide my IP", per browser (this origin's localStorage): read by the loader at mount, so the
+// first connection already goes through the relay.
+const HIDE_IP_KEY = "kibitz:hideIp";
+function hideIpStored() {
+  try { return localStorage.getItem(HIDE_IP_KEY) === "1"; } catch (_) { return false; }
+}
+function storeHideIp(on) {
+  try { localStorage.setItem(HIDE_IP_KEY, on ? "1" : "0"); } catch (_) { /* storage blocked: this page only */ }
 }
 
 /** An error's own words: a Python traceback (PythonError) shrinks to its last line, minus the class. */
@@ -243,6 +260,10 @@ function createLauncher(opts) {
     els.name.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); commitName(); } });
     els.name.addEventListener("change", commitName);
     const nameRow = h("label", { class: "name-row" }, h("span", { text: "Name" }), els.name);
+    els.hideIp = h("input", { type: "checkbox", class: "hide-ip", onchange: doHideIp });
+    const hideIpRow = h("label", { class: "name-row hide-ip-row",
+      title: "Send this call through a relay so the people in it never see your IP address. " +
+        "Remembered in this browser." }, els.hideIp, h("span", { text: "Hide my IP" }));
     els.join = h("button", { type: "button", class: "primary join", "aria-label": "Join call",
       text: "Join call", onclick: doJoin });
     els.mic = btn("mic", "Turn microphone on", "micOff", () => doToggle("mic"));
@@ -264,7 +285,7 @@ function createLauncher(opts) {
     const form = h("form", { class: "chat-form", onsubmit: (ev) => { ev.preventDefault(); doSend(); } },
       els.input, els.send);
     els.chat = h("div", { class: "chat", role: "region", "aria-label": "Chat" }, els.log, form, els.hint);
-    panel.append(header, els.status, els.tiles, nameRow, els.controls, els.chat);
+    panel.append(header, els.status, els.tiles, nameRow, hideIpRow, els.controls, els.chat);
     panel.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape") { ev.stopPropagation(); setOpen(false, true); }
     });
@@ -371,8 +392,20 @@ function createLauncher(opts) {
     });
   }
 
+  function doHideIp() {
+    if (!ctl || options.preview) return;
+    const on = els.hideIp.checked;
+    storeHideIp(on);
+    act("relay", "relay", async () => { await ctl.setRelayOnly(on); refresh(); });
+  }
+
   async function copyInvite() {
-    const url = location.href;
+    // A licensed opener's link carries a fresh room grant (opener pays); everyone else's is the page.
+    let url = location.href;
+    let withoutGrant = "";
+    if (ctl && typeof ctl.createInviteLink === "function") {
+      try { url = await ctl.createInviteLink(); } catch (err) { withoutGrant = errorText(err); }
+    }
     let ok = false;
     try { await navigator.clipboard.writeText(url); ok = true; } catch (_) { /* insecure context or denied */ }
     if (!ok) {
@@ -385,6 +418,7 @@ function createLauncher(opts) {
     }
     notice = ok ? { text: "Invite link copied. Anyone with this link can join this call.", kind: "info" }
       : { text: `Copy this link to invite someone: ${url}`, kind: "info" };
+    if (withoutGrant) notice = { text: `${notice.text} It carries no relay grant: ${withoutGrant}.`, kind: "error" };
     els.copy.querySelector("span").textContent = ok ? "Copied" : "Invite";
     setTimeout(() => { if (els) els.copy.querySelector("span").textContent = "Invite"; }, 2000);
     render();
@@ -469,6 +503,7 @@ function createLauncher(opts) {
     if (lobby === "kicked") return { text: "You were removed from this call. Reload the page to try again.", kind: "error" };
     if (lobby === "waiting") return { text: "Waiting for the host to let you in…", kind: "busy" };
     if (state.brokerError) return { text: explain(new Error(String(state.brokerError))), kind: "error" };
+    if (state.relayError) return { text: relayAdvice(String(state.relayError)), kind: "error" };
     if (state.connected === false) {
       return everConnected ? { text: "Reconnecting… your call resumes by itself.", kind: "busy" }
         : { text: "Connecting to the room…", kind: "busy" };
@@ -649,6 +684,8 @@ function createLauncher(opts) {
     els.mic.disabled = busy.has("mic");
     els.cam.disabled = busy.has("cam");
     els.copy.hidden = !!options.preview;
+    els.hideIp.checked = state.relayOnly === undefined ? hideIpStored() : !!state.relayOnly;
+    els.hideIp.disabled = !live || !!options.preview || busy.has("relay");
     // The field shows the name the room knows us by (a setName() from page JS included), but never
     // overwrites an edit the user has not committed yet.
     const me = people.find((p) => p.isSelf);

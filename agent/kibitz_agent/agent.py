@@ -30,13 +30,14 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from kibitz.admission import REFUSED, prepare_credential
 from kibitz.backends.rtc_api import IceServer
 from kibitz.content import AGENT_ENVELOPE
 from kibitz.gate import JoinGate, check_room, parse_link
+from kibitz.relay import IceAnswer, RelayKeeper, RelaySettings, ask_turn, relay_refusal
 from kibitz.session import Session, Source
 
 log = logging.getLogger(__name__)
@@ -108,26 +109,29 @@ async def resolve_broker(
 async def resolve_ice(
     server: str, *, timeout: float = SIGNAL_TIMEOUT_S
 ) -> tuple[list[IceServer], float | None]:
-    """``(ice_servers, ttl)`` from ``GET {server}/api/turn``: the relay's short-lived credentials and
-    how many seconds they last (``None``: no expiry). ``([], None)`` when the server has no relay
-    or cannot be asked; the agent then connects without one, as a page does."""
-    url = f"{server.rstrip('/')}/api/turn"
-    try:
-        status, body = await asyncio.wait_for(http_get(url), timeout)
-        info = json.loads(body) if status == 200 else None
-    except (TimeoutError, OSError, ValueError) as exc:
-        log.warning("no ICE servers from %s: %r", url, exc)
-        return [], None
-    servers = info.get("iceServers") if isinstance(info, dict) else None
-    if not isinstance(servers, list):
-        return [], None
-    usable = [cast(IceServer, s) for s in servers if isinstance(s, dict) and s.get("urls")]
-    ttl = info.get("ttl") if isinstance(info, dict) else None
-    return usable, float(ttl) if isinstance(ttl, int | float) and ttl > 0 else None
+    """``(ice_servers, ttl)`` from ``GET {server}/api/turn`` for an anonymous caller: the relay's
+    short-lived credentials and how many seconds they last (``None``: no expiry). ``([], None)``
+    when the server has no relay or cannot be asked. (:class:`Agent` itself asks through
+    :class:`kibitz.relay.RelayKeeper`, with its licence or grant, and keeps them fresh.)"""
+    answer = await ask_turn(RelaySettings(server, ""), http_fetch, timeout=timeout)
+    return list(answer.servers), answer.ttl
+
+
+async def http_fetch(method: str, url: str, headers: Mapping[str, str], body: str | None) -> tuple[int, str]:
+    """:data:`kibitz.relay.Fetch` over :func:`http_request`."""
+    status, raw = await http_request(method, url, headers, None if body is None else body.encode())
+    return status, raw.decode("utf-8", "replace")
 
 
 async def http_get(url: str, max_bytes: int = 1 << 20) -> tuple[int, bytes]:
-    """A minimal HTTP/1.1 GET: ``(status, body)``. Raises ``OSError``/``ValueError`` on failure.
+    """A minimal HTTP/1.1 GET: ``(status, body)``. Raises ``OSError``/``ValueError`` on failure."""
+    return await http_request("GET", url, {}, None, max_bytes)
+
+
+async def http_request(
+    method: str, url: str, headers: Mapping[str, str], body: bytes | None, max_bytes: int = 1 << 20
+) -> tuple[int, bytes]:
+    """A minimal HTTP/1.1 request: ``(status, body)``. Raises ``OSError``/``ValueError`` on failure.
 
     One small JSON request does not justify importing an HTTP client library: aiohttp alone
     costs ~0.1 s of the agent's start-up (docs/benchmarks.md#agents). No proxies, no redirects.
@@ -136,14 +140,17 @@ async def http_get(url: str, max_bytes: int = 1 << 20) -> tuple[int, bytes]:
     secure = parts.scheme == "https"
     host = parts.hostname or ""
     port = parts.port or (443 if secure else 80)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if "\r" not in v and "\n" not in v)
+    if body is not None:
+        extra += f"Content-Length: {len(body)}\r\n"
     reader, writer = await asyncio.open_connection(
         host, port, ssl=ssl.create_default_context() if secure else None
     )
     try:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         writer.write(
-            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
-            f"Connection: close\r\n\r\n".encode("latin-1")
+            f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
+            f"{extra}Connection: close\r\n\r\n".encode("latin-1") + (body or b"")
         )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
@@ -151,24 +158,26 @@ async def http_get(url: str, max_bytes: int = 1 << 20) -> tuple[int, bytes]:
         status_line = lines[0].split(" ", 2)
         if len(status_line) < 2 or not status_line[0].startswith("HTTP/"):
             raise ValueError(f"not an HTTP response: {lines[0][:80]!r}")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = b""
+        response_headers = {
+            k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+        }
+        if response_headers.get("transfer-encoding", "").lower() == "chunked":
+            data = b""
             while True:
                 size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     break
-                body += (await reader.readexactly(size + 2))[:-2]  # each chunk ends with CRLF
-                if len(body) > max_bytes:
+                data += (await reader.readexactly(size + 2))[:-2]  # each chunk ends with CRLF
+                if len(data) > max_bytes:
                     raise ValueError("response too large")
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
+        elif "content-length" in response_headers:
+            length = int(response_headers["content-length"])
             if length > max_bytes:
                 raise ValueError("response too large")
-            body = await reader.readexactly(length)
+            data = await reader.readexactly(length)
         else:
-            body = await reader.read(max_bytes)
-        return int(status_line[1]), body
+            data = await reader.read(max_bytes)
+        return int(status_line[1]), data
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         raise ValueError(f"truncated HTTP response: {exc!r}") from exc
     finally:
@@ -202,8 +211,10 @@ class Agent:
 
     ``server`` is the Kibitz server's HTTP base URL (its ``/api/signal`` names the broker);
     ``broker``/``key`` skip that lookup. ICE servers (the relay's short-lived credentials) come
-    from the server's ``/api/turn`` and are fetched again before they expire; ``relay_only`` sends
-    everything through that relay, which hides the agent's own addresses from the room.
+    from the server's ``/api/turn`` (or ``turn_server``'s), with ``license_key`` or ``grant`` for a
+    gated relay, and are fetched again before they expire; ``relay_only`` sends everything through
+    that relay, which hides the agent's own addresses from the room, and fails closed: without
+    relay credentials :meth:`start` raises :class:`AgentJoinError` and connects to no one.
     ``loopback_only`` (default: whether the broker host is
     127.0.0.1/localhost) makes aiortc gather only 127.0.0.1 candidates, which a machine whose
     only usable interface is ``lo`` needs and which keeps a local test off the LAN.
@@ -223,6 +234,9 @@ class Agent:
         key: str = "peerjs",
         loopback_only: bool | None = None,
         relay_only: bool = False,
+        license_key: str | None = None,
+        grant: str | None = None,
+        turn_server: str | None = None,
         join_timeout: float = JOIN_TIMEOUT_S,
         meta: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
@@ -251,6 +265,10 @@ class Agent:
         self._key = key
         self._loopback_only = loopback_only
         self._relay_only = relay_only
+        self._turn_server = turn_server
+        self._relay = RelaySettings(turn_server or server, room, license_key, grant, relay_only)
+        self.relay: RelayKeeper | None = None
+        """Keeps the ICE servers fresh once started (its ``answer`` has the tier and reason)."""
         self._join_timeout = join_timeout
         self._meta: dict[str, Any] = {
             **dict(meta or {}),
@@ -302,13 +320,19 @@ class Agent:
         if self.broker_url is None:
             self.broker_url, self._key = await resolve_broker(self.server, self.room)
         loopback = is_loopback(self.broker_url) if self._loopback_only is None else self._loopback_only
-        ice, ttl = await resolve_ice(self.server) if self.server else ([], None)
+        first = IceAnswer(error="no server to ask")
+        if self.server or self._turn_server:
+            self.relay = RelayKeeper(self._relay, http_fetch, self._apply_ice)
+            first = await self.relay.ask()
+        refused = relay_refusal(self._relay, first)
+        if refused:
+            raise AgentJoinError(refused)
         self._transport = make_aio_transport(
-            self.broker_url, key=self._key, loopback_only=loopback, ice_servers=ice,
+            self.broker_url, key=self._key, loopback_only=loopback, ice_servers=first.servers,
             ice_transport_policy="relay" if self._relay_only else "all",
         )
-        if ttl is not None:
-            self._spawn(self._keep_ice_fresh(ttl))
+        if self.relay is not None:
+            self._spawn(self.relay.run(first))
         if self.server and self._found_broker:
             server, room = self.server, self.room
 
@@ -365,22 +389,22 @@ class Agent:
                 f"within {self._join_timeout:g} s"
             ) from None
 
-    async def _keep_ice_fresh(self, ttl: float) -> None:
-        """Fetch the relay's credentials again at 3/4 of their life, for connections made later
-        (live ones keep theirs: the relay checks the expiry only when an allocation is made)."""
-        while not self._left:
-            await asyncio.sleep(max(1.0, ttl * 0.75))
-            ice, next_ttl = await resolve_ice(self.server)
-            transport = self._transport
-            if ice and transport is not None and not self._left:
-                transport.set_rtc_config(dataclasses.replace(transport.rtc_config, ice_servers=tuple(ice)))
-            ttl = next_ttl or min(ttl, 60.0)  # no answer: try again soon
+    def _apply_ice(self, answer: IceAnswer) -> None:
+        """Fresh ICE servers for the connections made from now on (live ones keep theirs: the
+        relay checks the expiry only when an allocation is made). A relay-only agent never swaps
+        its relay for servers without one: it keeps the old ones (and so reaches no one new)."""
+        transport = self._transport
+        if transport is None or self._left or (self._relay_only and not answer.has_relay):
+            return
+        transport.set_rtc_config(dataclasses.replace(transport.rtc_config, ice_servers=tuple(answer.servers)))
 
     async def leave(self) -> None:
         """Leave the room with a clean goodbye and close every connection. Idempotent."""
         if self._left:
             return
         self._left = True
+        if self.relay is not None:
+            self.relay.close()
         if self._session is not None:
             self._session.close()
         if self._transport is not None:

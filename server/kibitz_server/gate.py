@@ -5,7 +5,8 @@ The tiers of ``GET /api/turn`` (seeds §7):
 ========== ===================================================================================
 premium    a valid licence (``Authorization: Bearer``): relay credentials, metered to it
 room       a valid room grant (``X-Kibitz-Grant``) for the ``?room=`` asked about: relay
-           credentials, metered to the licence that minted the grant (the room's opener)
+           credentials, metered to the licence that minted the grant (the room's opener), and
+           a renewed ``grant`` that outlives them, for the page's next refresh
 capped     the licence or sponsor has used its monthly allowance: no relay
 free       anything else (no credential, or a bad one): STUN only (or none)
 ========== ===================================================================================
@@ -124,7 +125,13 @@ class LicenceGate:
                     capped = True
                     reasons.append("the room's sponsor has used its relay allowance for this month")
                 else:
-                    return self._with_relay("room", reasons)
+                    answer = self._with_relay("room", reasons)
+                    # Renewed for as long as the page keeps its credentials fresh: a joiner the
+                    # invite let in keeps its sponsor for the whole call (revocation and the cap
+                    # still end it at the next refresh).
+                    answer["grant"], _ = mint_grant(self._grant_secret, str(room), sponsor.id, now,
+                                                    int(self.relay.ttl) + GRANT_TTL_S)
+                    return answer
 
         if not reasons:
             reasons.append("this relay needs a licence or a room grant")

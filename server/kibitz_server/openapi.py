@@ -51,6 +51,7 @@ TURN_SCHEMA: dict[str, Any] = {
         },
         "ttl": {"type": "integer", "description": "seconds the credentials stay valid"},
         "reason": {"type": "string", "description": "why a credential was not honoured (gated relay)"},
+        "grant": {"type": "string", "description": "tier room: the grant renewed, for the next refresh"},
     },
 }
 

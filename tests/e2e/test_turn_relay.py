@@ -105,11 +105,17 @@ def test_relay_only_pages_meet_through_coturn(
 
 
 def _turn_username(page: Page) -> str:
+    """The TURN username the page's next connection would use (waits for the first answer)."""
     code = (
         "from kibitz.backends.browser import SESSIONS\n"
-        "SESSIONS[-1]._transport.rtc_config.ice_servers[0]['username']"
+        "servers = SESSIONS[-1]._transport.rtc_config.ice_servers\n"
+        "servers[0]['username'] if servers else ''"
     )
-    return str(page.evaluate("async (c) => (await Kibitz._engine()).runPython(c)", code))
+    deadline = time.monotonic() + 20
+    while not (name := str(page.evaluate("async (c) => (await Kibitz._engine()).runPython(c)", code))):
+        assert time.monotonic() < deadline, "the page never got ICE servers from /api/turn"
+        time.sleep(0.1)
+    return name
 
 
 def test_a_page_open_past_its_credentials_still_relays_to_newcomers(

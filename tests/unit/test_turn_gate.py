@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from kibitz.cli import main as cli_main
 from kibitz.server.app import RunningServer, start_server, turn_provider
 from kibitz.server.config import ServerConfig, default_state_dir, make_config
 from kibitz.server.gate import LicenceGate
-from kibitz.server.grants import licence_hash, licence_sub, mint_grant, new_licence_token
+from kibitz.server.grants import licence_hash, licence_sub, mint_grant, new_licence_token, verify_grant
 from kibitz.server.licences import Licence, MemoryLicenceStore
 from kibitz.server.turn import TurnRestProvider
 
@@ -157,6 +158,28 @@ async def test_a_room_grant_gets_tier_room_metered_to_the_opener() -> None:
     clock.now = minted["exp"]
     assert_no_relay(await gate.ice_servers(joiner, ROOM), "free", "expired")
     assert [(u.licence_id, u.credentials) for u in await store.usage()] == [(opener.id, 2)]  # nothing more
+
+
+async def test_a_room_answer_renews_the_grant_for_the_whole_call() -> None:
+    """The invite's grant lives 600 s; each room-tier answer carries a renewed one that outlives
+    the credentials (ttl 600 here), so a page refreshing at 3/4 of their life never runs dry."""
+    store = MemoryLicenceStore()
+    clock = Clock()
+    token, opener = await add(store)
+    gate = gate_of(store, clock)
+    grant = (await gate.room_grant(f"Bearer {token}", {"room": ROOM}))["grant"]
+    for _ in range(8):  # an hour and more, refreshing every 450 s
+        answer = await gate.ice_servers({"X-Kibitz-Grant": grant}, ROOM)
+        assert_relay(answer, "room")
+        renewed = verify_grant(GRANT_KEY, answer["grant"], ROOM, clock.now)
+        assert renewed.sub == opener.id
+        assert json.loads(base64.urlsafe_b64decode(answer["grant"].split(".")[0] + "=="))["exp"] \
+            == int(clock.now) + 600 + 600
+        grant = answer["grant"]
+        clock.now += 450
+    assert [(u.licence_id, u.credentials) for u in await store.usage()] == [(opener.id, 8)]
+    await store.revoke(opener.id, clock.now)  # revocation still ends it at the next refresh
+    assert_no_relay(await gate.ice_servers({"X-Kibitz-Grant": grant}, ROOM), "free", "no longer valid")
 
 
 async def test_forged_grants_and_grants_of_revoked_openers_get_free() -> None:
@@ -400,3 +423,30 @@ def test_licence_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert cli_main(["licence", "revoke", "nobody", *state]) == 1
     assert cli_main(["licence", "add", "--monthly-cap", "-1", *state]) == 2
     assert os.stat(tmp_path / "state").st_mode & 0o777 == 0o700
+
+
+# ------------------------------------------------------------------ the agent, on the same contract
+
+
+async def test_agents_present_their_licence_and_fail_closed_when_relay_only(
+    gated: tuple[RunningServer, MemoryLicenceStore, str]
+) -> None:
+    from kibitz.agent import Agent
+    from kibitz.agent.agent import AgentJoinError
+
+    srv, store, token = gated
+    refused = Agent(srv.http_url, "room-agent-gate", relay_only=True)
+    with pytest.raises(AgentJoinError, match=r"Hide my IP is on.*tier free"):
+        await refused.start()
+    assert refused._transport is None  # no connection was made at all
+    await refused.leave()
+
+    licensed = Agent(srv.http_url, "room-agent-gate", license_key=token)
+    await licensed.start()
+    try:
+        assert licensed.relay is not None and licensed.relay.answer is not None
+        assert licensed.relay.answer.tier == "premium"
+        assert licensed._transport.rtc_config.ice_servers[0]["urls"] == URLS
+    finally:
+        await licensed.leave()
+    assert [u.credentials for u in await store.usage()] == [1]

@@ -23,12 +23,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from kibitz.backends.page_relay import PageRelay, relay_settings
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
     EventCallback,
     EventListeners,
     IceCandidateInit,
-    IceServer,
     MediaKind,
     OnSignalingClose,
     OnSignalingMessage,
@@ -41,6 +41,7 @@ from kibitz.backends.rtc_api import (
 )
 from kibitz.clock import AsyncioScheduler, Scheduler
 from kibitz.ids import room_peer_id
+from kibitz.relay import invite_link
 from kibitz.session import Session, Source
 from kibitz.transport import Transport
 
@@ -866,7 +867,10 @@ class PageSession:
             "setCapabilityGrant": self._s("set_capability_grant"),
             "getAgentAudit": self.get_agent_audit, "getState": self.get_state,
             "getParticipants": self.get_participants, "knock": self._s("knock"),
+            "createInviteLink": self.create_invite_link,
         }
+        self.relay: PageRelay | None = None
+        """The relay this mount asks for (None for a preview): see :mod:`.page_relay`."""
         SESSIONS.append(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -915,6 +919,8 @@ class PageSession:
         handler = self.handlers.get(str(method))
         if handler is None:
             raise NotImplementedError(f"Kibitz: {method}() is not available in this build")
+        if self.relay is not None and not self.relay.settled.is_set():
+            await self.relay.settled.wait()  # the session starts once /api/turn has answered
         py_args = from_page(args)
         result = handler(*(py_args or []))
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
@@ -971,8 +977,17 @@ class PageSession:
 
         return run
 
+    async def create_invite_link(self, page_url: str) -> str:
+        """``createInviteLink()``: this page's address as an invite (the page passes it in); a
+        licensed opener's carries a fresh room grant (``?grant=``), so its joiners ride its relay."""
+        if self.relay is None:
+            return invite_link(str(page_url), None)
+        return await self.relay.invite_link(str(page_url))
+
     async def join(self, opts: Mapping[str, Any] | None = None) -> None:
         opts = opts or {}
+        if self.relay is not None and self.relay.error:
+            raise PermissionError(self.relay.error)  # relay only, and no relay: stay out, say why
         if self.session is None:
             self._preview_on = True
             if opts.get("cam", True) and "cam" not in self._media.tracks:
@@ -1056,6 +1071,8 @@ class PageSession:
         state = self.session.get_state()
         if state.get("lobbyStatus") is None:
             state["lobbyStatus"] = "none"
+        if self.relay is not None:
+            state.update(self.relay.state())
         return state
 
     def get_participants(self) -> list[dict[str, Any]]:
@@ -1251,7 +1268,8 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
     """Called by widget.js for each mount, once the engine has booted; starts presence at once.
 
     ``config`` carries the mount options plus what the loader discovered in parallel with the boot:
-    ``broker`` (``{"url", "key"}`` from ``/api/signal``) and ``iceServers`` (from ``/api/turn``).
+    ``broker`` (``{"url", "key"}`` from ``/api/signal``). The relay (``turnBase``, ``licenseKey``,
+    ``grant``, ``relayOnly``) is asked here, in Python (:mod:`.page_relay`), before the session starts.
     """
     config = json.loads(config_json)
     if not isinstance(config, dict):
@@ -1265,9 +1283,10 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
         url = broker.get("url")
         if not isinstance(url, str) or not url:
             raise ValueError("no signaling broker: /api/signal named none and no signalHost was given")
-        ice: tuple[IceServer, ...] = tuple(config.get("iceServers") or ())
-        transport = make_browser_transport(url, key=str(broker.get("key") or "peerjs"),
-                                           rtc_config=RtcConfig(ice_servers=ice))
+        settings = relay_settings(config)
+        transport = make_browser_transport(
+            url, key=str(broker.get("key") or "peerjs"),
+            rtc_config=RtcConfig(ice_transport_policy="relay" if settings.relay_only else "all"))
         signal = broker.get("signal")
         if isinstance(signal, str) and signal:
             transport.set_broker_resolver(_signal_resolver(signal))
@@ -1275,6 +1294,8 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
             config, emit, transport=transport, scheduler=AsyncioScheduler(asyncio.get_event_loop()),
             streams=_JsStreams(), meter=lambda cb: _shim().levelMeter(cb), convert=_to_page,
         )
+        page.relay = PageRelay(settings, transport, on_change=page._emit_state)
+        page.on_close(page.relay.close)
 
         async def shutdown() -> None:
             await asyncio.sleep(0.2)  # let the goodbye frames leave first
@@ -1293,7 +1314,12 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
         stop_placeholder_sources()
 
     page.on_close(on_pagehide(hidden))
-    page.start()
+    if page.relay is None:
+        page.start()
+    else:  # the session starts once /api/turn has answered (and not at all if it must stay out)
+        relay = page.relay
+        _spawn(relay.start(lambda: None if page.closed else page.start()))
+        page._emit_state()
     return page
 
 
