@@ -25,12 +25,19 @@ export interface MountOptions {
   meta?: Record<string, unknown>;
   /** Signaling host or URL; default: the server that served widget.js. */
   signalHost?: string;
-  /** Host or URL of an independent provider's /api/turn; default: the widget's server. */
+  /** Host or URL of an independent provider's /api/turn (and its bill); default: the widget's
+   * server. A mount option only: a link can never point a joiner's relay elsewhere. */
   turnHost?: string;
-  /** Premium bearer token sent to /api/turn. */
+  /** Premium licence (bearer token) sent to /api/turn; also lets this member's invite links
+   * sponsor their joiners (createInviteLink). Never put into a link. */
   licenseKey?: string;
-  /** Signed room-grant token sent to /api/turn as X-Kibitz-Grant. */
+  /** Signed room grant sent to /api/turn as X-Kibitz-Grant. Default: the page's ?grant= (or
+   * ?k=), adopted at load and removed from the address bar. */
   grant?: string;
+  /** Hide my IP: every connection goes through the relay (iceTransportPolicy 'relay'); without
+   * relay credentials the call does not connect and getState().relayError says why. Widget
+   * mounts also honour the panel's remembered "Hide my IP" switch. Default false. */
+  relayOnly?: boolean;
   /** Who-can-join gate decoded from the room link. */
   joinGate?: JoinGate;
   /** This peer's own signed invite token (invite mode). */
@@ -62,6 +69,13 @@ export interface WidgetState {
   isCoordinator?: boolean;
   /** Connected to the room's presence (also while not in the call). */
   connected?: boolean;
+  /** Every connection goes through the relay (relayOnly / Hide my IP). */
+  relayOnly?: boolean;
+  /** What /api/turn granted: 'open' | 'premium' | 'room' (relay) or 'free' | 'capped' (none);
+   * null until it answered or when it could not be asked. */
+  relayTier?: string | null;
+  /** Why a relay-only member stays out of the call (no relay credentials), else null. */
+  relayError?: string | null;
 }
 
 export interface Participant {
@@ -196,6 +210,12 @@ export interface MountedWidget {
   signInIdentity(el: HTMLElement, method: "google" | "email"): Promise<void>;
   identityNonce(): Promise<string>;
   provideIdentityToken(jwt: string): Promise<void>;
+  /** This page's address as an invite link. A member with a licenseKey gets a fresh room grant
+   * in it (?grant=, 10 minutes to use): the joiners' relay is then billed to that licence.
+   * Rejects with the server's reason when a licensed member cannot mint one. */
+  createInviteLink(): Promise<string>;
+  /** Turn Hide my IP on or off for this mount: reconnects (and rejoins) with the new policy. */
+  setRelayOnly(on: boolean): Promise<void>;
 }
 
 export interface KibitzGlobal {

@@ -359,3 +359,46 @@ def test_hide_my_ip_moves_a_live_call_onto_the_relay_and_is_remembered(
     me.wait_for_function(UP, timeout=LINK_MS)
     relayed_pairs(me)
     assert_no_address_of_the_relay_only_side(peer.evaluate("() => window.__rec.remote"))
+
+
+def test_a_sponsored_relay_only_joiner_keeps_relaying_past_its_first_credentials(
+    new_context: Callable[..., BrowserContext], coturn: tuple[int, Path], host: StaticServer,
+    tmp_path: Path,
+) -> None:
+    """Refresh with a grant: credentials of 10 s, a joiner let in by an opener's grant stays past
+    them, and a newcomer who arrives after they expired still reaches it through the relay, which
+    takes fresh room-tier credentials (asked with the grant the last answer renewed)."""
+    state = tmp_path / "state"
+    with running_kibitz_server(*_relay_args(coturn), "--turn-gate", "licence", "--state-dir", str(state),
+                               "--turn-ttl", "10") as srv:
+        token = licence(state, "add").strip()
+        r = room()
+        opener_ctx = new_context()
+        opener_ctx.add_init_script(f"localStorage.setItem('my-licence', {json.dumps(token)})")
+        opener = open_tab(opener_ctx, page_url(host, srv, room=r, name="opener", headless=True,
+                                               startOpen=True, relayOnly=True))
+        link = opener.evaluate("() => window.call.createInviteLink()")
+        opener.close()  # the opener may go: the joiner's grant keeps its relay
+        joiner = open_tab(new_context(), link)
+        joiner.wait_for_function("() => window.call.getState().relayTier === 'room'", timeout=BOOT_MS)
+        first = joiner.evaluate(USERNAME)
+        expiry = int(first.split(":", 1)[0])
+        while time.time() < expiry + 1:  # past the first credentials (refreshed at 7.5 s)
+            joiner.wait_for_timeout(250)
+        fresh = joiner.evaluate(USERNAME)
+        assert int(fresh.split(":", 1)[0]) > expiry and joiner.evaluate(
+            "() => window.call.getState().relayTier") == "room"
+        late_ctx = new_context()
+        late_ctx.add_init_script(f"localStorage.setItem('my-licence', {json.dumps(token)})")
+        late = open_tab(late_ctx, page_url(host, srv, room=r, name="late", headless=True, startOpen=True,
+                                           relayOnly=True))
+        for page in (joiner, late):
+            page.wait_for_function(UP, timeout=LINK_MS)
+        exchange(late, joiner)
+        assert all(p == ["relay", "relay"] for p in relayed_pairs(joiner))
+
+
+USERNAME = (
+    "async () => (await Kibitz._engine()).runPython('from kibitz.backends.browser import SESSIONS\\n"
+    "SESSIONS[-1]._transport.rtc_config.ice_servers[0][\"username\"]')"
+)
