@@ -10,8 +10,8 @@ the same node (a pair that stays on one node) or the next one (a pair that cross
 CANDIDATE-shaped messages (~230 bytes) bounce inside every pair with ``--window`` in flight, and we
 measure msgs/s, one-way p50/p99, **server CPU per relayed message** (all node processes, user+sys,
 psutil) and **Redis CPU per message**, plus connects/s and the CPU (server, Redis) per connect.
-Peers per node at a fixed RSS: one node's RSS idle and with N/3 (cluster) or N (one node) peers
-connected gives the memory per peer, hence how many peers fit in 1 GiB. Writes the
+Peers per node at a fixed RSS: the nodes' RSS just before and after the N peers connect gives the
+memory per peer, hence how many peers fit in 1 GiB next to the idle process. Writes the
 ``## Several nodes on Redis`` section of docs/benchmarks.md.
 """
 
@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,8 @@ def start_redis() -> RedisProc:
     port = free_port()
     work = tempfile.mkdtemp(prefix="kbz-bench-redis-")
     exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(exe):
+        raise SystemExit("redis-server is missing: scripts/setup.sh --tests installs Debian's")
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -111,7 +114,8 @@ def start_node(redis_url: str | None) -> ServerProc:
     if not m:
         proc.kill()
         raise RuntimeError(f"kibitz serve did not start: {line!r}")
-    proc.stdout.close()
+    # Keep reading what it prints: closing the pipe would kill it on its next line.
+    threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
     return ServerProc("node", proc, m.group(2))
 
 
@@ -151,13 +155,14 @@ async def run_config(
         away = nodes[(p + 1) % k].ws_url if p < crossing and k > 1 else home
         urls += [home, away]
     bench = Bench()
+    rss_before = [x.rss_mb() for x in nodes]
     c0, r0 = cpu_of(nodes), rds.cpu() if rds else 0.0
     peers, dt = await connect_peers(urls, tag, bench)
     c1, r1 = cpu_of(nodes), rds.cpu() if rds else 0.0
     res: dict[str, Any] = {
         "connects_per_s": n / dt, "server_us_per_connect": 1e6 * (c1 - c0) / n,
         "redis_us_per_connect": 1e6 * (r1 - r0) / n if rds else None,
-        "rss_connected_mb": [x.rss_mb() for x in nodes],
+        "rss_before_mb": rss_before, "rss_connected_mb": [x.rss_mb() for x in nodes],
     }
     bench.running = True
     for a in peers[0::2]:
@@ -200,21 +205,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         out["one"]["idle_rss_mb"] = idle
     finally:
         one.stop()
-    rds = start_redis()
-    nodes: list[ServerProc] = []
-    try:
-        nodes = [start_node(rds.url) for _ in range(3)]
-        await asyncio.sleep(1.5)  # every node sees the others
-        idle = nodes[0].rss_mb()
-        for cross in (0.0, 0.5, 1.0):
-            key = f"three_{int(cross * 100)}"
+    for cross in (0.0, 0.5, 1.0):  # a fresh Redis and fresh nodes for each, so RSS starts alike
+        key = f"three_{int(cross * 100)}"
+        rds = start_redis()
+        nodes: list[ServerProc] = []
+        try:
+            nodes = [start_node(rds.url) for _ in range(3)]
+            await asyncio.sleep(1.5)  # every node sees the others
+            idle = nodes[0].rss_mb()
             out[key] = await run_config(nodes, rds, n, cross, w, secs, key)
             out[key]["idle_rss_mb"] = idle
-        out["redis_rss_mb"] = rds.rss_mb()
-    finally:
-        for node in nodes:
-            node.stop()
-        rds.stop()
+            out[key]["redis_rss_mb"] = rds.rss_mb()
+        finally:
+            for node in nodes:
+                node.stop()
+            rds.stop()
     return out
 
 
@@ -258,12 +263,12 @@ def render(r: dict[str, Any], args: argparse.Namespace, load: tuple[float, float
     row("Redis CPU-µs / connect", "redis_us_per_connect", ".0f")
     per_peer = {}
     for c, _ in cols:
-        peers_on_node0 = n if c == "one" else n // 3
-        grown = r[c]["rss_connected_mb"][0] - r[c]["idle_rss_mb"]
+        peers_on_node0 = n  # all nodes together hold the n peers
+        grown = sum(r[c]["rss_connected_mb"]) - sum(r[c]["rss_before_mb"])
         per_peer[c] = max(grown, 0.001) / peers_on_node0
     lines.append(
-        "| node RSS idle → with its peers, MB | "
-        + " | ".join(f"{r[c]['idle_rss_mb']:.0f} → {r[c]['rss_connected_mb'][0]:.0f}" for c, _ in cols)
+        "| node RSS idle → with its peers, MB (first node) | "
+        + " | ".join(f"{r[c]['rss_before_mb'][0]:.0f} → {r[c]['rss_connected_mb'][0]:.0f}" for c, _ in cols)
         + " |"
     )
     lines.append(
@@ -275,7 +280,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, load: tuple[float, float
         + " |"
     )
     lines.append("")
-    lines.append(f"Redis RSS after the run: {r['redis_rss_mb']:.0f} MB.")
+    lines.append(f"Redis RSS with {n} ids held: {r['three_100']['redis_rss_mb']:.0f} MB.")
     odd = {c: r[c]["unexpected"] for c, _ in cols if r[c]["unexpected"]}
     if odd:
         lines.append(f"\nUnexpected frames seen by the client: `{odd}`")

@@ -16,12 +16,11 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .broker import Broker
-from .cluster import Cluster
 from .config import ServerConfig, make_config
 from .gate import LicenceGate
 from .licences import LicenceStore, SqliteLicenceStore
@@ -29,6 +28,9 @@ from .metrics import Metrics
 from .signal import BrokerDirectory
 from .turn import TurnProvider, TurnRestProvider
 from .web import TURN_KEY, WILDCARD_HOSTS, local_broker_url, make_app
+
+if TYPE_CHECKING:
+    from .cluster import Cluster  # imported only with redis_url: a single node never loads it
 
 log = logging.getLogger("kibitz.server")
 
@@ -131,6 +133,8 @@ async def start_server(
         http_port = int(server.sockets[0].getsockname()[1])
         running = RunningServer(config, broker, directory, site_runner, http_port, broker_port)
         if config.redis_url is not None:
+            from .cluster import Cluster
+
             cluster = Cluster(broker, config, local_broker_url(config, broker_port, None), running.http_url)
             broker.cluster = running.cluster = cluster
             if not await cluster.start():

@@ -15,13 +15,16 @@ one-node broker:
   lease refreshes only act on a matching (node, epoch). If Redis lost its data, or this node looked
   dead for a while, the next heartbeat notices and the node writes its ids back; any it lost in
   between are closed here.
-* **Frames.** A frame whose destination is not on this node goes into an ordered outbox; one writer
-  task sends it in batches (one script call per batch: look up each owner, PUBLISH one payload per
-  node, or queue for an id that is nowhere), so frames between two peers keep their order. Each
+* **Frames** (``cluster_frames.py``). A frame whose destination is not on this node goes into an
+  ordered outbox; one writer task sends it in batches (one script call per batch: look up each
+  owner, PUBLISH one payload per node, or queue for an id that is nowhere), so frames between two
+  peers keep their order. Each
   node reads its own channel. Queued frames expire as on one node: the node that queued one takes
   it back after ``expire_timeout`` and, if nobody had claimed it, tells the sender ``EXPIRE``.
-* **Redis down.** Claims are refused (``ERROR``, counted ``cluster_unavailable``: fail closed, so no
-  id is ever held twice); frames between peers on the same node carry on; frames for other nodes
+* **Redis down.** Claims are refused (``ERROR``, counted ``cluster_unavailable``: fail closed, no
+  claim is decided locally; a node cut off for longer than its key lives may see one of its ids
+  given away elsewhere until it is back and closes its copy); frames between peers on the same node
+  carry on; frames for other nodes
   wait in the outbox (bounded) and go when Redis is back, or their senders get ``EXPIRE`` after
   ``expire_timeout``. Pub/sub is fire-and-forget: a frame published while a subscriber is
   reconnecting is lost (signaling retries cover it, as for a lost UDP packet).

@@ -198,14 +198,17 @@ async def test_id_is_unique_across_nodes_and_the_same_token_takes_it_over_anywhe
     await asyncio.wait_for(old.wait_closed(), 3)
     assert old.close_code == 1001
     assert await silent(dave)
-    await send(dave, {"type": "OFFER", "dst": "carol", "payload": "after"})
-    assert (await recv(new))["payload"] == "after"
+    erin = await clients.connect(a, "erin")
+    await send(erin, {"type": "OFFER", "dst": "carol", "payload": "after"})
+    assert (await recv(new)) == {"type": "OFFER", "src": "erin", "dst": "carol", "payload": "after"}
     assert b.broker.metrics.takeovers == 1
     assert a.cluster is not None and a.cluster.kicks == 1
-    assert a.broker.metrics.connected == 0 and b.broker.metrics.connected == 1
-    # carol's contacts moved with her: when she leaves from node b, dave (node c) hears it
+    assert a.broker.metrics.connected == 1 and b.broker.metrics.connected == 1
+    # carol's contacts moved with her (dave never signaled the new socket): when she leaves from
+    # node b, dave (node c) hears it as well as erin
     await new.close()
     assert await recv(dave) == {"type": "LEAVE", "src": "carol", "dst": "dave"}
+    assert await recv(erin) == {"type": "LEAVE", "src": "carol", "dst": "erin"}
 
 
 async def test_fencing_epoch_keeps_a_stale_node_from_releasing_or_keeping_an_id(
