@@ -438,3 +438,35 @@ def test_a_peer_without_read_roster_gets_ids_but_not_who_is_here() -> None:
     ann.set_capability_grant(bot.self_id, None)  # back to the agent default, which reads the roster
     r.settle(1.0)
     assert {p["name"] for p in bot.get_participants()} == {"Ann", "Bob", "Bot"}
+
+
+def test_one_invite_admits_one_live_member_and_a_dishonest_admission_is_undone() -> None:
+    invite_key = PrivateKey.from_bytes(bytes(range(3, 35)))
+    gate = JoinGate(mode="invite", invite_key=invite_key.public_key.to_text())
+    r = Room(gate=gate)
+    now = r.bus.clock.wall()
+    ann = r.add("Ann", credential=mint_invite(invite_key.to_text(), name="Ann", room=ROOM, ttl=3600, now=now))
+    shared = mint_invite(invite_key.to_text(), name="Bob", room=ROOM, ttl=3600, now=now)
+    bob = r.add("Bob", credential=shared)
+    assert bob.self_id in ids(ann)
+    friend = r.add("Friend", credential=shared)  # Bob forwarded his invite link
+    assert friend.self_id in ids(ann) and bob.self_id not in ids(ann)
+    # A dishonest coordinator lets a stranger in without an invite...
+    assert ann.get_state()["isCoordinator"] and ann.room is not None
+    coord = ann.room._coordinator
+    assert coord is not None
+    stranger = r.add("Sly")
+    assert stranger.get_state()["lobbyStatus"] == "needs-credential"
+    from kibitz.admission import CredentialCheck
+
+    original = coord._credential
+    coord._credential = lambda msg: CredentialCheck("ok")  # type: ignore[method-assign]
+    stranger.set_credential("anything")
+    r.settle(1.0)
+    assert stranger.self_id in ids(friend)
+    # ...then it goes; an honest coordinator checks everyone again and the stranger is out.
+    coord._credential = original  # type: ignore[method-assign]
+    r.kill(ann)
+    r.settle(10.0)
+    assert stranger.self_id not in ids(friend)
+    assert stranger.get_state()["lobbyStatus"] == "bad-credential"

@@ -506,6 +506,10 @@ class Coordinator:
                     self._send_roster(link)
             return
         if verdict != "ok":
+            # A member on the roster whose credential no longer passes (grandfathered from a
+            # coordinator that let it in without one, or whose invite expired) leaves it now.
+            if mid in self._entries and verdict != "waiting" and self._remove(mid, close_link=False):
+                self.broadcast()
             self._turn_away(link, mid, verdict, msg, Knocker(mid, msg.name, msg.avatar), msg.token)
             return
         self._apply_voice(link, mid, msg, credential)
@@ -516,11 +520,14 @@ class Coordinator:
         member = Member(mid, name, msg.cam, bool(msg.mic), msg.avatar, msg.meta or {}, tuple(msg.f or ()),
                         token_key(msg.token))
         changed = False  # True once the roster others see differs
-        if msg.token:
-            for other, entry in list(self._entries.items()):
-                if other not in (mid, core.self_id) and entry.token == msg.token:
-                    self._remove(other)  # the same tab reconnected under a new id
-                    changed = True
+        for other, entry in list(self._entries.items()):
+            if other in (mid, core.self_id):
+                continue
+            # The same tab reconnected under a new id, or one invite used twice: the newest wins.
+            same_tab = bool(msg.token) and entry.token == msg.token
+            if same_tab or (credential.key is not None and entry.cred_key == credential.key):
+                self._remove(other)
+                changed = True
         old = self._entries.get(mid)
         if old is not None and old.link not in (None, link):
             self.close(old.link)
