@@ -274,6 +274,10 @@ class CapabilityBook:
         self.ignored = 0
         """Remote maps ignored (stale, unsigned, or from a peer that may not author them)."""
 
+    def set_signer(self, sign: Callable[[int, str], str]) -> None:
+        """We now hold the host key (tier key): our edits are signed from here on."""
+        self._sign = sign
+
     # -- room facts ---------------------------------------------------------------------------
 
     def set_members(self, metas: Mapping[str, Mapping[str, Any] | None]) -> None:

@@ -25,7 +25,7 @@ from kibitz.authority import HostAuthority, HostKeyring, Op
 from kibitz.capabilities import AGENT_DEFAULT, CapabilityBook, Grant, GrantTier
 from kibitz.clock import Scheduler, TimerHandle
 from kibitz.content import ChatLine, ContentRouter
-from kibitz.gate import JoinGate, check_room
+from kibitz.gate import JoinGate, check_room, make_link
 from kibitz.ids import new_member_id
 from kibitz.mesh import Mesh
 from kibitz.room import (
@@ -41,6 +41,7 @@ from kibitz.room import (
     Roster,
     RosterChanged,
 )
+from kibitz.rooms import unseal_host_key
 from kibitz.transport import (
     PLACEHOLDER,
     ClaimResult,
@@ -246,6 +247,8 @@ class Session:
             "isHost": self.room is not None and self.room.is_host,
             "hostTier": self.gate.host.tier,
             "gateMode": self.gate.mode,
+            "canGrant": self.book.may_edit(),
+            "hostKeySealed": bool(self.gate.sealed_host_key) and self._keyring is None,
             "lobbyOn": r.lobby,
             "locked": r.locked,
             "lobbyStatus": self._lobby_status,
@@ -415,6 +418,29 @@ class Session:
         if not done:
             log.info("%s ignored: only the room's host can moderate", op)
         return done
+
+    def set_host_key(self, host_key: str) -> None:
+        """Become the room's host now (a key given after the start, e.g. unsealed from the link)."""
+        if self.gate.host.tier != "key":
+            raise ValueError("this room's settings name no host key: a hostKey cannot make you its host")
+        keyring = HostKeyring(host_key, self.room_name)
+        if keyring.public_text != self.gate.host.key:
+            raise ValueError("this hostKey is not the host key of this room (wrong key, or another room)")
+        self._keyring = keyring
+        self.book.set_signer(lambda v, h: keyring.caps(version=v, digest=h, now=self._wall()))
+        if self.room is not None:
+            self.room.set_host_key(keyring)
+        self._emit_state()
+
+    async def claim_host(self, password: str) -> None:
+        """Open the host key the link carries sealed (``ghk``) with the host password, and become
+        the host. ``ValueError`` for a wrong password or a link without a sealed key."""
+        self.set_host_key(await unseal_host_key(self.gate, password))
+
+    def invite_link(self, base: str) -> str:
+        """The room's link for guests: ``base`` + the room + its gate (never a secret: no sealed
+        host key, no invite of ours)."""
+        return make_link(base, self.room_name, self.gate.without_secrets())
 
     def set_credential(self, credential: str | None) -> None:
         """A new join credential (a code proof or an invite token): the door is asked again."""

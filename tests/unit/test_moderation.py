@@ -470,3 +470,25 @@ def test_one_invite_admits_one_live_member_and_a_dishonest_admission_is_undone()
     r.settle(10.0)
     assert stranger.self_id not in ids(friend)
     assert stranger.get_state()["lobbyStatus"] == "bad-credential"
+
+
+async def test_the_host_opens_the_sealed_key_from_the_link_mid_call() -> None:
+    from kibitz.rooms import create_room
+
+    made = await create_room(host_password="correct horse", base_url="https://app.example/")
+    r = Room(room=made.room, gate=made.gate)
+    guest = r.add("Gus")
+    hana = r.add("Hana")
+    state = hana.get_state()
+    assert not state["isHost"] and state["hostKeySealed"] and not state["canGrant"]
+    with pytest.raises(ValueError, match="wrong passphrase"):
+        await hana.claim_host("wrong horse")
+    await hana.claim_host("correct horse")
+    r.settle(1.0)
+    assert hana.get_state()["isHost"] and hana.get_state()["canGrant"]
+    assert [p["role"] for p in guest.get_participants() if p["id"] == hana.self_id] == ["host"]
+    assert hana.set_locked(True)
+    r.settle(0.5)
+    assert guest.get_state()["locked"]
+    invite = hana.invite_link("https://app.example/call")
+    assert "ghk=" not in invite and invite.startswith("https://app.example/call#" + made.room + "?g=open&gh=")

@@ -31,6 +31,7 @@ from kibitz.protocol.presence import (
     Knocks,
     Leave,
     LobbyMsg,
+    LobbyState,
     Mod,
     Ping,
     Reset,
@@ -74,6 +75,9 @@ class CoordinatorCore(RoomCore, Protocol):
 
     def removed_self(self) -> None:
         """A valid host record removes us, the coordinator: leave the room for good."""
+
+    def set_lobby_status(self, status: LobbyState) -> None:
+        """Where we ourselves stand at our own door."""
 
     def may_read_roster(self, member_id: str) -> bool:
         """Whether ``member_id``'s grant lets it see who is here (``read-roster``)."""
@@ -561,12 +565,25 @@ class Coordinator:
         return Member(core.self_id, p.name, p.cam, p.mic, p.avatar, dict(p.meta), core.features, tk)
 
     def _put_self(self) -> None:
+        """We are on our own roster while in the call — if our own gate lets us in: an honest
+        coordinator holds itself to the gate it holds others to."""
         core = self._core
-        if core.profile.on:
+        if core.profile.on and self._self_admitted():
             now = core.scheduler.now()
             self._entries[core.self_id] = _Entry(self._self_member(), None, core.profile.token, now)
         else:
             self._entries.pop(core.self_id, None)
+
+    def _self_admitted(self) -> bool:
+        core = self._core
+        if core.own_claim() is not None:
+            return True
+        p = core.profile
+        verdict = check_credential(core.gate, core.authority.room, p.cred, name=p.name,
+                                   now=core.scheduler.wall()).verdict
+        if verdict != "ok":
+            core.set_lobby_status(verdict)
+        return verdict == "ok"
 
     def _remove(self, mid: str, *, close_link: bool = True) -> bool:
         entry = self._entries.pop(mid, None)

@@ -435,6 +435,17 @@ class Room:
             self._host_claim = (now, self._keyring.claim(by=self.self_id, now=now))
         return self._host_claim[1]
 
+    def set_host_key(self, keyring: HostKeyring) -> None:
+        """Become the host mid-session (the key was typed in, or unsealed from the link): prove it to
+        the coordinator now (or, coordinating, name ourselves host)."""
+        if keyring.public_text != self.gate.host.key:
+            raise ValueError("this host key is not the key this room's settings name as its host")
+        self._keyring, self._host_claim = keyring, None
+        if self._coordinator is not None:
+            self._coordinator.profile_changed()
+        elif self._participant is not None:
+            self._participant.profile_changed()
+
     def may_read_roster(self, member_id: str) -> bool:
         return self._may_read_roster is None or self._may_read_roster(member_id)
 
