@@ -111,4 +111,36 @@ header { display: flex; align-items: center; gap: 8px; min-height: 32px; }
 .hint:empty { display: none; }
 .hint[data-kind="error"] { color: var(--danger); }
 .offscreen { position: fixed; left: -9999px; top: 0; }
+
+.door:empty { display: none; }
+.code-form { display: flex; gap: 6px; align-items: center; }
+.code-input { flex: 1; min-width: 0; height: 36px; padding: 0 10px; border-radius: 8px;
+  border: 1px solid var(--line); background: var(--bg); color: var(--fg); }
+.code-form .primary { height: 36px; padding: 0 14px; }
+.claim-toggle { align-self: flex-start; }
+.host-tools, .consent { display: flex; flex-direction: column; gap: 8px; border-top: 1px solid var(--line);
+  padding-top: 10px; }
+.host-tools h3, .consent h3 { margin: 0; font-size: 13px; font-weight: 650; color: var(--muted); }
+.switches { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: center; }
+.switch { display: inline-flex; gap: 6px; align-items: center; font-size: 13px; }
+.queue, .agents, .audit { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 6px; }
+.knock { display: flex; gap: 6px; align-items: center; }
+.kname { flex: 1; min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.queue .empty { color: var(--muted); font-size: 12px; }
+.small { height: 28px; padding: 0 10px; border-radius: 14px; font-size: 12px; }
+.danger.small { border: 0; background: var(--danger); color: #fff; }
+.agent { display: flex; flex-direction: column; gap: 4px; padding: 8px; border-radius: 8px; background: var(--soft); }
+.agent-head { display: flex; flex-wrap: wrap; gap: 4px 8px; align-items: baseline; }
+.disclosure { font-size: 12px; color: var(--muted); }
+.disclosure.warn { color: var(--warn); }
+.caps { display: flex; flex-wrap: wrap; gap: 2px 10px; }
+.cap { display: inline-flex; gap: 4px; align-items: center; font-size: 12px; }
+.audit li { font-size: 11px; color: var(--muted); }
+.badges { position: absolute; left: 6px; top: 6px; display: flex; gap: 4px; }
+.tag { padding: 1px 6px; border-radius: 6px; font-size: 11px; font-weight: 600; color: #fff; background: rgba(0,0,0,.6); }
+.tag.host { background: var(--accent); }
+.tag.agent { background: #8250df; }
+.tile-tools { position: absolute; right: 6px; top: 6px; display: flex; gap: 4px; align-items: center;
+  flex-wrap: wrap; justify-content: flex-end; max-width: calc(100% - 12px); }
+.tile-tools .confirm { padding: 2px 6px; border-radius: 6px; background: rgba(0,0,0,.7); color: #fff; font-size: 11px; }
 `;

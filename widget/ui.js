@@ -108,7 +108,8 @@ function explain(err, what) {
   }
   if (/not available in this build/i.test(msg)) return `${msg}. Update the page's widget.js to use this.`;
   const label = { cam: "Camera", mic: "Microphone", screen: "Screen share", join: "Joining", leave: "Leaving",
-    name: "Renaming", chat: "Sending" }[what] || "That";
+    name: "Renaming", chat: "Sending", code: "Sending the code", host: "That host action",
+    grant: "Changing the agent's permissions" }[what] || "That";
   return `${label} failed: ${msg || "unknown error"}. Try again; if it keeps failing, reload the page.`;
 }
 
@@ -213,6 +214,7 @@ function createLauncher(opts) {
   const speaking = new Map();
   const offs = [];
   let stopProgress = null;
+  let mod = null; // the moderation views (widget/moderation.js), built with the panel
 
   // ---- launcher
   const launcher = h("button", {
@@ -285,7 +287,10 @@ function createLauncher(opts) {
     const form = h("form", { class: "chat-form", onsubmit: (ev) => { ev.preventDefault(); doSend(); } },
       els.input, els.send);
     els.chat = h("div", { class: "chat", role: "region", "aria-label": "Chat" }, els.log, form, els.hint);
-    panel.append(header, els.status, els.tiles, nameRow, hideIpRow, els.controls, els.chat);
+    mod = createModeration({ h, icon, act, render, getCtl: () => ctl, getState: () => state,
+      getPeople: () => people, getKnocks: () => (ctl && ctl.getKnocks ? ctl.getKnocks() || [] : []) });
+    panel.append(header, els.status, mod.door, els.tiles, nameRow, hideIpRow, els.controls, mod.hostTools,
+      mod.consent, els.chat);
     panel.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape") { ev.stopPropagation(); setOpen(false, true); }
     });
@@ -457,6 +462,8 @@ function createLauncher(opts) {
     sub("participants", (list) => { people = list || []; render(); });
     sub("speaking", (id, on) => { speaking.set(id, !!on); renderSpeaking(); });
     sub("lobby", () => { refresh(); render(); });
+    sub("knocks", () => render());
+    sub("caps", () => { for (const p of people) if (p.kind === "agent" && mod) mod.refreshAgent(p.id); });
     chatAvailable = sub("chat", addChat) && typeof ctl.sendChat === "function";
     refresh();
     ctl.ready.then(() => {
@@ -496,12 +503,8 @@ function createLauncher(opts) {
       return { text: `Loading the call engine…${size}`, kind: "busy", pct };
     }
     if (notice) return { ...notice, action: ["Dismiss", () => { notice = null; render(); }] };
-    const lobby = state.lobbyStatus;
-    if (lobby === "locked") return { text: "This room is locked. Ask the host to unlock it, then press Join again.", kind: "error" };
-    if (lobby === "full") return { text: "This room is full. Try again later, or start a new room and share its link.", kind: "error" };
-    if (lobby === "denied") return { text: "The host did not let you in. Ask them for a new invite.", kind: "error" };
-    if (lobby === "kicked") return { text: "You were removed from this call. Reload the page to try again.", kind: "error" };
-    if (lobby === "waiting") return { text: "Waiting for the host to let you in…", kind: "busy" };
+    const door = doorStatus(state);
+    if (door) return door;
     if (state.brokerError) return { text: explain(new Error(String(state.brokerError))), kind: "error" };
     if (state.relayError) return { text: relayAdvice(String(state.relayError)), kind: "error" };
     if (state.connected === false) {
@@ -588,6 +591,7 @@ function createLauncher(opts) {
       const want = prev ? prev.nextSibling : els.tiles.firstChild;
       if (want !== tile) els.tiles.insertBefore(tile, want);
       renderTile(tile, p);
+      if (mod) mod.decorateTile(tile, p);
       prev = tile;
     }
     els.tiles.dataset.n = String(Math.min(list.length, 4));
@@ -692,6 +696,7 @@ function createLauncher(opts) {
     const myName = (me && me.name) || options.name || "";
     const editing = root.activeElement === els.name && els.name.value.trim() !== shownName;
     if (myName && myName !== shownName && !editing) { els.name.value = myName; shownName = myName; }
+    if (mod) mod.update(st);
     renderChat();
     updateChatHint();
   }
