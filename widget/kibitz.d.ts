@@ -3,9 +3,53 @@
 
 export type JoinGateMode = "open" | "names" | "code" | "email" | "google" | "invite";
 
+/** A room's settings, as `Kibitz.createRoom` returns them and its link carries them. Unknown
+ * fields, unknown modes and a mode without what it needs are refused (a gated room never falls back
+ * to open). `email` and `google` need verified identity, which this build refuses. */
 export interface JoinGate {
   mode: JoinGateMode;
-  [key: string]: unknown;
+  /** names: who may enter (no security: anyone can type a listed name). */
+  names?: string[];
+  /** code: salt.verifier of the code (a slow hash; the code itself is never in the link). */
+  codeCheck?: string;
+  /** invite: the public key that signs invites. */
+  inviteKey?: string;
+  /** The host: by key (its public half), by display name (soft), or by email (identity). */
+  host?: { key?: string; name?: string; email?: string };
+  /** The waiting room is on from the start. */
+  lobby?: boolean;
+  /** The host's key, sealed with the host password (PBKDF2 + AES-GCM). */
+  sealedHostKey?: string;
+}
+
+export interface CreateRoomOptions {
+  gate?: "open" | "names" | "code" | "invite";
+  names?: string[];
+  /** code gate: the code (default: a fresh one, returned as `code`). */
+  code?: string;
+  /** Host tier; default "key" (you get `hostKey`). */
+  host?: "key" | "name" | "none";
+  hostName?: string;
+  /** Seal the host key into the link with this password (at least 8 characters). */
+  hostPassword?: string;
+  lobby?: boolean;
+  /** The page the link opens; default this page without its fragment. */
+  baseUrl?: string;
+}
+
+export interface NewRoom {
+  room: string;
+  joinGate: JoinGate;
+  /** Share it: the room and its settings (never a secret). */
+  link: string;
+  /** Only for the host: pass it to `mount({ hostKey })`. */
+  hostKey?: string;
+  /** Only for whoever hands out invites (invite gate). */
+  inviteKey?: string;
+  /** The code of a code gate: tell guests by another channel than the link. */
+  code?: string;
+  /** An invite for one guest, valid `ttlSeconds`: its token and the link that carries it. */
+  mintInvite(name: string, ttlSeconds: number): Promise<{ token: string; link: string }>;
 }
 
 export interface MountOptions {
@@ -40,13 +84,20 @@ export interface MountOptions {
   relayOnly?: boolean;
   /** Who-can-join gate decoded from the room link. */
   joinGate?: JoinGate;
-  /** This peer's own signed invite token (invite mode). */
+  /** This peer's credential: the room's code (code mode) or its own signed invite (invite mode). */
   joinCredential?: string;
+  /** The host's private key (`kbzk1.…`), from `createRoom`; keep it secret. */
+  hostKey?: string;
+  /** Opens the host key the link carries sealed; a wrong one leaves you a guest (`state.hostError`). */
+  hostPassword?: string;
   /** Base URL of the email-code backend; default: the widget's server. */
   apiBase?: string;
 }
 
-export type LobbyStatus = "none" | "waiting" | "denied" | "locked" | "admitted" | string;
+/** Where you stand at the door: stable words an app can switch on. */
+export type LobbyStatus =
+  | "waiting" | "admitted" | "denied" | "locked" | "full" | "removed" | "needs-credential"
+  | "bad-credential" | "expired-credential" | "not-listed" | "unverified" | null;
 
 export interface WidgetState {
   inCall: boolean;
@@ -69,6 +120,15 @@ export interface WidgetState {
   isCoordinator?: boolean;
   /** Connected to the room's presence (also while not in the call). */
   connected?: boolean;
+  /** The room's host tier and gate mode. */
+  hostTier?: "none" | "name" | "key" | "email";
+  gateMode?: JoinGateMode;
+  /** Whether you may change participants' grants (the host; anyone in a room without one). */
+  canGrant?: boolean;
+  /** The link carries the host key sealed and you are not the host yet: `claimHost(password)`. */
+  hostKeySealed?: boolean;
+  /** Why a hostPassword did not open the host key. */
+  hostError?: string;
   /** Every connection goes through the relay (relayOnly / Hide my IP). */
   relayOnly?: boolean;
   /** What /api/turn granted: 'open' | 'premium' | 'room' (relay) or 'free' | 'capped' (none);
@@ -197,12 +257,20 @@ export interface MountedWidget {
   setName(name: string): Promise<void>;
   setAvatar(avatar: string): Promise<void>;
   setMeta(meta: Record<string, unknown>): Promise<void>;
-  setLobby(on: boolean): Promise<void>;
-  admit(id: string): Promise<void>;
-  deny(id: string): Promise<void>;
-  remove(id: string): Promise<void>;
-  setLocked(on: boolean): Promise<void>;
-  resetRoom(): Promise<void>;
+  /** Host only (a no-op that resolves false for anyone else, the coordinator included). */
+  setLobby(on: boolean): Promise<boolean>;
+  admit(id: string): Promise<boolean>;
+  deny(id: string): Promise<boolean>;
+  /** Host: remove and keep out (a signed record every coordinator enforces). */
+  remove(id: string): Promise<boolean>;
+  /** Host: let a removed participant back in. */
+  unban(id: string): Promise<boolean>;
+  setLocked(on: boolean): Promise<boolean>;
+  resetRoom(): Promise<boolean>;
+  /** Answer the door: the room's code, or your invite token. */
+  setJoinCredential(credential: string): Promise<void>;
+  /** Open the host key the link carries sealed, with the host password; rejects if it is wrong. */
+  claimHost(password: string): Promise<void>;
   knock(name: string, avatar?: string): Promise<void>;
   getCapabilityGrant(id: string): Promise<Grant | null>;
   setCapabilityGrant(id: string, grant: Grant | null): Promise<void>;
@@ -210,7 +278,8 @@ export interface MountedWidget {
   signInIdentity(el: HTMLElement, method: "google" | "email"): Promise<void>;
   identityNonce(): Promise<string>;
   provideIdentityToken(jwt: string): Promise<void>;
-  /** This page's address as an invite link. A member with a licenseKey gets a fresh room grant
+  /** This page's address as an invite link, with the room's settings in the fragment when it has
+   * any (never a secret). A member with a licenseKey gets a fresh room grant
    * in it (?grant=, 10 minutes to use): the joiners' relay is then billed to that licence.
    * Rejects with the server's reason when a licensed member cannot mint one. */
   createInviteLink(): Promise<string>;
@@ -227,6 +296,8 @@ export interface KibitzGlobal {
   auto: MountedWidget | null;
   /** Returns the controller at once; throws if `room` is missing. */
   mount(options: MountOptions): MountedWidget;
+  /** A fresh room whose id commits to these settings; no server involved. */
+  createRoom(options?: CreateRoomOptions): Promise<NewRoom>;
 }
 
 declare global {

@@ -26,12 +26,13 @@ const STATE_DEFAULTS = Object.freeze({
 const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "chat", "knocks", "lobby",
   "message", "caps", "resume"]);
 const KNOWN_OPTIONS = new Set(["room", "name", "startOpen", "preview", "headless", "identity", "meta",
-  "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase", "relayOnly"]);
+  "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase", "relayOnly",
+  "hostKey", "hostPassword"]);
 // Controller methods that run in the engine; each returns a promise that settles once it has.
 const ENGINE_METHODS = ["join", "leave", "toggleMic", "toggleCam", "shareScreen", "shareTrack", "stopShare",
   "setName", "setAvatar", "setMeta", "sendChat", "setLobby", "admit", "deny", "remove", "setLocked",
   "resetRoom", "knock", "getCapabilityGrant", "setCapabilityGrant", "getAgentAudit", "signInIdentity",
-  "identityNonce", "provideIdentityToken"];
+  "identityNonce", "provideIdentityToken", "unban", "setJoinCredential", "claimHost"];
 
 // An "opener pays" invite carries a room grant as ?grant= (or ?k=), in the query or in a query
 // inside the fragment. It is adopted now, before anything connects, and taken out of the address
@@ -77,6 +78,21 @@ function baseUrl(value, fallback) {
   return `${local ? "http" : "https"}://${value.replace(/\/+$/, "")}/`;
 }
 
+/** A random token this tab keeps across reloads (sessionStorage): the room knows a reload as the
+ * same participant, and a host's removal holds after one. Not an identity: a new tab is new. */
+function tabToken() {
+  try {
+    let token = sessionStorage.getItem("kbz.tab");
+    if (!token) {
+      token = "tab-" + [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+      sessionStorage.setItem("kbz.tab", token);
+    }
+    return token;
+  } catch (_) {
+    return null; // storage blocked: the engine makes a token per session
+  }
+}
+
 function validate(options) {
   if (!options || typeof options !== "object") {
     throw new TypeError("Kibitz.mount(options): options must be an object, e.g. { room: 'room-3f9k2mq7p1' }");
@@ -100,6 +116,10 @@ function validate(options) {
     licenseKey: options.licenseKey || null, grant: options.grant || ADOPTED_GRANT || null,
     joinGate: options.joinGate || null, relayOnly: !!options.relayOnly || (!options.headless && hideIpStored()),
     joinCredential: options.joinCredential || null, signalHost: options.signalHost || null,
+    // The room's settings: joinGate, else the page link's fragment (read by the engine); the host's
+    // key, or the password that opens the key the link carries sealed. Never sent anywhere.
+    hostKey: options.hostKey || null, hostPassword: options.hostPassword || null, pageUrl: location.href,
+    tabToken: tabToken(),
     turnHost: options.turnHost || null,
     server: SERVER,
     signalBase: /^wss?:\/\//i.test(options.signalHost || "") ? SERVER : baseUrl(options.signalHost, SERVER),
@@ -571,6 +591,32 @@ function mount(options) {
   return controller;
 }
 
+/**
+ * Kibitz.createRoom(options): a fresh room whose id commits to its settings, made in the engine
+ * (kibitz.rooms) with no server: resolves to { room, joinGate, link, hostKey?, inviteKey?, code?,
+ * mintInvite(name, ttlSeconds) -> Promise<{token, link}> }. Options: gate ('open' | 'names' |
+ * 'code' | 'invite'), names, code, host ('key' | 'name' | 'none'), hostName, hostPassword, lobby,
+ * baseUrl (default: this page without its fragment).
+ */
+async function createRoom(options) {
+  const { pyodide } = await bootEngine();
+  const rooms = pyodide.pyimport("kibitz.backends.page_rooms");
+  try {
+    const made = JSON.parse(await rooms.create_room_json(JSON.stringify(options || {}), location.href));
+    const text = JSON.stringify(made);
+    made.mintInvite = async (name, ttl) => JSON.parse(rooms.mint_invite_json(text, String(name), Number(ttl)));
+    return made;
+  } catch (err) {
+    throw new Error(`Kibitz.createRoom: ${errorLine(err)}`);
+  }
+}
+
+/** The last line of a Python traceback, without the exception's class: what to show a person. */
+function errorLine(err) {
+  const lines = String((err && err.message) || err).trim().split("\n").filter(Boolean);
+  return (lines[lines.length - 1] || "").replace(/^[A-Za-z_.]*(Error|Exception):\s*/, "");
+}
+
 // ---- window.Kibitz and the one-liner
 
 if (!(window.Kibitz && window.Kibitz.__kibitz)) {
@@ -583,6 +629,7 @@ if (!(window.Kibitz && window.Kibitz.__kibitz)) {
     auto: null,
     /** The page's Pyodide (for diagnostics and tests): resolves once the engine has booted. */
     _engine: () => bootEngine().then((e) => e.pyodide),
+    createRoom,
   };
 }
 if (SCRIPT && SCRIPT.dataset && SCRIPT.dataset.room !== undefined) {

@@ -64,7 +64,7 @@ function createModeration(ui) {
   const claimToggle = h("button", { type: "button", class: "linkish claim-toggle", hidden: true,
     text: "Are you the host? Unlock your host tools", onclick: () => { claimForm.hidden = false; hostPassword.focus(); } });
 
-  const door = h("div", { class: "door" }, codeForm, claimToggle, claimForm);
+  const door = h("div", { class: "door", hidden: true }, codeForm, claimToggle, claimForm);
 
   // ---- the host's tools
   const lobbySwitch = h("input", { type: "checkbox", role: "switch", "aria-label": "Waiting room",
@@ -176,6 +176,7 @@ function createModeration(ui) {
     codeForm.hidden = !(status && status.code);
     claimToggle.hidden = !state.hostKeySealed || state.isHost || !claimForm.hidden;
     if (state.isHost) claimForm.hidden = true;
+    door.hidden = codeForm.hidden && claimToggle.hidden && claimForm.hidden;
     hostTools.hidden = !state.isHost;
     if (state.isHost) {
       lobbySwitch.checked = !!state.lobbyOn;

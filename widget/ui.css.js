@@ -112,7 +112,7 @@ header { display: flex; align-items: center; gap: 8px; min-height: 32px; }
 .hint[data-kind="error"] { color: var(--danger); }
 .offscreen { position: fixed; left: -9999px; top: 0; }
 
-.door:empty { display: none; }
+.door { display: flex; flex-direction: column; gap: 6px; }
 .code-form { display: flex; gap: 6px; align-items: center; }
 .code-input { flex: 1; min-width: 0; height: 36px; padding: 0 10px; border-radius: 8px;
   border: 1px solid var(--line); background: var(--bg); color: var(--fg); }

@@ -20,10 +20,12 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from kibitz.backends.page_relay import PageRelay, relay_settings
+from kibitz.backends.page_rooms import MountRoom, host_key_of, mount_room, prepared_credential
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
     EventCallback,
@@ -41,7 +43,7 @@ from kibitz.backends.rtc_api import (
 )
 from kibitz.clock import AsyncioScheduler, Scheduler
 from kibitz.ids import room_peer_id
-from kibitz.relay import invite_link
+from kibitz.relay import invite_link, strip_grant
 from kibitz.session import Session, Source
 from kibitz.transport import Transport
 
@@ -836,10 +838,14 @@ class PageSession:
         self._close_hooks: list[Callable[[], None]] = []
         self._preview_on = False
         self.session: Session | None = None
+        self.room_settings: MountRoom | None = None
         if not self.preview:
             if transport is None or scheduler is None:
                 raise ValueError("a page session needs a transport and a scheduler (preview does not)")
-            identity = config.get("identity")
+            identity = config.get("identity") or config.get("tabToken")
+            # The room's gate (joinGate, or the page link's): a GateError here rejects the mount's
+            # `ready` with its reason; a gated room never falls back to open.
+            self.room_settings = rooms = mount_room(config)
             self.session = Session(
                 str(config["room"]),
                 transport=transport,
@@ -850,6 +856,8 @@ class PageSession:
                 identity=str(identity) if identity else None,
                 media=self._media,
                 wall_clock=wall_clock,
+                gate=rooms.gate,
+                host_key=rooms.host_key,
             )
             for event in ("participants", "join", "leave", "state", "chat", "knocks", "lobby", "caps",
                           "message", "tracks"):
@@ -867,7 +875,8 @@ class PageSession:
             "setCapabilityGrant": self._s("set_capability_grant"),
             "getAgentAudit": self.get_agent_audit, "getState": self.get_state,
             "getParticipants": self.get_participants, "knock": self._s("knock"),
-            "createInviteLink": self.create_invite_link,
+            "createInviteLink": self.create_invite_link, "unban": self._s("unban"),
+            "setJoinCredential": self.set_join_credential, "claimHost": self._s("claim_host"),
         }
         self.relay: PageRelay | None = None
         """The relay this mount asks for (None for a preview): see :mod:`.page_relay`."""
@@ -978,11 +987,38 @@ class PageSession:
         return run
 
     async def create_invite_link(self, page_url: str) -> str:
-        """``createInviteLink()``: this page's address as an invite (the page passes it in); a
-        licensed opener's carries a fresh room grant (``?grant=``), so its joiners ride its relay."""
+        """``createInviteLink()``: this page's address as an invite (the page passes it in), with the
+        room and its settings in the fragment when the room has any (gate, host; never a secret);
+        a licensed opener's carries a fresh room grant (``?grant=``), so its joiners ride its relay."""
+        url = str(page_url)
+        if self.session is not None and self.session.gate.to_params() != {"g": "open"}:
+            url = self.session.invite_link(strip_grant(url)[0])
         if self.relay is None:
-            return invite_link(str(page_url), None)
-        return await self.relay.invite_link(str(page_url))
+            return invite_link(url, None)
+        return await self.relay.invite_link(url)
+
+    async def set_join_credential(self, credential: str | None) -> None:
+        """``setJoinCredential(code | invite)``: what the door asked for; a code is turned into its
+        slow-hash key here (it never leaves this page)."""
+        session = self._need()
+        settings = replace(self.room_settings, credential=credential) if self.room_settings else None
+        session.set_credential(await prepared_credential(settings) if settings else credential)
+
+    async def prepare(self) -> None:
+        """Before the session starts: the code's key, and the host key unsealed with the host
+        password. A wrong host password is said in the state (``hostError``), never fatal: the
+        mount goes on as a guest."""
+        if self.session is None or self.room_settings is None:
+            return
+        credential = await prepared_credential(self.room_settings)
+        if credential:
+            self.session.set_credential(credential)
+        if self.room_settings.host_password and not self.room_settings.host_key:
+            try:
+                self.session.set_host_key(await host_key_of(self.room_settings) or "")
+            except ValueError as exc:
+                self.state["hostError"] = str(exc)
+                log.warning("hostPassword: %s", exc)
 
     async def join(self, opts: Mapping[str, Any] | None = None) -> None:
         opts = opts or {}
@@ -1314,11 +1350,23 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
         stop_placeholder_sources()
 
     page.on_close(on_pagehide(hidden))
-    if page.relay is None:
+
+    async def begin() -> None:
+        # The door's credential and the host key are ready before anything is announced; the
+        # session then starts once /api/turn has answered (and not at all if it must stay out).
+        await page.prepare()
+        if page.closed:
+            return
+        if page.relay is None:
+            page.start()
+        else:
+            relay = page.relay
+            await relay.start(lambda: None if page.closed else page.start())
+
+    if page.preview:
         page.start()
-    else:  # the session starts once /api/turn has answered (and not at all if it must stay out)
-        relay = page.relay
-        _spawn(relay.start(lambda: None if page.closed else page.start()))
+    else:
+        _spawn(begin())
         page._emit_state()
     return page
 

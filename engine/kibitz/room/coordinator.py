@@ -558,32 +558,24 @@ class Coordinator:
 
     # --- the roster -------------------------------------------------------------------------------
 
-    def _self_member(self) -> Member:
-        core = self._core
-        p = core.profile
-        tk = token_key(p.token)
-        return Member(core.self_id, p.name, p.cam, p.mic, p.avatar, dict(p.meta), core.features, tk)
-
     def _put_self(self) -> None:
         """We are on our own roster while in the call — if our own gate lets us in: an honest
-        coordinator holds itself to the gate it holds others to."""
+        coordinator holds itself to the gate it holds others to (and shows the name an invite
+        fixes, as it does for everyone)."""
         core = self._core
-        if core.profile.on and self._self_admitted():
-            now = core.scheduler.now()
-            self._entries[core.self_id] = _Entry(self._self_member(), None, core.profile.token, now)
-        else:
-            self._entries.pop(core.self_id, None)
-
-    def _self_admitted(self) -> bool:
-        core = self._core
-        if core.own_claim() is not None:
-            return True
         p = core.profile
-        verdict = check_credential(core.gate, core.authority.room, p.cred, name=p.name,
-                                   now=core.scheduler.wall()).verdict
-        if verdict != "ok":
-            core.set_lobby_status(verdict)
-        return verdict == "ok"
+        if not p.on:
+            self._entries.pop(core.self_id, None)
+            return
+        now = core.scheduler.wall()
+        check = check_credential(core.gate, core.authority.room, p.cred, name=p.name, now=now)
+        if check.verdict != "ok" and core.own_claim() is None:
+            core.set_lobby_status(check.verdict)
+            self._entries.pop(core.self_id, None)
+            return
+        me = Member(core.self_id, check.name or p.name, p.cam, p.mic, p.avatar, dict(p.meta), core.features,
+                    token_key(p.token))
+        self._entries[core.self_id] = _Entry(me, None, p.token, core.scheduler.now(), cred_key=check.key)
 
     def _remove(self, mid: str, *, close_link: bool = True) -> bool:
         entry = self._entries.pop(mid, None)
