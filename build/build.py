@@ -55,8 +55,8 @@ ENGINE = ROOT / "engine" / "kibitz"
 NODE_PYODIDE = ROOT / "node_modules" / "pyodide"
 STAMP_NAME = ".build-stamp"
 # JS sources concatenated into dist/widget.js, in this order, inside one IIFE.
-WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/moderation.js", "widget/ui.js", "widget/snapshot.js",
-                  "widget/loader.js"]
+WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/moderation.js", "widget/ui.js",
+                  "widget/snapshot.js", "widget/loader.js"]
 STATIC_SOURCES = {"widget/kibitz.d.ts": "kibitz.d.ts", "widget/demo/index.html": "demo/index.html",
                   "widget/demo/embed.html": "demo/embed.html", "widget/demo/follow.html": "demo/follow.html"}
 # Fixed zip timestamps make the engine wheel byte-for-byte reproducible.
