@@ -298,6 +298,9 @@ export interface KibitzGlobal {
   mount(options: MountOptions): MountedWidget;
   /** A fresh room whose id commits to these settings; no server involved. */
   createRoom(options?: CreateRoomOptions): Promise<NewRoom>;
+  /** An invite to a room made by createRoom (needs its inviteKey), valid `ttlSeconds`. */
+  mintInvite(room: Pick<NewRoom, "room" | "joinGate" | "link" | "inviteKey">, name: string,
+    ttlSeconds: number): Promise<{ token: string; link: string }>;
 }
 
 declare global {

@@ -603,11 +603,24 @@ async function createRoom(options) {
   const rooms = pyodide.pyimport("kibitz.backends.page_rooms");
   try {
     const made = JSON.parse(await rooms.create_room_json(JSON.stringify(options || {}), location.href));
-    const text = JSON.stringify(made);
-    made.mintInvite = async (name, ttl) => JSON.parse(rooms.mint_invite_json(text, String(name), Number(ttl)));
+    made.mintInvite = (name, ttl) => mintInvite(made, name, ttl);
     return made;
   } catch (err) {
     throw new Error(`Kibitz.createRoom: ${errorLine(err)}`);
+  }
+}
+
+/** Kibitz.mintInvite(room, name, ttlSeconds): an invite for one guest to an invite-gated room made
+ * by createRoom (`room` holds its room, joinGate, link and inviteKey): resolves to { token, link }. */
+async function mintInvite(room, name, ttl) {
+  const { pyodide } = await bootEngine();
+  const rooms = pyodide.pyimport("kibitz.backends.page_rooms");
+  const { room: id, joinGate, link, inviteKey } = room || {};
+  try {
+    return JSON.parse(rooms.mint_invite_json(JSON.stringify({ room: id, joinGate, link, inviteKey }),
+      String(name), Number(ttl)));
+  } catch (err) {
+    throw new Error(`Kibitz.mintInvite: ${errorLine(err)}`);
   }
 }
 
@@ -630,6 +643,7 @@ if (!(window.Kibitz && window.Kibitz.__kibitz)) {
     /** The page's Pyodide (for diagnostics and tests): resolves once the engine has booted. */
     _engine: () => bootEngine().then((e) => e.pyodide),
     createRoom,
+    mintInvite,
   };
 }
 if (SCRIPT && SCRIPT.dataset && SCRIPT.dataset.room !== undefined) {

@@ -296,3 +296,48 @@ def test_the_moderation_vectors_pass_in_the_page_as_in_cpython(
     with ThreadPoolExecutor(1) as pool:
         here = pool.submit(asyncio.run, check_all(json.loads(vectors))).result()
     assert here.failed == [] and got["passed"] == here.passed
+
+
+# ------------------------------------------------------------------------ the demo, as a new user
+
+
+def test_a_new_user_makes_a_gated_room_on_the_demo_page_shares_it_and_moderates(
+    new_context: Any, kibitz_server: KibitzServer
+) -> None:
+    host = new_context().new_page()
+    host.goto(f"{kibitz_server.http}/")
+    form = host.locator("#new-room")
+    form.locator("select[name=gate]").select_option("code")
+    form.locator("input[name=lobby]").check()
+    form.locator("input[name=password]").fill("correct horse battery")
+    form.get_by_role("button", name="New room").click()
+    host.wait_for_url(re.compile(r"#kz[a-z2-7]{38}\?g=code"), timeout=BOOT_MS)
+    link = host.locator("#made-link").inner_text(timeout=BOOT_MS)
+    code = host.locator("#made-code").inner_text()
+    assert "ghk=" in link and code not in link
+    host.evaluate("() => window.call.ready")
+    host.evaluate("() => window.call.join()")
+    wait(host, "() => window.call.getState().isHost && window.call.getState().inCall", timeout=BOOT_MS)
+    # The guest opens the shared link, knocks with the code, and waits for the host.
+    guest = new_context().new_page()
+    guest.goto(link)
+    guest.wait_for_function("() => window.call", timeout=10_000)
+    guest.evaluate("() => window.call.ready")
+    guest.evaluate("() => window.call.join()")
+    wait(guest, "() => window.call.getState().lobbyStatus === 'needs-credential'", timeout=BOOT_MS)
+    guest.evaluate("(c) => window.call.setJoinCredential(c)", code)
+    wait(guest, "() => window.call.getState().lobbyStatus === 'waiting'")
+    wait(host, "() => window.call.getKnocks().length === 1")
+    assert host.evaluate("() => window.call.admit(window.call.getKnocks()[0].id)") is True
+    wait(guest, "() => window.call.getState().inCall && window.call.getParticipants().length === 2")
+    # The host, on another device, opens the same link and unlocks the host tools with the password.
+    again = new_context().new_page()
+    again.goto(link)
+    again.wait_for_function("() => window.call", timeout=10_000)
+    again.evaluate("() => window.call.ready")
+    again.evaluate("(c) => window.call.setJoinCredential(c)", code)
+    wait(again, "() => window.call.getState().hostKeySealed", timeout=BOOT_MS)
+    again.evaluate("() => window.call.claimHost('correct horse battery')")
+    wait(again, "() => window.call.getState().isHost && !!window.call.getState().coordinator")
+    assert again.evaluate("() => window.call.setLocked(true)") is True
+    wait(guest, "() => window.call.getState().locked")
