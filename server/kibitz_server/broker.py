@@ -246,7 +246,7 @@ class Broker:
                 self.send(pc, _DUMPS({"type": "LEAVE", "src": gone, "dst": peer}))
                 self.metrics.leaves_sent += 1
             elif pc is None and cluster is not None:
-                cluster.send(peer, gone, _DUMPS({"type": "LEAVE", "src": gone, "dst": peer}), "n")
+                cluster.send(peer, gone, _DUMPS({"type": "LEAVE", "src": gone, "dst": peer}), "d")
                 self.metrics.leaves_sent += 1
         conn.contacts = set()
         if cluster is not None:

@@ -94,6 +94,7 @@ class Cluster:
         self.up = False
         self.view: dict[str, dict[str, Any]] = {}
         self.claiming: dict[str, Conn] = {}
+        self._claim_tail: dict[str, asyncio.Future[None]] = {}
         self.remote_home: dict[str, str] = {}
         self.frames = Frames(self)
         #: Route a frame to wherever its dst is (mode 'q': queue it in Redis if it is nowhere).
@@ -297,7 +298,24 @@ class Cluster:
     def claim(self, conn: Conn) -> None:
         conn.early = []
         self.claiming[conn.id] = conn
-        self._spawn(self._claim(conn))
+        # Claims for one id go to Redis one after the other: the "no socket here" flag each one
+        # sends must see the outcome of the one before.
+        prev = self._claim_tail.get(conn.id)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._claim_tail[conn.id] = done
+        self._spawn(self._claim_after(conn, prev, done))
+
+    async def _claim_after(
+        self, conn: Conn, prev: asyncio.Future[None] | None, done: asyncio.Future[None]
+    ) -> None:
+        try:
+            if prev is not None:
+                await asyncio.shield(prev)
+            await self._claim(conn)
+        finally:
+            done.set_result(None)
+            if self._claim_tail.get(conn.id) is done:
+                del self._claim_tail[conn.id]
 
     async def _claim(self, conn: Conn) -> None:
         from redis.exceptions import RedisError
@@ -330,6 +348,9 @@ class Cluster:
             return
         if prev and prev != self.node:
             b.metrics.takeovers += 1
+        old = b.clients.get(conn.id)
+        if old is not None and old is not conn and old.token != conn.token:
+            b.evict(old, taken=True)  # Redis gave the id to this token: the other socket lost it
         conn.epoch = epoch
         b.accept(conn, queued)
         for m, from_node in early:
@@ -360,6 +381,9 @@ class Cluster:
         from redis.exceptions import RedisError
 
         b = self.broker
+        # Forget where remote ids live once no socket here has them as a contact any more.
+        contacts = {c for conn in b.clients.values() for c in conn.contacts}
+        self.remote_home = {k: v for k, v in self.remote_home.items() if k in contacts}
         conns = [c for c in b.clients.values() if c.registered and c.epoch]
         for i in range(0, len(conns), 500):
             chunk = conns[i : i + 500]
@@ -431,15 +455,20 @@ class Cluster:
             b.metrics.relayed += 1
             if from_node != self.node:
                 self.cross_in += 1
-                self.remote_home[m.src] = from_node
-            conn.contacts.add(m.src)
+            if m.departure:  # as on one node: a peer that went away is no contact any more
+                conn.contacts.discard(m.src)
+                self.remote_home.pop(m.src, None)
+            else:
+                conn.contacts.add(m.src)
+                if from_node != self.node:
+                    self.remote_home[m.src] = from_node
             return
         pending = self.claiming.get(m.dst)
         if pending is not None and pending.early is not None:
             pending.early.append((m, from_node))
             return
         # The id left this node after the frame was routed: once more through Redis, never back here.
-        self.send(m.dst, m.src, m.body, "Q" if m.queueable else "N")
+        self.send(m.dst, m.src, m.body, "Q" if m.queueable else "D" if m.departure else "N")
 
     async def _publish(self, node: str, records: list[wire.Record]) -> None:
         from redis.exceptions import RedisError

@@ -19,7 +19,8 @@ Keys (``P`` is the prefix, ``kbz:`` by default):
   queue, as on one node); a claim pops it atomically with taking the id.
 * ``P ch:<node>`` – the node's pub/sub channel. One PUBLISH carries a batch:
   ``<from node> SOH record SOH record …``; a record is fields joined by NUL:
-  ``M<q|n> dst src body`` (a signaling frame; ``q`` = may be queued if dst is gone),
+  ``M<q|n|d> dst src body`` (a signaling frame; ``q`` = may be queued if dst is gone, ``d`` = the
+  broker's LEAVE for ``src``, which went away),
   ``K id epoch`` (your copy of ``id`` is older than ``epoch``: close it, no LEAVE),
   ``C id epoch contact…`` (contacts of an id that moved to you, for LEAVE on its departure).
   Ids never contain NUL or SOH (the PeerJS id pattern), and a body is JSON the broker parsed, so
@@ -70,6 +71,8 @@ class Message:
     src: str
     body: bytes
     queueable: bool
+    #: The broker's own LEAVE for an id that went away: the receiver forgets it as a contact.
+    departure: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,8 @@ def encode_batch(from_node: str, records: list[Record]) -> bytes:
     parts = [from_node.encode()]
     for r in records:
         if isinstance(r, Message):
-            parts.append(
-                SEP.join((b"Mq" if r.queueable else b"Mn", r.dst.encode(), r.src.encode(), r.body))
-            )
+            head = b"Mq" if r.queueable else b"Md" if r.departure else b"Mn"
+            parts.append(SEP.join((head, r.dst.encode(), r.src.encode(), r.body)))
         elif isinstance(r, Kick):
             parts.append(SEP.join((b"K", r.id.encode(), str(r.epoch).encode())))
         else:
@@ -115,7 +117,9 @@ def decode_batch(payload: bytes) -> tuple[str, list[Record], int]:
         try:
             if kind == b"M":
                 head, dst, src, body = chunk.split(SEP, 3)
-                out.append(Message(dst.decode(), src.decode(), body, head == b"Mq"))
+                if head not in (b"Mq", b"Mn", b"Md"):
+                    raise ValueError(head)
+                out.append(Message(dst.decode(), src.decode(), body, head == b"Mq", head == b"Md"))
             elif kind == b"K":
                 _, id_, epoch = chunk.split(SEP)
                 out.append(Kick(id_.decode(), int(epoch)))
@@ -240,8 +244,10 @@ return table.concat(st)
 
 #: Deliver a batch of frames to the nodes holding their destinations, or queue them.
 #: ARGV: prefix, node, batch seq, per-id queue limit, queue ttl_ms, then quads (dst, src, body,
-#: mode). mode: 'q' queue if offline, 'n' drop if offline; 'Q'/'N' the same but never route to
-#: this node (a frame that came back here for an id we no longer hold).
+#: mode). mode: 'q' queue if offline, 'n' drop if offline, 'd' the broker's LEAVE for a departed
+#: id (dropped if offline; the receiver forgets the contact); 'Q'/'N'/'D' the same but never route
+#: to this node (a frame that came back here for an id we no longer hold). The record's head is
+#: 'M' + the mode in lower case.
 #: Returns one char per frame: 'd' published, 'q' queued, 'f' queue full, 'x' dropped (offline).
 ROUTE = r"""
 local P, node = ARGV[1], ARGV[2]
@@ -256,7 +262,7 @@ for i = 6, #ARGV, 4 do
   local rec = redis.call('GET', P .. 'id:' .. dst)
   if rec then
     local o = string.match(rec, '^(%S+) ')
-    if o and not (o == node and (mode == 'Q' or mode == 'N')) then
+    if o and not (o == node and mode == string.upper(mode)) then
       local a = alive[o]
       if a == nil then
         a = redis.call('EXISTS', P .. 'node:' .. o) == 1
@@ -265,7 +271,8 @@ for i = 6, #ARGV, 4 do
       if a then owner = o end
     end
   end
-  local q = (mode == 'q' or mode == 'Q')
+  local m = string.lower(mode)
+  local q = (m == 'q')
   if owner then
     local list = out[owner]
     if not list then
@@ -273,7 +280,7 @@ for i = 6, #ARGV, 4 do
       out[owner] = list
       order[#order + 1] = owner
     end
-    list[#list + 1] = (q and 'Mq' or 'Mn') .. '\0' .. dst .. '\0' .. src .. '\0' .. body
+    list[#list + 1] = 'M' .. m .. '\0' .. dst .. '\0' .. src .. '\0' .. body
     st[#st + 1] = 'd'
   elseif q then
     local qk = P .. 'q:' .. dst

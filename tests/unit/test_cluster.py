@@ -153,9 +153,11 @@ async def test_frames_cross_nodes_with_src_set_and_extra_fields_stripped(
     assert [(await recv(bob))["payload"] for _ in range(50)] == list(range(50))
     assert a.cluster is not None and b.cluster is not None
     assert a.cluster.cross_out == 51 and b.cluster.cross_in == 51
-    # contacts span nodes: bob leaving tells alice at once
+    # contacts span nodes: bob leaving tells alice at once, and alice forgets him as a contact
+    assert "bob" in a.broker.clients["alice"].contacts and a.cluster.remote_home["bob"] == b.cluster.node
     await bob.close()
     assert await recv(alice) == {"type": "LEAVE", "src": "bob", "dst": "alice"}
+    assert "bob" not in a.broker.clients["alice"].contacts and "bob" not in a.cluster.remote_home
 
 
 async def test_offline_frames_are_queued_for_a_claim_on_any_node_or_expire_back(
@@ -287,3 +289,16 @@ async def test_metrics_show_this_node_and_the_service(nodes: Nodes, clients: Cli
     sent = f'kibitz_cluster_node_cross_node_messages_total{{node="{a.cluster.node}",direction="sent"}} 1'
     assert sent in text
     assert health["ok"] is True and health["nodes"] == 3
+
+
+async def test_two_tokens_claiming_one_id_at_once_on_one_node_get_one_open(nodes: Nodes) -> None:
+    """Claims for one id race on one node: Redis must see them one after the other, or the second
+    would find the first's fresh record, think it stale (no socket here yet) and take it over."""
+    (a,) = await nodes(1)
+    for round_ in range(5):
+        q = [urlencode({"key": "peerjs", "id": f"race{round_}", "token": t}) for t in ("t1", "t2")]
+        socks = await asyncio.gather(*(websockets.connect(f"{a.broker_url}peerjs?{x}") for x in q))
+        first = sorted([(await recv(ws))["type"] for ws in socks])
+        assert first == ["ID-TAKEN", "OPEN"], first
+        for ws in socks:
+            await ws.close()

@@ -37,8 +37,15 @@ def test_bodies_keep_their_bytes_and_bad_records_are_counted_not_raised() -> Non
     body = b'{"type":"CANDIDATE",\n "dst" : "x y",  "payload":{"c":"a\\u0000b"}}'
     got = wire.decode_batch(wire.encode_batch("n2", [Message("x y", "z", body, False)]))
     assert got == ("n2", [Message("x y", "z", body, False)], 0)
-    bad = b"n3\x01Zjunk\x01K\x00carol\x00notanumber\x01Mq\x00only-two\x01\xff\xfe\x01K\x00ok\x003"
-    assert wire.decode_batch(bad) == ("n3", [Kick("ok", 3)], 4)
+    leave = Message("x", "gone", b'{"type":"LEAVE","src":"gone","dst":"x"}', False, departure=True)
+    golden = b'n2\x01Md\x00x\x00gone\x00{"type":"LEAVE","src":"gone","dst":"x"}'
+    assert wire.encode_batch("n2", [leave]) == golden
+    assert wire.decode_batch(wire.encode_batch("n2", [leave])) == ("n2", [leave], 0)
+    bad = (
+        b"n3\x01Zjunk\x01K\x00carol\x00notanumber\x01Mq\x00only-two\x01\xff\xfe"
+        b"\x01Mz\x00a\x00b\x00{}\x01K\x00ok\x003"
+    )
+    assert wire.decode_batch(bad) == ("n3", [Kick("ok", 3)], 5)
     for raw in (None, b"", b"n1 x abc", b"n1 1", b"a b c d"):
         assert IdRecord.decode(raw) is None
     assert wire.split_queue_value(b"no-separator") is None
@@ -122,13 +129,15 @@ async def test_route_publishes_what_python_decodes_queues_the_rest_and_runs_a_ba
     await ps.subscribe(f"{p}ch:B")
     args = [p, "A", 1, 2, 10_000]
     frames = [("bob", "alice", BODY, "q"), ("ghost", "alice", b"{}", "q"), ("ghost", "alice", b"[]", "q"),
-              ("ghost", "alice", b"1", "q"), ("gone", "alice", b"2", "n"), ("bob", "x y", b"3", "n")]
+              ("ghost", "alice", b"1", "q"), ("gone", "alice", b"2", "n"), ("bob", "x y", b"3", "n"),
+              ("bob", "left", b"4", "d"), ("ghost", "left", b"5", "d")]
     for f in frames:
         args += f
-    assert await r.eval(wire.ROUTE, 0, *args) == b"dqqfxd"
-    assert await r.eval(wire.ROUTE, 0, *args) == b"dqqfxd"  # the same batch again: not re-run
+    assert await r.eval(wire.ROUTE, 0, *args) == b"dqqfxddx"
+    assert await r.eval(wire.ROUTE, 0, *args) == b"dqqfxddx"  # the same batch again: not re-run
     msg = await _next(ps)
-    delivered = [Message("bob", "alice", BODY, True), Message("bob", "x y", b"3", False)]
+    delivered = [Message("bob", "alice", BODY, True), Message("bob", "x y", b"3", False),
+                 Message("bob", "left", b"4", False, departure=True)]
     assert msg is not None and wire.decode_batch(msg) == ("A", delivered, 0)
     assert await _next(ps, 0.3) is None  # published once
     assert await r.lrange(f"{p}q:ghost", 0, -1) == [b"alice\x00{}", b"alice\x00[]"]
