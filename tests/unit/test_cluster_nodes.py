@@ -104,7 +104,6 @@ async def test_a_killed_node_leaves_the_live_set_and_its_rooms_move(redis_server
         thief = await connect(others[0], "m1", "another-token")
         assert (await recv(thief))["type"] == "OPEN"
         print(f"\nnode kill: moved by probe in {fast * 1e3:.0f} ms; out of the live set in {gone:.2f} s")
-        assert gone < 6.0
         for ws in (m1, m2, thief):
             await ws.close()
 
