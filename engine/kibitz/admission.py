@@ -52,6 +52,7 @@ Verdict = Literal[
     "bad-credential",
     "expired-credential",
     "not-listed",
+    "unverified",
 ]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 CredentialVerdict = Literal["ok", "needs-credential", "bad-credential", "expired-credential", "not-listed"]
@@ -87,8 +88,8 @@ def check_credential(
     gate: JoinGate, room: str, credential: str | None, *, name: str, now: float
 ) -> CredentialCheck:
     """Whether ``credential`` (and, for a names gate, ``name``) lets its holder through ``gate``."""
-    if gate.mode == "open":
-        return CredentialCheck("ok")
+    if gate.mode == "open" or gate.identity_mode:
+        return CredentialCheck("ok")  # email/google: the identity door (kibitz.identity.door) decides
     if gate.mode == "names":
         wanted = fold_name(name)
         if wanted and any(fold_name(n) == wanted for n in gate.names):
@@ -136,6 +137,7 @@ def decide(
     locked: bool,
     lobby: bool,
     full: bool,
+    verified: bool = True,
 ) -> Verdict:
     """The verdict for one joiner.
 
@@ -143,6 +145,8 @@ def decide(
     always gets in). ``known``: it was already let in during this or the previous coordinator's tenure
     (so a lock or the waiting room does not apply again). The credential is checked on every
     announce, whatever else holds: a coordinator cannot wave through someone the gate refuses.
+    ``verified``: the identity part of the door (:mod:`kibitz.identity.door`) let it through (an
+    email/google gate, agent keys, agent credits); checked on every announce too.
     """
     if banned:
         return "removed"
@@ -150,6 +154,8 @@ def decide(
         return "ok"
     if credential.verdict != "ok":
         return credential.verdict
+    if not verified:
+        return "unverified"
     if known:
         return "ok"
     if locked:

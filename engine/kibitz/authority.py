@@ -21,8 +21,10 @@ holder of the host's private key, so its validity does not depend on who coordin
 
 Tier ``name`` (the host is whoever carries the committed display name) is soft by design: tokens are
 unsigned (``body.`` with an empty signature) and the coordinator accepts them from the member whose
-name matches; anyone who types that name is the host. Tier ``none``: nobody moderates. Tier
-``email`` comes with the identity layer.
+name matches; anyone who types that name is the host. Tier ``email`` takes unsigned tokens too, from
+the member whose identity token for the committed address the coordinator verified on that member's
+own link (:mod:`kibitz.identity`); every peer checks the host's token itself before it treats the
+roster's host as one. Tier ``none``: nobody moderates.
 
 Every refusal has a stable reason (:data:`REFUSAL_REASONS`) and is counted in
 :attr:`HostAuthority.refusals`. Nothing here does I/O or reads a clock: ``now`` is wall-clock seconds
@@ -199,11 +201,11 @@ class HostAuthority:
     # --- reading tokens -------------------------------------------------------------------------
 
     def _read(self, token: object) -> dict[str, Any] | Refused:
-        if self.tier == "none" or self.tier == "email":
+        if self.tier == "none":
             return Refused("no-host", "this room has no host that this engine can check")
         if not isinstance(token, str):
             return Refused("malformed", "a host token is text")
-        if self.tier == "name":
+        if self.tier in ("name", "email"):
             return _read_unsigned(token)
         assert self._pub is not None
         out = verify_token(self._pub, token)
@@ -267,8 +269,8 @@ class HostAuthority:
             bad = Refused("unknown-op", f"unknown command {op!r}")
         if bad is None and body.get("by") != sender:
             bad = Refused("wrong-sender", "the command was signed for another member's link")
-        if bad is None and self.tier == "name" and not sender_is_host:
-            bad = Refused("not-host", "the sender does not carry the host's name")
+        if bad is None and self.tier in ("name", "email") and not sender_is_host:
+            bad = Refused("not-host", "the sender is not the room's host")
         if bad is None and body.get("c") != coordinator:
             bad = Refused("wrong-coordinator", "the command is for another coordinator")
         if bad is None and (op in TARGETED) != (isinstance(target, str) and 0 < len(target) <= MAX_ID_CHARS):

@@ -9,6 +9,9 @@
 * **Receivers drop.** Chat, app data and schemas from a peer lacking ``send-chat`` (and agent
   ``act`` envelopes from a peer lacking ``act``) are dropped and written to the audit feed, so a
   tampered client that ignores its own grant still cannot post.
+* **Held while the verified roster says so.** With ``verifyIdentity.require`` (or after a verified
+  member's certificate changed), chat, app data and schemas wait, both ways, until everyone is
+  verified (``hold``); identity tokens and grant maps still flow, since they are what ends the wait.
 * **Grants travel as whole maps.** ``caps`` messages are applied by version stamp (see
   :class:`~kibitz.capabilities.CapabilityBook`); the host or coordinator re-sends the map to every
   joiner and broadcasts it when it takes over, so the map survives coordinator migration.
@@ -50,6 +53,9 @@ log = logging.getLogger(__name__)
 
 CHAT_KEEP = 50
 SCHEMA_KEEP = 200
+HELD_MAX = 256
+"""Messages kept each way while content is held; older ones are dropped and counted."""
+PASS_WHILE_HELD = frozenset({"idtoken", "caps"})
 AGENT_ENVELOPE = "__kib_agent"
 
 
@@ -82,6 +88,7 @@ class ContentRouter:
         on_caps: Callable[[], None] | None = None,
         on_idtoken: Callable[[str, str], None] | None = None,
         on_schema: Callable[[str, Schema], None] | None = None,
+        hold: Callable[[], bool] | None = None,
     ) -> None:
         self.mesh = mesh
         self.book = book
@@ -97,6 +104,9 @@ class ContentRouter:
         self._known: set[str] = set()
         self._was_authority = False
         self._delivering: tuple[Any, str] | None = None
+        self._hold = hold
+        self._held_out: deque[Callable[[], object]] = deque()
+        self._held_in: deque[tuple[str, Any]] = deque()
         mesh.on_message = self.receive
 
     # ------------------------------------------------------------------ room facts
@@ -137,10 +147,10 @@ class ContentRouter:
         self._require_own("send-chat", "send chat")
         wire = chat_wire(text, dm=to is not None)  # ValueError for a lone surrogate, as Chat would
         if to is None:
-            self.mesh.broadcast_encoded(wire, only=self._reader)
+            self._out(lambda: self.mesh.broadcast_encoded(wire, only=self._reader))
         else:
             self._require_directed(to)
-            self.mesh.send_encoded(to, wire)
+            self._out(lambda: self.mesh.send_encoded(to, wire))
         line = self._remember(self.self_id, text, direct=to is not None)
         return line
 
@@ -148,14 +158,16 @@ class ContentRouter:
         """App data to every peer that may perceive it; returns the recipients."""
         self._require_own("send-chat", "broadcast")
         self._require_act(data)
-        return self.mesh.broadcast_encoded(app_wire(_app_text(data)), only=self._reader)
+        wire = app_wire(_app_text(data))
+        return self._out(lambda: self.mesh.broadcast_encoded(wire, only=self._reader)) or []
 
     def send_to(self, peer: str, data: Any) -> None:
         """App data to one peer, directly; refused when it may not receive directed messages."""
         self._require_own("send-chat", "send")
         self._require_act(data)
         self._require_directed(peer)
-        self.mesh.send_encoded(peer, app_wire(_app_text(data)))
+        wire = app_wire(_app_text(data))
+        self._out(lambda: self.mesh.send_encoded(peer, wire))
 
     def broadcast_json(self, text: str) -> list[str]:
         """:meth:`broadcast` for data given as JSON text (the page's ``broadcast``): parsed once,
@@ -163,7 +175,7 @@ class ContentRouter:
         data, text = parse_app_text(text)
         self._require_own("send-chat", "broadcast")
         self._require_act(data)
-        return self.mesh.broadcast_encoded(app_wire(text), only=self._reader)
+        return self._out(lambda: self.mesh.broadcast_encoded(app_wire(text), only=self._reader)) or []
 
     def send_json(self, peer: str, text: str) -> None:
         """:meth:`send_to` for data given as JSON text (the page's ``sendTo``)."""
@@ -171,7 +183,7 @@ class ContentRouter:
         self._require_own("send-chat", "send")
         self._require_act(data)
         self._require_directed(peer)
-        self.mesh.send_encoded(peer, app_wire(text))
+        self._out(lambda: self.mesh.send_encoded(peer, app_wire(text)))
 
     def json_of(self, data: Any) -> str:
         """Compact JSON text of app data; free for the value being delivered right now (the
@@ -189,7 +201,46 @@ class ContentRouter:
 
     def publish_schema(self, name: str, version: str, schema: Any) -> list[str]:
         self._require_own("send-chat", "publish a schema")
-        return self.mesh.broadcast(to_wire(Schema(name=name, version=version, schema=schema)))
+        wire = to_wire(Schema(name=name, version=version, schema=schema))
+        return self._out(lambda: self.mesh.broadcast(wire)) or []
+
+    # ------------------------------------------------------------------ holding
+
+    @property
+    def holding(self) -> bool:
+        return self._hold is not None and self._hold()
+
+    @property
+    def held(self) -> tuple[int, int]:
+        """Messages waiting (outgoing, incoming)."""
+        return len(self._held_out), len(self._held_in)
+
+    def _out(self, send: Callable[[], Any]) -> Any:
+        """Send now, or keep it for when content may flow again (returns None then)."""
+        if not self.holding:
+            return send()
+        if len(self._held_out) >= HELD_MAX:
+            self._held_out.popleft()
+            self.drops.drop("held-overflow")
+        self._held_out.append(send)
+        return None
+
+    def release_held(self) -> None:
+        """Content may flow again: send what waited, then deliver what arrived meanwhile (from
+        members still here)."""
+        if self.holding:
+            return
+        out, self._held_out = self._held_out, deque()
+        for send in out:
+            try:
+                send()
+            except Exception:
+                log.exception("held send failed")
+                self.drops.drop("held-send-error")
+        held, self._held_in = self._held_in, deque()
+        for sender, raw in held:
+            if self.mesh.has(sender):
+                self.receive(sender, raw)
 
     def set_grant(self, peer: str, grant: Grant | Mapping[str, Any] | None) -> Grant:
         """Host/coordinator side: change one grant and distribute the whole map to everyone."""
@@ -223,6 +274,14 @@ class ContentRouter:
         is validated by the pydantic models.
         """
         try:
+            if self._hold is not None and self._hold():
+                kind = raw.get("k") if isinstance(raw, dict) else None
+                if kind not in PASS_WHILE_HELD:
+                    if len(self._held_in) >= HELD_MAX:
+                        self._held_in.popleft()
+                        self.drops.drop("held-overflow")
+                    self._held_in.append((sender, raw))
+                    return
             if type(raw) is dict:
                 kind = raw.get("k")
                 if kind == "app":

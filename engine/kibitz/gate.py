@@ -19,7 +19,11 @@ param   meaning                                               committed
 ``gk``  invite mode: public key that signs invites            yes
 ``gh``  host tier "key": the host's public key                yes
 ``ghn`` host tier "name": the host's display name (soft)      yes
-``gho`` host tier "email" (identity layer)                    yes
+``gho`` host tier "email": the host's verified address        yes
+``gd``  email/google modes: allowed addresses and domains      yes
+``gi``  email/google modes: the issuer (email: the server URL) yes
+``gc``  google/oidc: the app's OAuth client id                yes
+``gak`` agent keys: agents must prove one (comma-separated)    yes
 ``gl``  ``1``: the waiting room is on from the start          yes
 ``ghk`` the host's private key sealed with a host password    no
 ``gt``  this guest's invite token (a credential)              no
@@ -27,8 +31,9 @@ param   meaning                                               committed
 
 Fail closed: an unknown ``g*`` parameter, an unknown mode, a mode without what it needs, or a value
 that does not parse is a :class:`GateError` with a stable ``reason`` — never a silent fall back to an
-open room (the original falls back to open; we do not). ``email`` and ``google`` parse, but the engine
-refuses to join with them until the identity layer exists (:data:`SUPPORTED_MODES`).
+open room (the original falls back to open; we do not). ``email`` and ``google`` rooms admit only
+members whose identity token, bound to their own certificate, the coordinator verifies
+(:mod:`kibitz.identity`); ``gd`` narrows them to listed addresses or domains.
 """
 
 from __future__ import annotations
@@ -49,8 +54,9 @@ from kibitz.ids import MAX_ROOM_CHARS, normalize_room
 GateMode = Literal["open", "names", "code", "invite", "email", "google"]
 HostTier = Literal["none", "name", "key", "email"]
 MODES: frozenset[str] = frozenset(get_args(GateMode))
-SUPPORTED_MODES: frozenset[str] = frozenset({"open", "names", "code", "invite"})
-"""Modes this engine can enforce; ``email``/``google`` need the identity layer."""
+SUPPORTED_MODES: frozenset[str] = MODES
+"""Modes this engine can enforce (all of them since the identity layer)."""
+IDENTITY_MODES: frozenset[str] = frozenset({"email", "google"})
 
 GateReason = Literal[
     "unknown-mode",
@@ -72,7 +78,9 @@ _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 RANDOM_CHARS = 25
 COMMIT_CHARS = MAX_ROOM_CHARS - len(ROOM_PREFIX) - RANDOM_CHARS
 COMMITTED_ROOM = re.compile(rf"^{ROOM_PREFIX}[a-z2-7]{{{RANDOM_CHARS + COMMIT_CHARS}}}$")
-_COMMITTED = ("g", "gn", "gv", "gk", "gh", "ghn", "gho", "gl")
+_COMMITTED = ("g", "gn", "gv", "gk", "gh", "ghn", "gho", "gd", "gi", "gc", "gak", "gl")
+MAX_ALLOWED = 256
+MAX_AGENT_KEYS = 16
 _KNOWN = frozenset(_COMMITTED) | {"ghk", "gt"}
 
 
@@ -128,6 +136,19 @@ class JoinGate:
     host: HostSpec = field(default_factory=HostSpec)
     lobby: bool = False
     sealed_host_key: str | None = None
+    allowed: tuple[str, ...] = ()
+    """Email/google modes: addresses (``a@x.example``) and domains (``@x.example``) let in; empty: any
+    verified address."""
+    issuer: str | None = None
+    """Email/google modes: who vouches (email: the Kibitz server's URL; google: default Google)."""
+    client_id: str | None = None
+    """Google/OIDC: the app's OAuth client id (the tokens' audience)."""
+    agent_keys: tuple[str, ...] = ()
+    """Public keys (P-256, b64url) one of which an agent must prove to enter (agent key admission)."""
+
+    @property
+    def identity_mode(self) -> bool:
+        return self.mode in IDENTITY_MODES
 
     # --- parsing --------------------------------------------------------------------------------
 
@@ -147,6 +168,8 @@ class JoinGate:
         if lobby_flag not in (None, "1", "0"):
             raise GateError("bad-param", f"gl must be 1 or 0, not {lobby_flag!r}")
         names = tuple(n for n in (params["gn"].split(",") if "gn" in params else ()) if n.strip())
+        allowed = tuple(a.strip() for a in params.get("gd", "").split(",") if a.strip())
+        agent_keys = tuple(k.strip() for k in params.get("gak", "").split(",") if k.strip())
         gate = cls(
             mode=_mode(mode),
             names=names,
@@ -155,6 +178,10 @@ class JoinGate:
             host=HostSpec(key=params.get("gh"), name=params.get("ghn"), email=params.get("gho")),
             lobby=lobby_flag == "1",
             sealed_host_key=params.get("ghk"),
+            allowed=allowed,
+            issuer=params.get("gi"),
+            client_id=params.get("gc"),
+            agent_keys=agent_keys,
         )
         gate.validate()
         return gate
@@ -166,8 +193,9 @@ class JoinGate:
             return obj
         if not isinstance(obj, Mapping):
             raise GateError("bad-param", f"joinGate must be an object, not {type(obj).__name__}")
-        allowed = {"mode", "names", "codeCheck", "inviteKey", "host", "lobby", "sealedHostKey"}
-        unknown = sorted(set(obj) - allowed)
+        known = {"mode", "names", "codeCheck", "inviteKey", "host", "lobby", "sealedHostKey", "allowed",
+                 "issuer", "clientId", "agentKeys"}
+        unknown = sorted(set(obj) - known)
         if unknown:
             raise GateError("unknown-param", f"joinGate has fields this engine does not know: {unknown}")
         host = obj.get("host") or {}
@@ -179,6 +207,12 @@ class JoinGate:
         lobby = obj.get("lobby", False)
         if not isinstance(lobby, bool):
             raise GateError("bad-param", "joinGate.lobby must be true or false")
+        allowed = _text_list(obj.get("allowed"), "allowed")
+        agent_keys = tuple(
+            k.get("key") if isinstance(k, Mapping) else k for k in (obj.get("agentKeys") or ())
+        ) if isinstance(obj.get("agentKeys") or (), list | tuple) else None
+        if agent_keys is None:
+            raise GateError("bad-param", "joinGate.agentKeys must be a list of public keys")
         gate = cls(
             mode=_mode(obj.get("mode", "open")),
             names=tuple(names),
@@ -191,6 +225,10 @@ class JoinGate:
             ),
             lobby=lobby,
             sealed_host_key=_opt_text(obj.get("sealedHostKey"), "sealedHostKey"),
+            allowed=allowed,
+            issuer=_opt_text(obj.get("issuer"), "issuer"),
+            client_id=_opt_text(obj.get("clientId"), "clientId"),
+            agent_keys=_text_list(list(agent_keys), "agentKeys"),
         )
         gate.validate()
         return gate
@@ -227,6 +265,21 @@ class JoinGate:
                 b64url_decode(self.sealed_host_key)
             except ValueError as exc:
                 raise GateError("bad-param", f"the sealed host key (ghk) is damaged: {exc}") from None
+        if not self.identity_mode and (self.allowed or self.issuer or self.client_id):
+            raise GateError("bad-param", f"gd, gi and gc belong to email and google gates, not {self.mode}")
+        if len(self.allowed) > MAX_ALLOWED or any("," in a or len(a) > 254 for a in self.allowed):
+            raise GateError("bad-param", f"gd lists at most {MAX_ALLOWED} addresses or @domains")
+        web = ("https://", "http://")
+        if self.issuer is not None and (not self.issuer.startswith(web) or len(self.issuer) > 512):
+            raise GateError("bad-param", "gi must be the issuer's http(s) URL")
+        if self.mode == "google" and not self.client_id:
+            raise GateError("missing-param", "a google gate needs the app's OAuth client id (gc)")
+        if self.host.email is not None and ("@" not in self.host.email or len(self.host.email) > 254):
+            raise GateError("bad-param", "the host email (gho) must be an email address")
+        if len(self.agent_keys) > MAX_AGENT_KEYS:
+            raise GateError("bad-param", f"at most {MAX_AGENT_KEYS} agent keys (gak)")
+        for key in self.agent_keys:
+            _public_key(key, "gak")
 
     def require_supported(self) -> None:
         if self.mode not in SUPPORTED_MODES:
@@ -253,6 +306,14 @@ class JoinGate:
             out["ghn"] = self.host.name
         if self.host.email:
             out["gho"] = self.host.email
+        if self.allowed:
+            out["gd"] = ",".join(self.allowed)
+        if self.issuer:
+            out["gi"] = self.issuer
+        if self.client_id:
+            out["gc"] = self.client_id
+        if self.agent_keys:
+            out["gak"] = ",".join(self.agent_keys)
         if self.lobby:
             out["gl"] = "1"
         if self.sealed_host_key:
@@ -276,6 +337,14 @@ class JoinGate:
             out["lobby"] = True
         if self.sealed_host_key:
             out["sealedHostKey"] = self.sealed_host_key
+        if self.allowed:
+            out["allowed"] = list(self.allowed)
+        if self.issuer:
+            out["issuer"] = self.issuer
+        if self.client_id:
+            out["clientId"] = self.client_id
+        if self.agent_keys:
+            out["agentKeys"] = list(self.agent_keys)
         return out
 
     def canonical(self) -> str:
@@ -299,6 +368,14 @@ def _opt_text(value: Any, what: str) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_PARAM_CHARS:
         raise GateError("bad-param", f"joinGate {what} must be a short text")
     return value
+
+
+def _text_list(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise GateError("bad-param", f"joinGate.{what} must be a list of texts")
+    return tuple(v.strip() for v in value if v.strip())
 
 
 def _public_key(text: str, what: str) -> PublicKey:
@@ -415,6 +492,7 @@ def make_link(base: str, room: str, gate: JoinGate | None, *, invite: str | None
 
 
 __all__ = [
+    "IDENTITY_MODES",
     "MODES",
     "SUPPORTED_MODES",
     "GateError",

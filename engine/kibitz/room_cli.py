@@ -24,12 +24,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     room = sub.add_parser("room", help="make a room with settings (a gate, a host), mint invites")
     room_sub = room.add_subparsers(dest="room_command", required=True)
     new = room_sub.add_parser("new", help="a fresh room id, its settings and its link")
-    new.add_argument("--gate", default="open", choices=["open", "names", "code", "invite"],
+    new.add_argument("--gate", default="open", choices=["open", "names", "code", "invite", "email", "google"],
                      help="who may enter (default open)")
+    new.add_argument("--allow", default=None,
+                     help="email/google gates: comma-separated addresses and @domains let in (default: any)")
+    new.add_argument("--issuer", default=None,
+                     help="email gate: the Kibitz server's URL (it mails the codes); google: another issuer")
+    new.add_argument("--client-id", default=None, help="google gate: the app's OAuth client id")
+    new.add_argument("--host-email", default=None, help="host tier email: the address the host signs in with")
+    new.add_argument("--agent-key", action="append", default=None,
+                     help="agents must prove this public key (repeatable): only known agents enter")
     new.add_argument("--names", default=None, help="names gate: comma-separated names")
     new.add_argument("--code-file", default=None,
                      help="code gate: file holding the code (or $KIBITZ_ROOM_CODE; default: a new one)")
-    new.add_argument("--host", default="key", choices=["key", "name", "none"], help="host tier (default key)")
+    new.add_argument("--host", default="key", choices=["key", "name", "email", "none"],
+                     help="host tier (default key)")
     new.add_argument("--host-name", default=None, help="host tier name: the host's display name")
     new.add_argument("--host-password-file", default=None,
                      help="seal the host key into the link with this password (or $KIBITZ_HOST_PASSWORD)")
@@ -61,6 +70,11 @@ def room_main(args: argparse.Namespace) -> int:
                     host_password=_secret(args.host_password_file, "KIBITZ_HOST_PASSWORD"),
                     lobby=args.lobby,
                     base_url=args.base_url,
+                    allowed=args.allow.split(",") if args.allow else None,
+                    issuer=args.issuer,
+                    client_id=args.client_id,
+                    host_email=args.host_email,
+                    agent_keys=args.agent_key,
                 )
             )
             _print(made, as_json=args.json)

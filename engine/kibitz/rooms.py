@@ -34,9 +34,9 @@ from kibitz.crypto import (
     unseal,
 )
 from kibitz.crypto.seal import SealError
-from kibitz.gate import GateError, GateMode, HostSpec, JoinGate, make_link, new_room
+from kibitz.gate import GateMode, HostSpec, JoinGate, make_link, new_room
 
-HostChoice = Literal["key", "name", "none"]
+HostChoice = Literal["key", "name", "email", "none"]
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud without mistakes
 MIN_CODE_CHARS = 4
 MAX_CODE_CHARS = 128
@@ -83,11 +83,19 @@ async def create_room(
     lobby: bool = False,
     base_url: str = "",
     backend: CryptoBackend | None = None,
+    allowed: list[str] | tuple[str, ...] | None = None,
+    issuer: str | None = None,
+    client_id: str | None = None,
+    host_email: str | None = None,
+    agent_keys: list[str] | tuple[str, ...] | None = None,
 ) -> NewRoom:
     """A fresh room with these settings (see the module docstring). ``ValueError``/``GateError`` for
-    settings that do not hang together, with what to change."""
-    if gate in ("email", "google"):
-        raise GateError("unsupported-mode", f"gate {gate!r} needs verified identity, which this engine lacks")
+    settings that do not hang together, with what to change.
+
+    Email and google gates take ``allowed`` (addresses and ``@domains``), ``issuer`` (email: the
+    Kibitz server's URL; google: Google unless another OIDC issuer) and ``client_id`` (google).
+    ``host="email"`` makes the member signed in as ``host_email`` the host. ``agent_keys``: public
+    keys one of which an agent must prove to enter."""
     spec = HostSpec()
     host_key: PrivateKey | None = None
     if host == "key":
@@ -97,11 +105,17 @@ async def create_room(
         if not host_name or not host_name.strip():
             raise ValueError("a host by name needs hostName: the display name the host will use")
         spec = HostSpec(name=host_name.strip())
+    elif host == "email":
+        if not host_email or "@" not in host_email:
+            raise ValueError("a host by email needs hostEmail: the address the host signs in with")
+        spec = HostSpec(email=host_email.strip())
     elif host != "none":
-        raise ValueError(f"host must be 'key', 'name' or 'none', not {host!r}")
+        raise ValueError(f"host must be 'key', 'name', 'email' or 'none', not {host!r}")
     if host_password is not None and host != "key":
         raise ValueError("a host password seals the host key: it needs host 'key'")
-    settings = JoinGate(mode=gate, host=spec, lobby=bool(lobby))
+    settings = JoinGate(mode=gate, host=spec, lobby=bool(lobby), allowed=tuple(allowed or ()),
+                        issuer=issuer or None, client_id=client_id or None,
+                        agent_keys=tuple(agent_keys or ()))
     invite_key: PrivateKey | None = None
     if gate == "names":
         settings = replace(settings, names=tuple(n.strip() for n in (names or ()) if n and n.strip()))

@@ -26,6 +26,9 @@ from kibitz.capabilities import AGENT_DEFAULT, CapabilityBook, Grant, GrantTier
 from kibitz.clock import Scheduler, TimerHandle
 from kibitz.content import ChatLine, ContentRouter
 from kibitz.gate import JoinGate, check_room, make_link
+from kibitz.identity.agents import CreditIssuer
+from kibitz.identity.keys import Fetch
+from kibitz.identity.member import IdentityError, MemberIdentity
 from kibitz.ids import new_member_id
 from kibitz.mesh import Mesh
 from kibitz.room import (
@@ -106,12 +109,26 @@ class Session:
         gate: JoinGate | Mapping[str, Any] | None = None,
         credential: str | None = None,
         host_key: str | None = None,
+        verify_identity: Mapping[str, Any] | None = None,
+        identity_token: str | None = None,
+        api_base: str | None = None,
+        fetch: Fetch | None = None,
+        agent_key: str | None = None,
+        agent_credits: CreditIssuer | Mapping[str, Any] | None = None,
+        agent_credit: str | None = None,
     ) -> None:
         """``gate``: the room's settings (a :class:`~kibitz.gate.JoinGate` or the ``joinGate`` JSON);
         checked against the room id, so a committed room opened with the wrong settings raises
         :class:`~kibitz.gate.GateError` here. ``credential``: what gets us through the gate (an
         invite token, or a code proof made by :func:`prepare_credential`). ``host_key``: the host's
-        private key (``kbzk1.…``) when we are the room's host."""
+        private key (``kbzk1.…``) when we are the room's host.
+
+        Identity (:mod:`kibitz.identity`): ``verify_identity`` is the ``verifyIdentity`` option
+        (providers, allowed addresses, ``require``); ``api_base`` the Kibitz server whose email codes
+        we trust; ``fetch`` the HTTP seam that loads issuers' keys; ``identity_token`` a token bound to
+        this member's certificate (adopted once it checks out); ``agent_key`` an agent key
+        (``kbzk1.…``) for rooms that admit only known agents; ``agent_credits`` the credit issuer the
+        door demands of agents when we coordinate; ``agent_credit`` our own credit."""
         self.room_name = room
         self.gate = check_room(room, JoinGate.from_json(gate) if gate is not None else None)
         self.authority = HostAuthority(self.gate, room)
@@ -124,13 +141,18 @@ class Session:
                 raise ValueError("this hostKey is not the host key of this room (wrong key, or another room)")
         self._transport = transport
         self._scheduler = scheduler
+        self.identity = MemberIdentity(room, gate=self.gate, transport=transport, scheduler=scheduler,
+                                       wall=wall_clock or scheduler.wall, verify=verify_identity,
+                                       api_base=api_base, fetch=fetch, agent_key=agent_key,
+                                       agent_credits=agent_credits)
+        self._identity_token = identity_token
         self._rng = rng or random.Random()
         self._media = media
         self._wall = wall_clock or scheduler.wall
         self.self_id = member_id or new_member_id()
         token = identity or f"tok-{secrets.token_hex(16)}"
         self._profile = MemberProfile(name=name, on=False, meta=dict(meta or {}), token=token,
-                                      cred=credential)
+                                      cred=credential, agent_credit=agent_credit)
         self.room: Room | None = None
         self._make_parts()
         self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
@@ -146,12 +168,13 @@ class Session:
         self._roster = Roster()
         self._lobby_status: str | None = None
         self.handler_errors = 0
+        self._wire_identity()
 
     def _make_parts(self) -> None:
         """The per-identity parts: grant book, data mesh and content router, all keyed by self_id."""
         keyring, authority = self._keyring, self.authority
-        # Tier email has no usable host until the identity layer: nobody writes the map ("key", unsigned).
-        tier: GrantTier = authority.tier if authority.tier in ("none", "name") else "key"
+        # Tier email: the verified host writes unsigned maps, as in tier name.
+        tier: GrantTier = "name" if authority.tier == "email" else authority.tier
         self.book = CapabilityBook(
             self_id=self.self_id,
             now=self._wall,
@@ -174,6 +197,8 @@ class Session:
             on_chat=self._on_chat,
             on_app=self._on_app,
             on_caps=self._on_caps,
+            on_idtoken=lambda peer, jwt: self.identity.on_token(peer, jwt),
+            hold=lambda: self.identity.roster.holding,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -185,6 +210,13 @@ class Session:
         self._started = True
         self._transport.bind(self._on_transport)
         self._transport.claim(self.self_id)
+        self.identity.start()
+        if self._identity_token:
+            token, self._identity_token = self._identity_token, None
+            try:
+                self.identity.provide(token)
+            except IdentityError as exc:
+                log.warning("identity token refused: %s", exc)
 
     def join(self, *, mic: bool = False, cam: bool = False) -> None:
         """Enter the call: appear on the roster, bring up data links. Joins muted, camera off by default."""
@@ -219,6 +251,7 @@ class Session:
         if self._left:
             return
         self._left = True
+        self.identity.stop()
         if self._claim_timer is not None:
             self._claim_timer.cancel()
         if self.room is not None:
@@ -255,11 +288,13 @@ class Session:
             "coordinator": r.coordinator,
             "isCoordinator": self.room is not None and self.room.is_coordinator,
             "connected": self.room is not None and self.room.connected,
+            **self.identity.state(self.in_call),
         }
 
     def get_participants(self) -> list[dict[str, Any]]:
         """Everyone on the call (ourselves included while in it), roster order."""
         people = []
+        host = self.identity.verified_host(self._roster.host, self.self_id)
         for m in self._roster.members:
             meta = dict(m.meta)
             people.append(
@@ -271,10 +306,11 @@ class Session:
                     "micOn": m.mic,
                     "avatar": m.avatar,
                     "meta": meta,
-                    "role": "host" if self._roster.host and m.id == self._roster.host else "guest",
+                    "role": "host" if host and m.id == host else "guest",
                     "kind": "agent" if meta.get("role") == "agent" else "human",
                     "speaking": False,
                     "linkUp": m.id == self.self_id or self.mesh.link_up(m.id),
+                    **self.identity.participant(m.id, self.self_id),
                 }
             )
         return people
@@ -456,6 +492,48 @@ class Session:
     def get_agent_audit(self, peer: str | None = None, n: int = 6) -> list[dict[str, Any]]:
         return [e.to_json() for e in self.book.audit.recent(peer, n)]
 
+    # ------------------------------------------------------------------ controller: identity
+
+    def identity_nonce(self) -> str:
+        """The nonce a sign-in must put in the token: binds it to this member's certificate and room."""
+        return self.identity.nonce()
+
+    def provide_identity_token(self, jwt: str) -> dict[str, Any]:
+        """Adopt an identity token minted elsewhere: ``{"status": "verified", "email"}`` or
+        ``{"status": "pending"}`` (the issuer's keys are on their way); ``IdentityError`` (a
+        ``ValueError`` with ``reason``) for a token bound to another certificate or room, expired,
+        for another audience, and so on."""
+        return self.identity.provide(jwt)
+
+    def provide_agent_credit(self, credit: str | None) -> None:
+        """A fresh agent credit (rooms that meter agents): announced at once."""
+        self._update_profile(agent_credit=credit or None)
+
+    def get_identity_stats(self) -> dict[str, Any]:
+        """Refusals by reason (peers' tokens, ours, the door), key fetches."""
+        return self.identity.stats()
+
+    def _wire_identity(self) -> None:
+        ident = self.identity
+        ident.send_token = lambda peer, jwt: self.content.send_idtoken(peer, jwt)
+        ident.set_profile = self._update_profile
+        ident.link_of = lambda peer: self.mesh.link_of(peer)
+        ident.changed = self._identity_changed
+        ident.keys_arrived_hook = lambda: self.room.identity_keys_arrived() if self.room is not None else None
+
+    def _identity_changed(self) -> None:
+        if self.room is not None:
+            self.room.identity_changed()
+        roster = self._roster
+        if self.in_call and self.self_id in roster.ids():
+            host = self.identity.verified_host(roster.host, self.self_id)
+            self.content.update_room({m.id: m.meta for m in roster.members}, host=host or None,
+                                     coordinator=roster.coordinator)
+        self.content.release_held()
+        self._apply_lanes()
+        self._emit("participants", self.get_participants())
+        self._emit_state()
+
     def can(self, act: str) -> bool:
         """Whether our own grant allows ``act`` (send-chat, speak, act)."""
         return self.book.may_act(self.self_id, act)  # type: ignore[arg-type]
@@ -515,6 +593,9 @@ class Session:
                     gate=self.gate,
                     host_key=self._keyring,
                     may_read_roster=lambda mid: self.book.may_perceive(mid, "read-roster"),
+                    door=self.identity.door,
+                    own_email=lambda: self.identity.roster.self_email,
+                    known_fps=self.identity.known_fps,
                 )
                 self.room.start()
             return
@@ -565,7 +646,9 @@ class Session:
         metas: dict[str, Mapping[str, Any] | None] = (
             {m.id: m.meta for m in roster.members} if in_call else {self.self_id: self._profile.meta}
         )
-        self.content.update_room(metas, host=roster.host or None, coordinator=roster.coordinator)
+        self.identity.set_members([mid for mid in metas if mid != self.self_id])
+        host = self.identity.verified_host(roster.host, self.self_id)
+        self.content.update_room(metas, host=host or None, coordinator=roster.coordinator)
         after = {m.id: m for m in roster.members}
         for mid in after.keys() - before.keys():
             self._emit("join", self._participant(mid))
@@ -603,6 +686,7 @@ class Session:
 
     def _on_link(self, peer: str, up: bool) -> None:
         if up:
+            self.identity.link_up(peer)
             self._apply_lanes(only=peer)
         self._emit("participants", self.get_participants())
 
@@ -648,6 +732,8 @@ class Session:
             real = self._local.tracks.get("screen") if self._local.sharing else None
             if real is None and self._local.cam:
                 real = self._local.tracks.get("cam")
+        if self.identity.roster.holding:  # the verified roster: nothing real until everyone is verified
+            real = None
         if real is not None and self.book.lane_track(peer, lane, self._local.sharing) == "real":
             return real
         member = self._roster.get(peer)

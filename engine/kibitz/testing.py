@@ -29,6 +29,7 @@ Two simplifications, on purpose:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 import re
@@ -74,6 +75,9 @@ class _End:
     link: _Link
     other: _End | None = None
     open: bool = False
+    remote_fp: str | None = None
+    """The far process's certificate fingerprint when the link opened (a later change of it shows
+    on the next link only, as with a real DTLS session)."""
 
 
 @dataclass(eq=False)
@@ -86,6 +90,7 @@ class _Proc:
     held: list[Callable[[], None]] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     links: dict[LinkId, _End] = field(default_factory=dict)
+    fingerprint: str = ""
 
 
 class _BusTimer:
@@ -159,8 +164,21 @@ class BusTransport:
     def close(self, link: LinkId) -> None:
         self._bus._close(self._proc, link)
 
+    def local_fingerprint(self) -> str | None:
+        return self._proc.fingerprint or None
+
+    def remote_fingerprint(self, link: LinkId) -> str | None:
+        end = self._proc.links.get(link)
+        return end.remote_fp if end is not None and end.open else None
+
 
 _NOT_ID = re.compile(r"[^A-Za-z0-9]+")
+
+
+def fake_fingerprint(seed: str) -> str:
+    """A stand-in certificate fingerprint (colon-hex SHA-256 of ``seed``) for a process on the bus."""
+    digest = hashlib.sha256(seed.encode()).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, 64, 2))
 
 
 class Bus:
@@ -193,6 +211,7 @@ class Bus:
         self._holders: dict[str, _Proc] = {}
         self._groups: dict[str, int] | None = None
         self._ids = itertools.count(1)
+        self._certs = itertools.count(1)
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -201,9 +220,17 @@ class Bus:
         old = self._procs.get(name)
         if old is not None and old.alive:
             raise ValueError(f"process {name!r} already exists on the bus")
-        proc = _Proc(name)
+        proc = _Proc(name, fingerprint=fake_fingerprint(f"{self.seed}:{name}:{next(self._certs)}"))
         self._procs[name] = proc
         return BusTransport(self, proc)
+
+    def fingerprint(self, name: str) -> str:
+        """The certificate fingerprint process ``name`` presents on its links."""
+        return self._proc(name).fingerprint
+
+    def set_fingerprint(self, name: str, fp: str) -> None:
+        """Give a process another certificate (links opened from now on present it)."""
+        self._proc(name).fingerprint = fp
 
     def scheduler(self, name: str) -> ProcessScheduler:
         return ProcessScheduler(self, self._proc(name))
@@ -398,6 +425,7 @@ class Bus:
                 if end.link.dead or end.open:
                     return
                 end.open = True
+                end.remote_fp = end.other.proc.fingerprint if end.other is not None else None
             elif isinstance(ev, LinkMessage):
                 if end.link.cut:
                     return
@@ -514,4 +542,4 @@ class Bus:
         self._end_link(end, reason, delay, tell_self=True)
 
 
-__all__ = ["Bus", "BusTransport", "ProcessScheduler"]
+__all__ = ["Bus", "BusTransport", "ProcessScheduler", "fake_fingerprint"]

@@ -151,6 +151,24 @@ class Transport(Protocol):
 
 
 @runtime_checkable
+class CertifiedTransport(Protocol):
+    """Optional: a transport whose links are DTLS sessions with certificates it can name.
+
+    Fingerprints are SHA-256 in lower-case colon-hex, read from the live connection (the remote
+    certificate the DTLS handshake actually presented), never from SDP, which the signalling path
+    could rewrite. One certificate serves every link of the process (the page keeps it in IndexedDB,
+    an agent on disk), so a token bound to it (:mod:`kibitz.identity.binding`) holds on every link.
+    """
+
+    def local_fingerprint(self) -> str | None:
+        """Our own certificate's fingerprint, or None when the backend has none to offer."""
+
+    def remote_fingerprint(self, link: LinkId) -> str | None:
+        """The fingerprint of the certificate the far end of ``link`` presented (known once the
+        link has opened), or None (unknown link, not open yet, or unreadable)."""
+
+
+@runtime_checkable
 class MediaTransport(Protocol):
     """Optional media side of a :class:`Transport` whose media links (e.g. label ``kbz-data``) carry
     one audio and one video lane, negotiated once when the link is dialled.

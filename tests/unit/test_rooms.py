@@ -76,8 +76,10 @@ async def test_settings_that_do_not_hang_together_are_refused() -> None:
         await create_room(host="none", host_password="correct horse")
     with pytest.raises(GateError):
         await create_room(gate="names")
-    with pytest.raises(GateError):
-        await create_room(gate="email")  # type: ignore[arg-type]
+    with pytest.raises(GateError, match="client id"):
+        await create_room(gate="google")  # a google gate names the app's OAuth client
+    with pytest.raises(GateError, match="gd, gi and gc"):
+        await create_room(gate="open", allowed=["@x.example"])
     with pytest.raises(ValueError):
         await create_room(gate="open", code="x")
     named = await create_room(gate="names", names=["Ann", " Bob "], host="name", host_name="Ann")

@@ -43,10 +43,13 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.sdp import candidate_from_sdp
+from cryptography.hazmat.primitives.serialization import Encoding
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from kibitz.backends.aio_cert import certificate_fingerprint, new_certificate
 from kibitz.backends.aio_media import FanoutRegistry, RemoteLane, SenderLane, placeholder_tracks
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
@@ -64,6 +67,7 @@ from kibitz.backends.rtc_api import (
     W3CPeerConnectionState,
 )
 from kibitz.clock import AsyncioScheduler
+from kibitz.identity.binding import fingerprint_of_der
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +299,17 @@ class AioPeerConnection(W3CPeerConnectionState, EventListeners):
     def restart_ice(self) -> None:
         log.info("aiortc does not support ICE restart; ignoring restart_ice()")
 
+    def remote_fingerprint(self) -> str | None:
+        """SHA-256 of the certificate the far end presented in the DTLS handshake (None before it)."""
+        dtls = getattr(self._pc.sctp, "transport", None)
+        if dtls is None:
+            for native in self._pc.getTransceivers():
+                dtls = native.receiver.transport
+                break
+        ssl = getattr(dtls, "_ssl", None)
+        cert = ssl.get_peer_certificate(as_cryptography=True) if ssl is not None else None
+        return fingerprint_of_der(cert.public_bytes(Encoding.DER)) if cert is not None else None
+
     # ---------------------------------------------------------------------------------- media
 
     def _wrap(self, native: RTCRtpTransceiver) -> AioTransceiver:
@@ -369,9 +384,16 @@ class AioPeerConnectionFactory:
 
     supports_media = True
 
-    def __init__(self, *, loopback_only: bool = False) -> None:
+    def __init__(self, *, loopback_only: bool = False, certificate: RTCCertificate | None = None) -> None:
         self.loopback_only = loopback_only
         self.fanouts = FanoutRegistry()
+        # One certificate for every connection (aiortc would make one per connection), so peers see
+        # one fingerprint for this process and an identity token bound to it holds on every link.
+        self.certificate = certificate or new_certificate()
+        self._fp = certificate_fingerprint(self.certificate)
+
+    def local_fingerprint(self) -> str:
+        return self._fp
 
     def create(self, config: RtcConfig) -> AioPeerConnection:
         policy = (
@@ -384,6 +406,7 @@ class AioPeerConnectionFactory:
                 iceServers=[_ice_server(s) for s in config.ice_servers], iceTransportPolicy=policy
             )
         )
+        native._RTCPeerConnection__certificates = [self.certificate]  # type: ignore[attr-defined]
         return AioPeerConnection(native, loopback_only=self.loopback_only, registry=self.fanouts)
 
 
@@ -473,6 +496,7 @@ def make_aio_transport(
     ice_servers: Iterable[IceServer] = (),
     ice_transport_policy: str = "all",
     loopback_only: bool = False,
+    certificate: RTCCertificate | None = None,
     **options: Any,
 ) -> RtcTransport:
     """An :class:`RtcTransport` on the running asyncio loop with aiortc peer connections.
@@ -484,7 +508,7 @@ def make_aio_transport(
     options.setdefault("placeholder_tracks", placeholder_tracks)
     policy: Final = "relay" if ice_transport_policy == "relay" else "all"
     return RtcTransport(
-        AioPeerConnectionFactory(loopback_only=loopback_only),
+        AioPeerConnectionFactory(loopback_only=loopback_only, certificate=certificate),
         connect_signaling,
         broker_url=broker_url,
         key=key,

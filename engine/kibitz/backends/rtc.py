@@ -123,6 +123,8 @@ class _Link:
     applying: bool = False
     pending_tracks: list[TrackArrived] = field(default_factory=list)
     lanes_arrived: set[Lane] = field(default_factory=set)
+    remote_fp: str | None = None
+    """The far end's DTLS certificate fingerprint, read from the live connection when it opened."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -288,6 +290,32 @@ class RtcTransport:
         """What ``set_lane`` last asked ``lane`` of ``link`` to send (:data:`PLACEHOLDER` if never)."""
         lk = self._links.get(link)
         return PLACEHOLDER if lk is None else lk.lanes.get(lane, PLACEHOLDER)
+
+    # ------------------------------------------------------------------------- certificates
+
+    def local_fingerprint(self) -> str | None:
+        """Our certificate's fingerprint, when the factory keeps one certificate for every link."""
+        fp = getattr(self._factory, "local_fingerprint", None)
+        return fp() if callable(fp) else None
+
+    def remote_fingerprint(self, link: LinkId) -> str | None:
+        lk = self._links.get(link)
+        if lk is None:
+            return None
+        if lk.remote_fp is None and lk.state == "open":
+            lk.remote_fp = self._read_remote_fp(lk)
+        return lk.remote_fp
+
+    def _read_remote_fp(self, link: _Link) -> str | None:
+        read = getattr(link.pc, "remote_fingerprint", None)
+        if not callable(read):
+            return None
+        try:
+            fp = read()
+        except Exception:
+            log.debug("remote certificate of %s unreadable", link.link_id, exc_info=True)
+            return None
+        return str(fp) if fp else None
 
     # ------------------------------------------------------------------------------- extras
 
@@ -735,6 +763,7 @@ class RtcTransport:
         if link.open_timer is not None:
             link.open_timer.cancel()
             link.open_timer = None
+        link.remote_fp = self._read_remote_fp(link)
         self._emit(LinkOpened(link.link_id))
         pending, link.pending_tracks = link.pending_tracks, []
         for arrived in pending:

@@ -77,6 +77,22 @@ def _depth(text: str) -> int:
     return deepest
 
 
+def strict_json(text: str) -> Any:
+    """``json.loads`` for text from a peer, or ``ValueError``: nesting at most :data:`MAX_DEPTH`
+    (counted before the parser recurses), no ``NaN``/``Infinity``, no duplicate keys, no lone
+    surrogates. Used for every signed payload (compact tokens here, JWTs in :mod:`kibitz.identity`)."""
+    if _depth(text) > MAX_DEPTH:
+        raise ValueError(f"nests deeper than {MAX_DEPTH}")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_strict_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates (\ud800) cannot travel on
+    except RecursionError:
+        raise ValueError("nests too deep") from None
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate") from None
+    return value
+
+
 def _encode_payload(payload: Mapping[str, object]) -> bytes:
     if not isinstance(payload, Mapping):
         raise TypeError(f"token payload must be a mapping, got {type(payload).__name__}")
@@ -136,12 +152,9 @@ def verify_token(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return Refusal("bad-json", "the payload is not UTF-8")
-    if _depth(text) > MAX_DEPTH:
-        return Refusal("bad-json", f"the payload nests deeper than {MAX_DEPTH}")
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_strict_constant)
-        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates (\ud800) cannot travel on
-    except (ValueError, RecursionError) as exc:
+        value = strict_json(text)
+    except ValueError as exc:
         return Refusal("bad-json", f"the payload is not strict JSON ({exc})")
     if not isinstance(value, dict):
         return Refusal("not-object", f"the payload is a JSON {type(value).__name__}, not an object")

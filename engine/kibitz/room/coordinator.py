@@ -22,6 +22,9 @@ from kibitz.admission import CredentialCheck, Verdict, check_credential, decide,
 from kibitz.authority import BanRecord, HostAuthority, HostCommand, Ledger, Refused
 from kibitz.crypto import b64url_decode
 from kibitz.gate import JoinGate, fold_name
+from kibitz.identity.agents import CREDIT_REAP_S
+from kibitz.identity.door import DoorCheck, IdentityDoor
+from kibitz.identity.policy import normalize_email
 from kibitz.protocol.base import PROTOCOL_VERSION, decode, encode
 from kibitz.protocol.presence import (
     CLIENT_FAMILY,
@@ -69,12 +72,25 @@ class CoordinatorCore(RoomCore, Protocol):
 
     gate: JoinGate
     authority: HostAuthority
+    door: IdentityDoor | None
+    """The identity part of the door (email/google gates, agent keys, credits), if any."""
+
+    def link_fp(self, link: LinkId) -> str | None:
+        """The certificate fingerprint the far end of ``link`` presented (None: unknown)."""
+
+    def known_fps(self) -> list[str]:
+        """Certificates of the room's other links (to name a token copied from another member)."""
+
+    def own_email(self) -> str | None:
+        """Our own verified address (host tier email), or None."""
 
     def own_claim(self) -> str | None:
         """A fresh host claim for ourselves if we hold the host key (key tier), else None."""
 
     def removed_self(self) -> None:
         """A valid host record removes us, the coordinator: leave the room for good."""
+
+    lobby_status: LobbyState | None
 
     def set_lobby_status(self, status: LobbyState) -> None:
         """Where we ourselves stand at our own door."""
@@ -94,6 +110,10 @@ class _Entry:
     provisional_until: float | None = None
     """Grandfathered from the previous coordinator's roster and not yet re-announced."""
     cred_key: str | None = None
+    email: str | None = None
+    """The address this member's identity token proved on its own link (host tier email)."""
+    credit_exp: float | None = None
+    """An agent's credit expiry (wall clock); removed 90 s after it passes."""
 
 
 @dataclass
@@ -123,6 +143,8 @@ class Coordinator:
         self._host = ""
         self._host_proof: str | None = None
         self._ledger = Ledger()
+        self._pending: dict[str, tuple[LinkId, Voice | Knock]] = {}
+        """Joiners whose identity waits for an issuer's keys (checked again when they arrive)."""
         self._last_tick = 0.0
         self._ticks_since_full = 0
 
@@ -234,7 +256,8 @@ class Coordinator:
         self._core.send(waiting.link, LobbyMsg(status="admitted"))
         self._knocks_changed()
         if waiting.voice is not None:
-            self._apply_voice(waiting.link, member_id, waiting.voice, self._credential(waiting.voice))
+            self._apply_voice(waiting.link, member_id, waiting.voice, self._credential(waiting.voice),
+                              self._door(waiting.link, waiting.voice))
         else:
             self._send_roster(waiting.link)
 
@@ -280,6 +303,8 @@ class Coordinator:
             self._open.discard(ev.link)
             self._subscribed.discard(ev.link)
             self._core.retire(ev.link)
+            if self._pending.get(mid, (None,))[0] == ev.link:
+                del self._pending[mid]
             self._drop_waiting_on(mid, ev.link)
             entry = self._entries.get(mid)
             if entry is not None and entry.link == ev.link:
@@ -318,6 +343,11 @@ class Coordinator:
                 )
                 if expired:
                     self._remove(mid)
+            wall = core.scheduler.wall()
+            for mid, entry in list(self._entries.items()):
+                if entry.credit_exp is not None and wall > entry.credit_exp + CREDIT_REAP_S:
+                    core.drops.drop("door:credit-expired")
+                    self._kick(mid)
         for w in self._waiting.values():
             core.send(w.link, Ping())
         self._claim_self()
@@ -364,6 +394,9 @@ class Coordinator:
         if core.authority.tier == "name":
             self._host, self._host_proof = self._name_host(), None
             return
+        if core.authority.tier == "email":
+            self._host, self._host_proof = self._email_host(), None
+            return
         if not core.profile.on:
             if self._host == core.self_id:
                 self._host, self._host_proof = "", None
@@ -379,6 +412,16 @@ class Coordinator:
         wanted = fold_name(self._core.gate.host.name or "")
         for mid, entry in self._entries.items():
             if wanted and fold_name(entry.member.name) == wanted:
+                return mid
+        return ""
+
+    def _email_host(self) -> str:
+        """Tier ``email``: the first member whose identity token for the committed address we
+        verified on its own link (ourselves with our own token)."""
+        wanted = normalize_email(self._core.gate.host.email or "")
+        for mid, entry in self._entries.items():
+            email = self._core.own_email() if mid == self._core.self_id else entry.email
+            if wanted and email == wanted:
                 return mid
         return ""
 
@@ -400,7 +443,7 @@ class Coordinator:
         core = self._core
         kind = _kind_of(token)
         if kind == "kbz-host-rec.v1":
-            is_host = core.authority.tier != "name" or mid == self._host
+            is_host = core.authority.tier not in ("name", "email") or mid == self._host
             record = core.authority.check_record(token) if is_host else Refused("not-host", "")
             if isinstance(record, Refused):
                 core.drops.drop(f"mod:{record.reason}")
@@ -445,7 +488,39 @@ class Coordinator:
         now = core.scheduler.wall()
         return check_credential(core.gate, core.authority.room, msg.cred, name=msg.name, now=now)
 
-    def _verdict(self, mid: str, msg: Voice | Knock, credential: CredentialCheck, is_host: bool) -> Verdict:
+    def _door(self, link: LinkId, msg: Voice | Knock) -> DoorCheck | None:
+        """The identity part of the door for this announce (None: this room asks nothing of it)."""
+        door = self._core.door
+        if door is None or not (door.enforcing or msg.jwt):
+            return None
+        meta = msg.meta if isinstance(msg, Voice) else None
+        core = self._core
+        return door.check(jwt=msg.jwt, assertion=msg.agentAssertion, credit=msg.agentCredit,
+                          is_agent=meta is not None and meta.get("role") == "agent", fp=core.link_fp(link),
+                          now=core.scheduler.wall(), known_fps=core.known_fps())
+
+    def _held_for_keys(self, link: LinkId, mid: str, msg: Voice | Knock, door: DoorCheck | None) -> bool:
+        """An issuer's keys are still on their way: hold this announce, check it again when they come."""
+        if door is None or door.result != "pending":
+            self._pending.pop(mid, None)
+            return False
+        self._pending[mid] = (link, msg)
+        self._core.drops.drop("door:pending")
+        return True
+
+    def recheck_identity(self) -> None:
+        """Keys arrived: check the held announces again."""
+        pending, self._pending = self._pending, {}
+        for mid, (link, msg) in pending.items():
+            if self.links.get(link) == mid:
+                if isinstance(msg, Voice):
+                    self._on_voice(link, mid, msg)
+                else:
+                    self._on_knock(link, mid, msg)
+
+    def _verdict(
+        self, mid: str, msg: Voice | Knock, credential: CredentialCheck, is_host: bool, verified: bool = True
+    ) -> Verdict:
         tk = token_key(msg.token)
         known = mid in self._entries or mid in self._admitted_ids or bool(
             msg.token and msg.token in self._admitted_tokens
@@ -458,12 +533,16 @@ class Coordinator:
             locked=self._locked,
             lobby=self._lobby,
             full=mid not in self._entries and len(self._entries) >= MAX_MEMBERS,
+            verified=verified,
         )
 
     def _on_knock(self, link: LinkId, mid: str, msg: Knock) -> None:
+        door = self._door(link, msg)
+        if self._held_for_keys(link, mid, msg, door):
+            return
         is_host = self._take_claim(mid, msg.hc)
         credential = self._credential(msg)
-        verdict = self._verdict(mid, msg, credential, is_host)
+        verdict = self._verdict(mid, msg, credential, is_host, door is None or door.result == "ok")
         if verdict == "ok":
             self._core.send(link, LobbyMsg(status="admitted"))
         else:
@@ -495,9 +574,12 @@ class Coordinator:
             core.send(link, LobbyMsg(status=verdict))  # type: ignore[arg-type]  # Verdict minus ok
 
     def _on_voice(self, link: LinkId, mid: str, msg: Voice) -> None:
+        door = self._door(link, msg)
+        if self._held_for_keys(link, mid, msg, door):
+            return
         is_host = self._take_claim(mid, msg.hc)
         credential = self._credential(msg)
-        verdict = self._verdict(mid, msg, credential, is_host)
+        verdict = self._verdict(mid, msg, credential, is_host, door is None or door.result == "ok")
         if not msg.on:
             # In the room but not in the call: off the roster, still told who is in it.
             self._drop_waiting_on(mid, link)
@@ -510,15 +592,19 @@ class Coordinator:
                     self._send_roster(link)
             return
         if verdict != "ok":
+            if door is not None and door.result == "unverified":
+                self._core.drops.drop(f"door:identity:{door.reason}")
             # A member on the roster whose credential no longer passes (grandfathered from a
             # coordinator that let it in without one, or whose invite expired) leaves it now.
             if mid in self._entries and verdict != "waiting" and self._remove(mid, close_link=False):
                 self.broadcast()
             self._turn_away(link, mid, verdict, msg, Knocker(mid, msg.name, msg.avatar), msg.token)
             return
-        self._apply_voice(link, mid, msg, credential)
+        self._apply_voice(link, mid, msg, credential, door)
 
-    def _apply_voice(self, link: LinkId, mid: str, msg: Voice, credential: CredentialCheck) -> None:
+    def _apply_voice(
+        self, link: LinkId, mid: str, msg: Voice, credential: CredentialCheck, door: DoorCheck | None = None
+    ) -> None:
         core = self._core
         name = credential.name or msg.name  # an invite fixes the name its holder is shown with
         member = Member(mid, name, msg.cam, bool(msg.mic), msg.avatar, msg.meta or {}, tuple(msg.f or ()),
@@ -536,13 +622,17 @@ class Coordinator:
         if old is not None and old.link not in (None, link):
             self.close(old.link)
         changed = changed or old is None or old.member != member
-        self._entries[mid] = _Entry(member, link, msg.token, core.scheduler.now(), cred_key=credential.key)
+        self._entries[mid] = _Entry(member, link, msg.token, core.scheduler.now(), cred_key=credential.key,
+                                    email=door.email if door is not None else None,
+                                    credit_exp=door.credit.exp if door is not None and door.credit else None)
         self._subscribed.add(link)
         self._admitted_ids.add(mid)
         if msg.token:
             self._admitted_tokens.add(msg.token)
-        if core.authority.tier == "name":
+        if core.authority.tier in ("name", "email"):
+            host = self._host
             self._claim_self()
+            changed = changed or host != self._host
         if changed:
             self.broadcast()
         else:
@@ -573,6 +663,14 @@ class Coordinator:
             core.set_lobby_status(check.verdict)
             self._entries.pop(core.self_id, None)
             return
+        door = core.door
+        if door is not None and door.gate_identity is not None and core.own_email() is None \
+                and core.own_claim() is None:
+            core.set_lobby_status("unverified")  # an email/google room: not without our own sign-in
+            self._entries.pop(core.self_id, None)
+            return
+        if core.lobby_status == "unverified":
+            core.set_lobby_status("admitted")
         me = Member(core.self_id, check.name or p.name, p.cam, p.mic, p.avatar, dict(p.meta), core.features,
                     token_key(p.token))
         self._entries[core.self_id] = _Entry(me, None, p.token, core.scheduler.now(), cred_key=check.key)

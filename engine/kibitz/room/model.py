@@ -43,7 +43,9 @@ GRANDFATHER_GRACE = 6.0
 RETIRED_LINKS_KEPT = 1024
 
 Role = Literal["idle", "claiming", "coordinator", "participant", "reclaiming", "left"]
-PROFILE_FIELDS = frozenset({"name", "on", "cam", "mic", "avatar", "meta", "token", "cred"})
+PROFILE_FIELDS = frozenset(
+    {"name", "on", "cam", "mic", "avatar", "meta", "token", "cred", "jwt", "agent_assertion", "agent_credit"}
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ class MemberProfile:
     """Stable per tab/identity: a reconnect with the same token replaces the old roster entry."""
     cred: str | None = None
     """This member's join credential for a gated room (a code proof or an invite token), or None."""
+    jwt: str | None = None
+    """This member's identity token, bound to its certificate (:mod:`kibitz.identity`), or None."""
+    agent_assertion: str | None = None
+    """An agent's key assertion (rooms that admit only known agents), re-signed on a timer."""
+    agent_credit: str | None = None
+    """An agent's credit (rooms that meter agents), renewed by its issuer every minute or so."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,9 @@ def check_profile(profile: MemberProfile) -> None:
     """Refuse (``ValueError``, with the limit) a profile no coordinator would accept."""
     if len(profile.name) > MAX_NAME_CHARS:
         raise ValueError(f"name is {len(profile.name)} characters; the limit is {MAX_NAME_CHARS}")
-    for label, value in (("token", profile.token), ("credential", profile.cred)):
+    capped = (("token", profile.token), ("credential", profile.cred), ("identity token", profile.jwt),
+              ("agent credit", profile.agent_credit))
+    for label, value in capped:
         if value is not None and len(value) > MAX_TOKEN_CHARS:
             raise ValueError(f"{label} is {len(value)} characters; the limit is {MAX_TOKEN_CHARS}")
     if not isinstance(profile.meta, dict):

@@ -169,6 +169,9 @@ class Participant:
             token=p.token,
             meta=p.meta or None,
             cred=p.cred,
+            jwt=p.jwt,
+            agentAssertion=p.agent_assertion,
+            agentCredit=p.agent_credit,
             hc=core.own_claim(),
             v=PROTOCOL_VERSION,
             f=list(core.features) or None,
@@ -262,5 +265,5 @@ class Participant:
 
 _REFUSED: frozenset[str] = frozenset(
     {"denied", "locked", "removed", "full", "needs-credential", "bad-credential", "expired-credential",
-     "not-listed"}
+     "not-listed", "unverified"}
 )

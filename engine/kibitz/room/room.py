@@ -35,6 +35,7 @@ from typing import Any
 from kibitz.authority import FRESH_S, BanRecord, HostAuthority, HostCommand, HostKeyring, Op
 from kibitz.clock import Scheduler
 from kibitz.gate import JoinGate
+from kibitz.identity.door import IdentityDoor
 from kibitz.ids import room_peer_id
 from kibitz.protocol.base import DropCounter, encode
 from kibitz.protocol.presence import ClientMessage, CoordinatorMessage, LobbyState
@@ -63,6 +64,7 @@ from kibitz.room.model import (
 )
 from kibitz.room.participant import Participant
 from kibitz.transport import (
+    CertifiedTransport,
     ClaimResult,
     IdentityLost,
     IncomingLink,
@@ -93,7 +95,13 @@ class Room:
         gate: JoinGate | None = None,
         host_key: HostKeyring | None = None,
         may_read_roster: Callable[[str], bool] | None = None,
+        door: IdentityDoor | None = None,
+        own_email: Callable[[], str | None] | None = None,
+        known_fps: Callable[[], list[str]] | None = None,
     ) -> None:
+        """``door``: the identity part of admission when we coordinate (email/google gates, agent keys,
+        credits); ``own_email``: our verified address (host tier email); ``known_fps``: certificates
+        of our other links (to recognise a token copied from another member)."""
         check_profile(profile)
         self.room = room
         self.room_id = room_peer_id(room)
@@ -106,6 +114,9 @@ class Room:
             raise ValueError("this host key is not the key this room's settings name as its host")
         self._host_claim: tuple[float, str] | None = None
         self._may_read_roster = may_read_roster
+        self.door = door
+        self._own_email = own_email
+        self._known_fps = known_fps
         self.self_id = self_id
         self._transport = transport
         self._scheduler = scheduler
@@ -171,7 +182,7 @@ class Room:
         tier = self.authority.tier
         if tier == "key":
             return self._keyring is not None
-        return tier == "name" and bool(self.roster.host) and self.roster.host == self.self_id
+        return tier in ("name", "email") and bool(self.roster.host) and self.roster.host == self.self_id
 
     def start(self) -> None:
         """Claim the room id (become coordinator) or, if taken, join whoever holds it."""
@@ -445,6 +456,26 @@ class Room:
             self._coordinator.profile_changed()
         elif self._participant is not None:
             self._participant.profile_changed()
+
+    def link_fp(self, link: LinkId) -> str | None:
+        t = self._transport
+        return t.remote_fingerprint(link) if isinstance(t, CertifiedTransport) else None
+
+    def known_fps(self) -> list[str]:
+        return self._known_fps() if self._known_fps is not None else []
+
+    def own_email(self) -> str | None:
+        return self._own_email() if self._own_email is not None else None
+
+    def identity_keys_arrived(self) -> None:
+        """An issuer's keys arrived: as coordinator, check the announces that waited for them."""
+        if self._coordinator is not None:
+            self._coordinator.recheck_identity()
+
+    def identity_changed(self) -> None:
+        """Our own verified identity changed (host tier email): as coordinator, say who hosts now."""
+        if self._coordinator is not None:
+            self._coordinator.profile_changed()
 
     def may_read_roster(self, member_id: str) -> bool:
         return self._may_read_roster is None or self._may_read_roster(member_id)
