@@ -39,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--redis", default=None, metavar="redis://HOST:PORT/DB",
                        help="run as one node of a service of several on this Redis "
                             "(or set $KIBITZ_REDIS_URL, e.g. for a password)")
+    serve.add_argument("--smtp", default=None, metavar="HOST:PORT",
+                       help="turn on email sign-in (/api/email/*): the SMTP server that mails the codes")
+    serve.add_argument("--smtp-from", default=None, help="From address of the code mails")
+    serve.add_argument("--smtp-starttls", action="store_true", help="SMTP with STARTTLS")
+    serve.add_argument("--smtp-user", default=None, help="SMTP login (password: --smtp-password-file)")
+    serve.add_argument("--smtp-password-file", default=None,
+                       help="file with the SMTP password (or set $KIBITZ_SMTP_PASSWORD)")
+    serve.add_argument("--smtp-cafile", default=None, help="CA bundle for the SMTP server's certificate")
+    serve.add_argument("--public-url", default=None,
+                       help="this server's public URL: the issuer of its email tokens (default: the "
+                            "origin each request came to)")
     lic = sub.add_parser("licence", aliases=["license"], help="relay licences: add, revoke, list, usage")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--state-dir", default=None, help="the server's state directory (as for serve)")
@@ -56,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     lic_sub.add_parser("list", parents=[where], help="list licences (ids, labels, caps; never the tokens)")
     use = lic_sub.add_parser("usage", parents=[where], help="relay credentials metered per licence and month")
     use.add_argument("--month", default=None, help="YYYY-MM (default: every month)")
+    email = sub.add_parser("email", help="email sign-in: the signing keys of /api/email")
+    email_sub = email.add_subparsers(dest="email_command", required=True)
+    email_sub.add_parser("rotate-key", parents=[where],
+                         help="a new signing key; old ones stay in the JWKS until their tokens expire")
+    email_sub.add_parser("keys", parents=[where], help="list the signing keys (ids, dates)")
     from kibitz.room_cli import add_parsers as add_room_parsers
 
     add_room_parsers(sub)
@@ -90,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kibitz licence is unavailable: {exc}", file=sys.stderr)
             return 2
         return int(licence_main(args))
+    if args.command == "email":
+        try:
+            from kibitz.server.email_cli import email_main  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            print(f"kibitz email is unavailable: {exc}", file=sys.stderr)
+            return 2
+        return int(email_main(args))
     if args.command == "room":
         from kibitz.room_cli import room_main
 

@@ -22,12 +22,16 @@ from aiohttp import web
 
 from .broker import Broker
 from .config import ServerConfig, make_config
+from .email_keys import EmailKeys
+from .email_otp import EmailSignIn
 from .gate import LicenceGate
 from .licences import LicenceStore, SqliteLicenceStore
+from .mailer import SmtpMailer
 from .metrics import Metrics
+from .otp import OtpStore, SqliteOtpStore
 from .signal import BrokerDirectory
 from .turn import TurnProvider, TurnRestProvider
-from .web import TURN_KEY, WILDCARD_HOSTS, local_broker_url, make_app
+from .web import EMAIL_KEY, TURN_KEY, WILDCARD_HOSTS, local_broker_url, make_app
 
 if TYPE_CHECKING:
     from .cluster import Cluster  # imported only with redis_url: a single node never loads it
@@ -69,6 +73,9 @@ class RunningServer:
         turn = self.runner.app[TURN_KEY]
         if isinstance(turn, LicenceGate):
             await turn.store.close()
+        email = self.runner.app.get(EMAIL_KEY)
+        if email is not None:
+            await email.store.close()
 
 
 def licence_store(config: ServerConfig) -> LicenceStore:
@@ -100,12 +107,28 @@ def turn_provider(config: ServerConfig, store: LicenceStore | None = None) -> Tu
                        stun_urls=config.stun_urls)
 
 
+def email_sign_in(config: ServerConfig, store: OtpStore | None = None) -> EmailSignIn | None:
+    """Email sign-in when ``smtp`` is set (else None): the SMTP mailer, the code store (SQLite in the
+    state directory unless ``store``), and the signing keys (made now if this is the first start)."""
+    if not config.smtp:
+        return None
+    host, port = SmtpMailer.parse_address(config.smtp)
+    sender = config.smtp_from or f"kibitz@{host if '.' in host else 'localhost'}"
+    cafile = str(config.smtp_cafile) if config.smtp_cafile else None
+    mailer = SmtpMailer(host, port, sender, starttls=config.smtp_starttls, user=config.smtp_user,
+                        password=config.smtp_password(), cafile=cafile)
+    keys = EmailKeys(config.email_keys_path)
+    keys.current()  # made on first start, refused now if the file is damaged
+    return EmailSignIn(store or SqliteOtpStore(config.otp_db), keys, mailer, public_url=config.public_url)
+
+
 async def start_server(
     config: ServerConfig,
     *,
     turn: TurnProvider | None = None,
     sweep: bool = True,
     clock: Callable[[], float] | None = None,
+    email: EmailSignIn | None = None,
 ) -> RunningServer:
     """Start broker and HTTP app on the running loop (ports 0 = pick free ones)."""
     if turn is None:
@@ -115,6 +138,8 @@ async def start_server(
             "with redis_url every node must name the broker address clients reach it at: "
             "--host <address> (not a wildcard) or public_broker_url"
         )
+    if email is None:
+        email = email_sign_in(config)
     broker = Broker(config, Metrics(), clock=clock)
     broker_port = await broker.start(config.host, config.resolved_broker_port(), sweep=sweep)
     directory = BrokerDirectory(config.key, config.brokers, config.health_interval, config.health_timeout)
@@ -123,7 +148,7 @@ async def start_server(
     runner: web.AppRunner | None = None
     try:
         site_runner = runner = web.AppRunner(
-            make_app(config, broker, directory, turn), access_log=None, handle_signals=False,
+            make_app(config, broker, directory, turn, email), access_log=None, handle_signals=False,
             shutdown_timeout=1.0,
         )
         await site_runner.setup()
@@ -150,14 +175,14 @@ async def start_server(
     return running
 
 
-async def _serve(config: ServerConfig, turn: TurnProvider | None) -> int:
+async def _serve(config: ServerConfig, turn: TurnProvider | None, email: EmailSignIn | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        running = await start_server(config, turn=turn)
+        running = await start_server(config, turn=turn, email=email)
     except OSError as exc:
         print(f"kibitz serve: cannot listen: {exc}", file=sys.stderr)
         return 1
@@ -192,6 +217,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         state_dir=getattr(args, "state_dir", None),
         grant_secret_file=getattr(args, "grant_secret_file", None),
         redis_url=getattr(args, "redis", None) or os.environ.get("KIBITZ_REDIS_URL") or None,
+        smtp=getattr(args, "smtp", None),
+        smtp_from=getattr(args, "smtp_from", None),
+        smtp_starttls=getattr(args, "smtp_starttls", None) or None,
+        smtp_user=getattr(args, "smtp_user", None),
+        smtp_password_file=getattr(args, "smtp_password_file", None),
+        smtp_cafile=getattr(args, "smtp_cafile", None),
+        public_url=getattr(args, "public_url", None),
     )
 
 
@@ -201,6 +233,7 @@ def serve_main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         turn = turn_provider(config)  # a relay without a usable secret: a configuration error, said now
+        email = email_sign_in(config)  # the signing key is made here on the first start
     except (ValueError, OSError) as exc:
         print(f"kibitz serve: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -212,4 +245,4 @@ def serve_main(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - Windows
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config, turn))
+        return runner.run(_serve(config, turn, email))

@@ -106,6 +106,20 @@ class ServerConfig:
     cluster_heartbeat: float = 0.75
     #: Expiry of a broker id's record in Redis; the holder extends it every third of it.
     cluster_lease: float = 60.0
+    #: Email sign-in (``/api/email/*``): the SMTP server that mails the codes, ``HOST:PORT``; unset =
+    #: no email sign-in. The only setting it needs; the signing key is made on first start.
+    smtp: str | None = None
+    #: The From address of the code mails (default ``kibitz@<smtp host's domain>``).
+    smtp_from: str | None = None
+    #: Upgrade the SMTP connection with STARTTLS (certificate checked) before anything else.
+    smtp_starttls: bool = False
+    #: SMTP login; its password from ``smtp_password_file`` or $KIBITZ_SMTP_PASSWORD, never a flag.
+    smtp_user: str | None = None
+    smtp_password_file: Path | None = None
+    #: CA bundle for the SMTP server's certificate (default: the system's).
+    smtp_cafile: Path | None = None
+    #: This server's public URL: the ``iss`` of the email tokens (default: the origin a request came to).
+    public_url: str | None = None
     dist_dir: Path = field(default_factory=_default_dist)
     #: In-memory cache for compressed static files.
     compress_cache_bytes: int = 256 * 1024 * 1024
@@ -139,7 +153,32 @@ class ServerConfig:
             raise ValueError(f"turn_gate must be one of {', '.join(TURN_GATES)}, got {self.turn_gate!r}")
         if self.turn_gate == "licence" and not self.turn_urls:
             raise ValueError("turn_gate 'licence' needs a relay to gate: turn_urls is empty")
+        email_only = ("smtp_from", "smtp_user", "smtp_password_file", "smtp_cafile")
+        if not self.smtp and (self.smtp_starttls or any(getattr(self, n) for n in email_only)):
+            raise ValueError("SMTP settings without smtp (HOST:PORT): email sign-in is off")
+        if self.smtp:
+            host, sep, port = self.smtp.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"smtp must be HOST:PORT, got {self.smtp!r}")
+        if self.smtp_from is not None and ("@" not in self.smtp_from or "\n" in self.smtp_from):
+            raise ValueError("smtp_from must be an email address")
+        if self.public_url is not None and not self.public_url.startswith(("https://", "http://")):
+            raise ValueError("public_url must be this server's http(s) URL")
         return self
+
+    @property
+    def email_keys_path(self) -> Path:
+        return self.state_dir / "email-signing-keys.json"
+
+    @property
+    def otp_db(self) -> Path:
+        return self.state_dir / "email-otp.sqlite3"
+
+    def smtp_password(self) -> str | None:
+        """The SMTP password (file first, then $KIBITZ_SMTP_PASSWORD), or None."""
+        if self.smtp_password_file is not None:
+            return self.smtp_password_file.read_text(encoding="utf-8").strip()
+        return os.environ.get("KIBITZ_SMTP_PASSWORD", "").strip() or None
 
     @property
     def licence_db(self) -> Path:
@@ -201,7 +240,7 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> ServerConfi
     for name in ("brokers", "turn_urls", "stun_urls"):
         if name in values:
             values[name] = tuple(values[name])
-    for name in ("turn_secret_file", "grant_secret_file", "state_dir"):
+    for name in ("turn_secret_file", "grant_secret_file", "state_dir", "smtp_password_file", "smtp_cafile"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
     if "dist_dir" in values:

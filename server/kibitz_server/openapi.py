@@ -65,6 +65,39 @@ GRANT_SCHEMA: dict[str, Any] = {
 }
 
 
+JWKS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["keys"],
+    "properties": {"keys": {"type": "array", "items": {
+        "type": "object", "required": ["kty", "kid", "n", "e"],
+        "properties": {"kty": {"type": "string", "enum": ["RSA"]}, "kid": {"type": "string"},
+                       "n": {"type": "string"}, "e": {"type": "string"}, "alg": {"type": "string"},
+                       "use": {"type": "string"}},
+    }}},
+}
+
+START_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ok", "ticket"],
+    "properties": {"ok": {"type": "boolean"}, "ticket": {"type": "string", "pattern": "^[0-9a-f]{36}$"}},
+}
+
+VERIFY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ok"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "jwt": {"type": "string", "description": "RS256 identity token (aud kibitz-email)"},
+        "reason": {"type": "string", "enum": ["expired", "locked", "mismatch", "bad ticket"]},
+    },
+}
+
+
+def _errors(*pairs: tuple[int, str]) -> dict[str, Any]:
+    return {str(code): {"description": desc, "headers": _JSON_HEADERS,
+                        "content": {"application/json": {"schema": ERROR_SCHEMA}}} for code, desc in pairs}
+
+
 def openapi_spec() -> dict[str, Any]:
     def json_ok(schema: dict[str, Any], desc: str) -> dict[str, Any]:
         return {
@@ -145,6 +178,45 @@ def openapi_spec() -> dict[str, Any]:
                             ]
                         },
                     },
+                }
+            },
+            "/api/email/start": {
+                "post": {
+                    "summary": "Mail a 6-digit sign-in code (kibitz serve --smtp); the ticket names it.",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["email", "room", "nonce"],
+                        "properties": {"email": {"type": "string", "format": "email"},
+                                       "room": {"type": "string", "minLength": 1, "maxLength": 200},
+                                       "nonce": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}},
+                    }}}},
+                    "responses": {
+                        **json_ok(START_SCHEMA, "the code is on its way"),
+                        **_errors((400, "not {email, room, nonce}"), (404, "email sign-in is not configured"),
+                                  (413, "the body is too large"),
+                                  (429, "too many codes for this address and room, or this client"),
+                                  (502, "the mail server refused the message")),
+                    },
+                }
+            },
+            "/api/email/verify": {
+                "post": {
+                    "summary": "Trade the code for an RS256 identity token bound to the start's nonce.",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["ticket", "code"],
+                        "properties": {"ticket": {"type": "string"}, "code": {"type": "string"}},
+                    }}}},
+                    "responses": {
+                        **json_ok(VERIFY_SCHEMA, "{ok, jwt} or {ok: false, reason}"),
+                        **_errors((400, "not {ticket, code}"), (404, "email sign-in is not configured"),
+                                  (413, "the body is too large")),
+                    },
+                }
+            },
+            "/api/email/jwks": {
+                "get": {
+                    "summary": "The keys that sign email identity tokens (old ones until they expire).",
+                    "responses": {**json_ok(JWKS_SCHEMA, "JSON Web Key Set"),
+                                  **_errors((404, "email sign-in is not configured"))},
                 }
             },
             "/healthz": {

@@ -18,6 +18,7 @@ from kibitz.ids import normalize_room
 
 from .broker import Broker
 from .config import ServerConfig
+from .email_otp import EmailError, EmailSignIn
 from .gate import GrantError, LicenceGate
 from .openapi import openapi_spec
 from .signal import BrokerDirectory
@@ -38,6 +39,8 @@ PREFLIGHT = {
 BROKER_KEY = web.AppKey("broker", Broker)
 DIRECTORY_KEY = web.AppKey("directory", BrokerDirectory)
 TURN_KEY = web.AppKey("turn", TurnProvider)
+EMAIL_KEY = web.AppKey("email", EmailSignIn)
+NO_EMAIL = "email sign-in is not configured on this server (kibitz serve --smtp HOST:PORT)"
 
 
 def _json(data: object, *, cache: str = "no-store", status: int = 200) -> web.Response:
@@ -65,6 +68,7 @@ def make_app(
     broker: Broker,
     directory: BrokerDirectory,
     turn: TurnProvider | None = None,
+    email: EmailSignIn | None = None,
 ) -> web.Application:
     turn_provider: TurnProvider = turn or NoTurn()
     static = StaticFiles(config.dist_dir, config.compress_cache_bytes)
@@ -119,6 +123,44 @@ def make_app(
             log.exception("room grant failed")
             return _json({"error": "the licence check is unavailable right now"}, status=503)
 
+    async def read_json(request: web.Request) -> object:
+        try:
+            raw = await request.read()
+            return orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return None
+
+    def email_error(exc: EmailError) -> web.Response:
+        resp = _json({"error": exc.reason}, status=exc.status)
+        if exc.retry_after is not None:
+            resp.headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        return resp
+
+    async def email_start(request: web.Request) -> web.Response:
+        if email is None:
+            return _json({"error": NO_EMAIL}, status=404)
+        try:
+            return _json(await email.start(await read_json(request), request.remote or ""))
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": "the body is too large"}, status=413)
+        except EmailError as exc:
+            return email_error(exc)
+
+    async def email_verify(request: web.Request) -> web.Response:
+        if email is None:
+            return _json({"error": NO_EMAIL}, status=404)
+        try:
+            return _json(await email.verify(await read_json(request), f"{request.scheme}://{request.host}"))
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": "the body is too large"}, status=413)
+        except EmailError as exc:
+            return email_error(exc)
+
+    async def email_jwks(request: web.Request) -> web.Response:
+        if email is None:
+            return _json({"error": NO_EMAIL}, status=404)
+        return _json(email.jwks(), cache="public, max-age=300")
+
     async def post_only(request: web.Request) -> web.Response:
         raise web.HTTPMethodNotAllowed(request.method, ["POST", "OPTIONS"], headers=CORS)
 
@@ -152,10 +194,17 @@ def make_app(
     app[BROKER_KEY] = broker
     app[DIRECTORY_KEY] = directory
     app[TURN_KEY] = turn_provider
+    if email is not None:
+        app[EMAIL_KEY] = email
     app.router.add_get("/api/signal", signal)
     app.router.add_get("/api/turn", turn_route)
     app.router.add_post("/api/room-grant", room_grant)
     app.router.add_get("/api/room-grant", post_only)  # not the static catch-all's 404
+    app.router.add_post("/api/email/start", email_start)
+    app.router.add_post("/api/email/verify", email_verify)
+    app.router.add_get("/api/email/start", post_only)
+    app.router.add_get("/api/email/verify", post_only)
+    app.router.add_get("/api/email/jwks", email_jwks)
     app.router.add_route("OPTIONS", "/api/{tail:.*}", preflight)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

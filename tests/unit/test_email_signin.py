@@ -1,0 +1,207 @@
+"""Email sign-in on the real ``kibitz serve``: codes go out over real SMTP (an aiosmtpd sink the test
+reads them from), tokens come back RS256 and verify with kibitz.identity against the served JWKS;
+the limits (10 minutes, 5 tries, per address+room and per client), key rotation and the stores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from server_fixture import ROOT, KibitzServer, running_kibitz_server
+
+from kibitz.identity import Identity, IdentityConfig, identity_nonce, verify_identity
+from kibitz.identity.jwt import parse_jwks
+from kibitz.server.email_keys import EmailKeys
+from kibitz.server.otp import MemoryOtpStore, OtpRecord, SqliteOtpStore
+
+FP = ":".join(f"{i:02x}" for i in range(32))
+ROOM = "room-email-3f9k2mq7"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def code_for(self, to: str) -> str:
+        for msg in reversed(self.messages):
+            if msg["To"] == to:
+                found = re.search(r"\b(\d{6})\b", msg.get_payload())
+                assert found
+                return found.group(1)
+        raise AssertionError(f"no mail to {to}")
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[Sink, int]]:
+    sink = Sink()
+    with socket.socket() as probe:  # aiosmtpd's start() dials its own port, so it cannot take 0
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def server(smtp: tuple[Sink, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[KibitzServer]:
+    state = tmp_path_factory.mktemp("state")
+    with running_kibitz_server("--smtp", f"127.0.0.1:{smtp[1]}", "--smtp-from", "codes@kibitz.example",
+                               "--state-dir", str(state)) as srv:
+        yield srv
+
+
+def post(url: str, body: object) -> tuple[int, dict[str, Any], dict[str, str]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def sign_in(server: KibitzServer, sink: Sink, email: str, room: str = ROOM) -> str:
+    status, body, _ = post(f"{server.http}/api/email/start",
+                           {"email": email, "room": room, "nonce": identity_nonce(FP, room)})
+    assert status == 200 and body["ok"], body
+    status, body, _ = post(f"{server.http}/api/email/verify",
+                           {"ticket": body["ticket"], "code": sink.code_for(email.lower())})
+    assert status == 200 and body["ok"], body
+    return str(body["jwt"])
+
+
+def test_a_code_by_mail_becomes_a_token_bound_to_the_certificate(server: KibitzServer,
+                                                                 smtp: tuple[Sink, int]) -> None:
+    sink, _ = smtp
+    jwt = sign_in(server, sink, "Ann@Allowed.Example")
+    mail = sink.messages[-1]
+    assert mail["From"] == "codes@kibitz.example" and mail["To"] == "ann@allowed.example"
+    keys = parse_jwks(get(f"{server.http}/api/email/jwks"))
+    config = IdentityConfig.from_json({"providers": [{"type": "email", "apiBase": server.http}]})
+    got = verify_identity(jwt, config=config, keys_of=lambda p: keys, fp=FP, room=ROOM,
+                          now=__import__("time").time())
+    assert isinstance(got, Identity) and got.email == "ann@allowed.example"
+    other_fp = "ff:" + FP[3:]
+    refused = verify_identity(jwt, config=config, keys_of=lambda p: keys, fp=other_fp, room=ROOM,
+                              now=__import__("time").time())
+    assert not isinstance(refused, Identity) and refused.reason == "wrong-nonce"
+
+
+def test_five_tries_then_locked_and_a_used_ticket_is_gone(server: KibitzServer,
+                                                          smtp: tuple[Sink, int]) -> None:
+    sink, _ = smtp
+    email = "tries@x.example"
+    _, started, _ = post(f"{server.http}/api/email/start", {"email": email, "room": ROOM,
+                                                              "nonce": identity_nonce(FP, ROOM)})
+    code = sink.code_for(email)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    answers = [post(f"{server.http}/api/email/verify", {"ticket": started["ticket"], "code": wrong})[1]
+               for _ in range(5)]
+    assert [a["reason"] for a in answers] == ["mismatch"] * 5
+    _, last, _ = post(f"{server.http}/api/email/verify", {"ticket": started["ticket"], "code": code})
+    assert last == {"ok": False, "reason": "locked"}
+    _, fresh, _ = post(f"{server.http}/api/email/start", {"email": email, "room": ROOM,
+                                                            "nonce": identity_nonce(FP, ROOM)})
+    _, ok, _ = post(f"{server.http}/api/email/verify",
+                    {"ticket": fresh["ticket"], "code": sink.code_for(email)})
+    assert ok["ok"]
+    _, again, _ = post(f"{server.http}/api/email/verify", {"ticket": fresh["ticket"], "code": "000000"})
+    assert again == {"ok": False, "reason": "bad ticket"}
+
+
+def test_rate_limits_per_address_and_room(server: KibitzServer, smtp: tuple[Sink, int]) -> None:
+    body = {"email": "busy@x.example", "room": "room-busy", "nonce": identity_nonce(FP, "room-busy")}
+    statuses = [post(f"{server.http}/api/email/start", body)[0] for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    status, answer, headers = post(f"{server.http}/api/email/start", body)
+    assert status == 429 and int(headers["Retry-After"]) > 0 and "error" in answer
+    assert post(f"{server.http}/api/email/start", {**body, "room": "room-other",
+                                                   "nonce": identity_nonce(FP, "room-other")})[0] == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"email": "not-an-address", "room": ROOM, "nonce": identity_nonce(FP, ROOM)},
+    {"email": "a@x.example\r\nBcc: b@y.example", "room": ROOM, "nonce": identity_nonce(FP, ROOM)},
+    {"email": "a@x.example", "room": ROOM, "nonce": "short"},
+    {"email": "a@x.example", "room": "", "nonce": identity_nonce(FP, ROOM)},
+    ["a@x.example"],
+])
+def test_bad_start_bodies_are_refused_with_a_reason(server: KibitzServer, body: object) -> None:
+    status, answer, _ = post(f"{server.http}/api/email/start", body)
+    assert status == 400 and answer["error"]
+
+
+def test_a_server_without_smtp_says_so(kibitz_server: KibitzServer) -> None:
+    status, answer, _ = post(f"{kibitz_server.http}/api/email/start", {"email": "a@x.example"})
+    assert status == 404 and "--smtp" in answer["error"]
+
+
+def test_mail_that_cannot_be_sent_is_a_502_and_forgotten(tmp_path: Path) -> None:
+    with running_kibitz_server("--smtp", "127.0.0.1:9", "--state-dir", str(tmp_path)) as srv:
+        status, answer, _ = post(f"{srv.http}/api/email/start", {"email": "a@x.example", "room": ROOM,
+                                                                 "nonce": identity_nonce(FP, ROOM)})
+    assert status == 502 and "could not be sent" in answer["error"]
+
+
+def test_rotation_keeps_old_keys_until_their_tokens_expire(tmp_path: Path) -> None:
+    keys = EmailKeys(tmp_path / "email-signing-keys.json")
+    first = keys.current(now=1000.0)
+    assert (tmp_path / "email-signing-keys.json").stat().st_mode & 0o777 == 0o600
+    token = keys.mint({"iss": "x", "sub": "a"}, now=1000.0)
+    second = keys.rotate(now=1100.0)
+    assert keys.current(now=1100.0).kid == second.kid != first.kid
+    assert {k["kid"] for k in keys.jwks(now=1100.0)["keys"]} == {first.kid, second.kid}
+    assert parse_jwks(keys.jwks(now=1100.0))[first.kid].verify  # the old token still checks out
+    assert token.count(".") == 2
+    assert {k["kid"] for k in keys.jwks(now=1100.0 + 721)["keys"]} == {second.kid}
+
+
+def test_rotate_key_command_reaches_a_running_server(tmp_path: Path, smtp: tuple[Sink, int]) -> None:
+    with running_kibitz_server("--smtp", f"127.0.0.1:{smtp[1]}", "--state-dir", str(tmp_path)) as srv:
+        before = {k["kid"] for k in get(f"{srv.http}/api/email/jwks")["keys"]}
+        cmd = [str(ROOT / ".venv/bin/kibitz"), "email", "rotate-key", "--state-dir", str(tmp_path)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        kid = out.stdout.strip().split("=", 1)[1]
+        after = {k["kid"] for k in get(f"{srv.http}/api/email/jwks")["keys"]}
+        assert after == before | {kid} and kid not in before
+        token = sign_in(srv, smtp[0], "rot@x.example")
+        assert json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[0] + "=="))["kid"] == kid
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_stores_count_tries_and_windows_atomically(kind: str, tmp_path: Path) -> None:
+    store = MemoryOtpStore() if kind == "memory" else SqliteOtpStore(tmp_path / "otp.sqlite3")
+    try:
+        await store.put("t1", OtpRecord("h", "s", "a@x", "r", "n", exp=100.0))
+        tries = await asyncio.gather(*(store.attempt("t1", 50.0, 5) for _ in range(8)))
+        assert sorted(r.attempts for r in tries if r) == [1, 2, 3, 4, 5, 6, 6, 6]
+        assert await store.attempt("t1", 100.0, 5) is None  # expired: gone
+        assert await store.attempt("t1", 50.0, 5) is None
+        hits = [await store.hit("k", 10.0 + i, 600.0, 3) for i in range(4)]
+        assert hits[:3] == [None, None, None] and hits[3] == pytest.approx(597.0)
+        assert await store.hit("k", 611.0, 600.0, 3) is None  # a new window
+    finally:
+        await store.close()
