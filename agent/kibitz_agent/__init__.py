@@ -4,6 +4,13 @@
 aiortc is imported only when an agent starts, so importing this package stays cheap.
 """
 
-from .agent import DEFAULT_SERVER, Agent, AgentJoinError, is_loopback, resolve_broker
+from .agent import DEFAULT_SERVER, Agent, AgentJoinError, agent_identity_nonce, is_loopback, resolve_broker
 
-__all__ = ["DEFAULT_SERVER", "Agent", "AgentJoinError", "is_loopback", "resolve_broker"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "Agent",
+    "AgentJoinError",
+    "agent_identity_nonce",
+    "is_loopback",
+    "resolve_broker",
+]

@@ -29,6 +29,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -37,6 +38,8 @@ from kibitz.admission import REFUSED, prepare_credential
 from kibitz.backends.rtc_api import IceServer
 from kibitz.content import AGENT_ENVELOPE
 from kibitz.gate import JoinGate, check_room, parse_link
+from kibitz.identity import identity_nonce
+from kibitz.identity.keys import Done, Fetch
 from kibitz.relay import IceAnswer, RelayKeeper, RelaySettings, ask_turn, relay_refusal
 from kibitz.session import Session, Source
 
@@ -186,6 +189,40 @@ async def http_request(
             await writer.wait_closed()
 
 
+def aio_fetch() -> Fetch:
+    """The identity layer's HTTP seam on the running asyncio loop (issuers' discovery and key sets)."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    def fetch(url: str, done: Done) -> None:
+        async def run() -> None:
+            try:
+                status, body = await asyncio.wait_for(http_get(url, max_bytes=256 * 1024), SIGNAL_TIMEOUT_S)
+            except (TimeoutError, OSError, ValueError) as exc:
+                log.warning("GET %s failed: %r", url, exc)
+                status, body = 0, b""
+            done(status, body)
+
+        task = loop.create_task(run())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    return fetch
+
+
+def certificate_fingerprint_of(cert_file: str | Path) -> str:
+    """The fingerprint of the agent certificate kept in ``cert_file`` (made now if missing)."""
+    from kibitz.backends.aio_cert import certificate_fingerprint, load_or_create_certificate
+
+    return certificate_fingerprint(load_or_create_certificate(cert_file))
+
+
+def agent_identity_nonce(room: str, cert_file: str | Path) -> str:
+    """The sign-in nonce for an agent that will join ``room`` with the certificate in ``cert_file``:
+    sign in with it (e.g. ``POST /api/email/start``), then pass the token as ``identity_token``."""
+    return identity_nonce(certificate_fingerprint_of(cert_file), room)
+
+
 def is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
 
@@ -244,6 +281,11 @@ class Agent:
         join_gate: JoinGate | Mapping[str, Any] | None = None,
         join_credential: str | None = None,
         host_key: str | None = None,
+        identity_token: str | None = None,
+        verify_identity: Mapping[str, Any] | None = None,
+        cert_file: str | Path | None = None,
+        agent_key: str | None = None,
+        agent_credit: str | None = None,
     ) -> None:
         if link is not None:
             parsed = parse_link(link)  # GateError (a ValueError) for a link that cannot be trusted
@@ -256,6 +298,14 @@ class Agent:
         """The room's settings (checked against a room id that commits to them)."""
         self._credential = join_credential
         self._host_key = host_key
+        if identity_token and cert_file is None:
+            raise ValueError("an identity token is bound to a certificate: give cert_file, the one its "
+                             "sign-in nonce was made for (agent_identity_nonce)")
+        self._identity_token = identity_token
+        self._verify_identity = verify_identity
+        self._cert_file = cert_file
+        self._agent_key = agent_key
+        self._agent_credit = agent_credit
         self.server = server
         self.room = room
         self.name = name
@@ -327,9 +377,14 @@ class Agent:
         refused = relay_refusal(self._relay, first)
         if refused:
             raise AgentJoinError(refused)
+        certificate = None
+        if self._cert_file is not None:
+            from kibitz.backends.aio_cert import load_or_create_certificate
+
+            certificate = load_or_create_certificate(self._cert_file)
         self._transport = make_aio_transport(
             self.broker_url, key=self._key, loopback_only=loopback, ice_servers=first.servers,
-            ice_transport_policy="relay" if self._relay_only else "all",
+            ice_transport_policy="relay" if self._relay_only else "all", certificate=certificate,
         )
         if self.relay is not None:
             self._spawn(self.relay.run(first))
@@ -351,6 +406,12 @@ class Agent:
             gate=self.gate,
             credential=await prepare_credential(self.gate, self._credential),
             host_key=self._host_key,
+            verify_identity=self._verify_identity,
+            identity_token=self._identity_token,
+            api_base=self.server.rstrip("/") if self.server else None,
+            fetch=aio_fetch(),
+            agent_key=self._agent_key,
+            agent_credit=self._agent_credit,
         )
         self._session = session
         on_roster: asyncio.Future[None] = loop.create_future()
@@ -613,4 +674,12 @@ class Agent:
                 await asyncio.wait(pending)
 
 
-__all__ = ["DEFAULT_SERVER", "Agent", "AgentJoinError", "is_loopback", "resolve_broker"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "Agent",
+    "AgentJoinError",
+    "agent_identity_nonce",
+    "certificate_fingerprint_of",
+    "is_loopback",
+    "resolve_broker",
+]

@@ -164,3 +164,29 @@ def test_our_tokens_and_keys_work_in_webcrypto(page: Page) -> None:
     assert verify_token(pub, result["token2"]) == {"from": "webcrypto with our key"}
     in_page = run_py(page, VERIFY_IN_PAGE, JWK=json.dumps(ours["public"]), TOKEN=result["token2"])
     assert in_page == {"from": "webcrypto with our key"}
+
+
+CHECK_IDENTITY = """
+import json, sys, types
+mod = types.ModuleType("identity_check")
+sys.modules["identity_check"] = mod
+exec(compile(CHECK_SOURCE, "identity_check.py", "exec"), mod.__dict__)
+results = mod.check_all(json.loads(VECTORS))
+json.dumps({"platform": sys.platform, "passed": results.passed, "failed": results.failed})
+"""
+
+
+def test_the_identity_vectors_pass_in_the_page_as_in_cpython(page: Page) -> None:
+    """Cert binding (the original's nonce vector), safety codes, pure-Python RS256 and every token
+    refusal give the same answers under Pyodide as in CPython (tests/vectors/identity.json)."""
+    sys.path.insert(0, str(VECTORS_DIR))
+    from identity_check import check_all as check_identity
+
+    vectors = (VECTORS_DIR / "identity.json").read_text(encoding="utf-8")
+    source = (VECTORS_DIR / "identity_check.py").read_text(encoding="utf-8")
+    got = run_py(page, CHECK_IDENTITY, CHECK_SOURCE=source, VECTORS=vectors)
+    assert got["platform"] == "emscripten"
+    assert got["failed"] == []
+    here = check_identity(json.loads(vectors))
+    assert here.failed == []
+    assert got["passed"] == here.passed and len(here.passed) >= 60
