@@ -58,7 +58,12 @@ def check_rsa(v: dict[str, Any], out: Results) -> None:
 def check_tokens(v: dict[str, Any], out: Results) -> None:
     j = v["jwt"]
     keys = parse_jwks(j["jwks"])
-    out.check("jwks.rsa-only", sorted(keys) == ["k1"], str(sorted(keys)))
+    out.check("jwks.rsa-only", sorted(keys) == ["k1", "k2"], str(sorted(keys)))
+    one = {"k1": keys["k1"]}
+    no_kid = next(c for c in j["cases"] if c["name"].startswith("no kid"))
+    alone = verify_identity(no_kid["token"], config=IdentityConfig.from_json(j["config"]),
+                            keys_of=lambda p: one, fp=j["fp"], room=j["room"], now=j["now"])
+    out.check("jwt[no kid, one key in the set]", isinstance(alone, Identity), repr(alone))
     plain = IdentityConfig.from_json(j["config"])
     narrow = IdentityConfig.from_json({**j["config"], **j["allowed"]})
     for c in j["cases"]:

@@ -9,7 +9,8 @@ Rules (the original engine's, docs/security.md "Identity"):
   the public key as secret, ``RS512``, ``ES256``… are all refused before any key is touched);
 * the key is chosen by ``kid`` from the issuer's key set, never from the token (``jwk``, ``jku``,
   ``x5u``, ``x5c`` headers are ignored); an unknown ``kid`` is refused (the caller may fetch the
-  key set again once and retry); a header with ``crit`` is refused (we understand no extension);
+  key set again once and retry); a token without ``kid`` only when the set holds exactly one key
+  (no choice to make); a header with ``crit`` is refused (we understand no extension);
 * ``iss`` is one of the provider's issuers, ``aud`` holds the expected audience (and ``azp``, when
   present, is it), ``exp`` has not passed and ``nbf``/``iat`` are not in the future, with 60 s
   leeway each way; ``sub`` is a non-empty text.
@@ -104,7 +105,10 @@ def check_signature(parts: JwtParts, keys: Mapping[str, RsaPublicKey]) -> JwtRef
     if "crit" in parts.header:
         return JwtRefusal("crit", "the token names critical extensions this engine does not know")
     kid = parts.header.get("kid")
-    key = keys.get(kid) if isinstance(kid, str) else None
+    if kid is None and len(keys) == 1:
+        key: RsaPublicKey | None = next(iter(keys.values()))  # an issuer with one key may omit kid
+    else:
+        key = keys.get(kid) if isinstance(kid, str) else None
     if key is None:
         return JwtRefusal("unknown-kid", f"no key {kid!r} in the issuer's key set")
     if not key.verify(parts.signature, parts.signing_input):
@@ -182,13 +186,13 @@ def parse_jwks(doc: object) -> dict[str, RsaPublicKey]:
         raise ValueError("a JWKS document is an object with a keys list")
     out: dict[str, RsaPublicKey] = {}
     for jwk in keys[:64]:
-        if not isinstance(jwk, Mapping) or jwk.get("kty") != "RSA" or not isinstance(jwk.get("kid"), str):
+        if not isinstance(jwk, Mapping) or jwk.get("kty") != "RSA":
             continue
         try:
             key = RsaPublicKey.from_jwk(jwk)
         except ValueError:
             continue
-        out[jwk["kid"]] = key
+        out[key.kid or ""] = key  # a key without kid serves only tokens without one
     return out
 
 
