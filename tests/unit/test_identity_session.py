@@ -252,3 +252,35 @@ def test_a_coordinator_holds_itself_to_its_email_gate(bus: Bus, issuer: Issuer) 
     host.provide_identity_token(token_for(issuer, bus, "host", "h@x.example"))
     bus.clock.advance(0.5)
     assert host.self_id in people(host) and host.get_state()["lobbyStatus"] == "admitted"
+
+
+def test_agent_credits_are_checked_on_announce_and_expired_agents_reaped(bus: Bus, issuer: Issuer) -> None:
+    credits = Issuer(issuer="https://credits.example", kid="c1")
+    jwks = {"https://credits.example/jwks": credits.jwks(), f"{ISSUER}/api/email/jwks": issuer.jwks()}
+    config = {"issuer": "https://credits.example", "jwksUrl": "https://credits.example/jwks"}
+
+    def session(name: str, **kw: Any) -> Session:
+        s = Session(ROOM, transport=bus.transport(name), scheduler=bus.scheduler(name),
+                    rng=random.Random(name), name=name, fetch=FakeFetch(bus.clock.call_later, jwks),
+                    agent_credits=config, **kw)
+        s.start()
+        return s
+
+    def credit(ttl: float) -> str:
+        return credits.mint("agent-1", fp="", room=ROOM, now=bus.clock.now(), ttl=ttl, aud="any")
+
+    host = session("host")
+    host.join()
+    bus.clock.advance(1.0)
+    paid = session("paid", meta={"role": "agent"}, agent_credit=credit(60))
+    unpaid = session("unpaid", meta={"role": "agent"})
+    human = session("human")
+    for s in (paid, unpaid, human):
+        s.join()
+    bus.clock.advance(3.0)
+    assert set(people(host)) == {host.self_id, paid.self_id, human.self_id}
+    assert unpaid.get_state()["lobbyStatus"] == "unverified"
+    assert host.get_identity_stats()["door"].get("credit:needs-credit")
+    bus.clock.advance(60 + 60 + 95)  # the credit expired (plus leeway), then 90 s more: reaped
+    assert paid.self_id not in people(host)
+    assert host.room is not None and host.room.drops.by_reason["door:credit-expired"] == 1
