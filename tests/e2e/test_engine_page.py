@@ -331,8 +331,8 @@ def test_demo_and_cross_origin_embed_share_a_call(
         embed.goto(embed_url)
         pages = (demo, embed)
         for page in pages:
-            page.wait_for_function("() => window.Kibitz && window.Kibitz.auto", timeout=30_000)
-            page.evaluate("() => window.Kibitz.auto.ready")
+            page.wait_for_function("() => window.call || (window.Kibitz && Kibitz.auto)", timeout=30_000)
+            page.evaluate("() => (window.call || window.Kibitz.auto).ready")
         assert embed.evaluate("() => [location.origin, Kibitz.server]") == [
             urlsplit(embed_url)._replace(path="", query="", fragment="").geturl(),
             kibitz_server.http + "/",
@@ -340,11 +340,13 @@ def test_demo_and_cross_origin_embed_share_a_call(
         # Cross-origin too, the engine comes from the snapshot, inflated in a worker (CORS allows it).
         boot = embed.evaluate("() => [Kibitz.timings.bootPath, Kibitz.timings.inflatedIn]")
         assert boot == ["snapshot", "worker"], boot
-        for page in pages:  # the one-liner mounts into presence; joining is the UI's (or our) call
-            page.evaluate("() => window.Kibitz.auto.join()")
+        # The embed page is the one-liner (Kibitz.auto); the demo mounts itself (window.call) to pass
+        # the host key of a room made on it. Both mount into presence; joining is the UI's (or our) call.
+        for page in pages:
+            page.evaluate("() => (window.call || window.Kibitz.auto).join()")
         for page in pages:
             page.wait_for_function(
-                "() => { const ps = Kibitz.auto.getParticipants(); "
+                "() => { const ps = (window.call || Kibitz.auto).getParticipants(); "
                 "return ps.length === 2 && ps.every((p) => p.linkUp); }",
                 timeout=15_000,
             )
