@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 echo "== ruff"
-.venv/bin/ruff check engine agent server tests bench build
+.venv/bin/ruff check engine agent server tests bench build apps
 echo "== mypy --strict"
-.venv/bin/mypy --strict engine/kibitz agent/kibitz_agent server/kibitz_server
+.venv/bin/mypy --strict engine/kibitz agent/kibitz_agent server/kibitz_server apps/whist/whist
 echo "== pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

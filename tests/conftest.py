@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "whist"))  # the whist package
 
 from redis_fixture import RedisServer, running_redis
 from server_fixture import KibitzServer, running_kibitz_server
