@@ -13,6 +13,7 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
     dist/demo/index.html           two tabs with the same URL share a room (room id in the hash)
     dist/demo/embed.html           the one-liner as a third-party page uses it
     dist/demo/follow.html          follow-me: hash routing synced with broadcast/onMessage (headless)
+    dist/whist/                    the reference game on the headless controller (apps/whist)
     dist/manifest.json             bytes and sha256 of every file (for benchmarks and caching)
 
 Every run hashes its inputs first and returns at once when ``dist/.build-stamp`` matches, because
@@ -59,6 +60,11 @@ WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/moderation.js", "w
                   "widget/snapshot.js", "widget/loader.js"]
 STATIC_SOURCES = {"widget/kibitz.d.ts": "kibitz.d.ts", "widget/demo/index.html": "demo/index.html",
                   "widget/demo/embed.html": "demo/embed.html", "widget/demo/follow.html": "demo/follow.html"}
+# The reference game (apps/whist, served at /whist/): the page and the modules it imports; the
+# Python twin, its test harness and the kibitzer stay out of the bundle.
+WHIST_FILES = ["index.html", "app.mjs", "table.mjs", "dealer.mjs", "client.mjs", "verify.mjs", "wire.mjs",
+               "port.mjs", "rules.mjs"]
+STATIC_SOURCES.update({f"apps/whist/{f}": f"whist/{f}" for f in WHIST_FILES})
 # Fixed zip timestamps make the engine wheel byte-for-byte reproducible.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 BUILD_MARKER = "/*__KIBITZ_BUILD__*/null"

@@ -75,6 +75,24 @@ export class Dealer {
     }
   }
 
+  /** The dealer before us handed the table over: carry on with its seats and scores, unless we have dealt. */
+  takeOver(pub) {
+    const sc = this.score;
+    const fresh = sc.points.concat(sc.games, sc.total).every((x) => x === 0) && sc.game === 1 && sc.rubber === 1;
+    if (this.dealNo !== 0 || this.phase !== "idle" || !fresh) return;
+    const sat = [];
+    for (const s of this.seats) {
+      if (!s.uid) continue;
+      for (const [mid, u] of sortedEntries(this.members)) if (u === s.uid) sat.push([s.uid, mid]);
+    }
+    this.adopt(pub);
+    const here = new Set(this.members.values());
+    for (const s of this.seats) s.away = s.uid !== null && !here.has(s.uid);
+    for (const [uid, mid] of sat) if (this.seatOf(uid) === null) this.sit(mid, uid, -1); // who sat with us keeps a seat
+    this.changed = true;
+    this.maybeStart();
+  }
+
   pub() {
     const g = this.game;
     let deal = null;

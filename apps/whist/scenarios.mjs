@@ -69,11 +69,22 @@ function sitBetweenDeals() {
   return net;
 }
 
+function newcomerTakesOverTheDeal() {
+  const net = new LocalNet();
+  const ann = net.join("m-ann", { name: "Ann", key: KEYS.ann });
+  net.join("m-bob", { name: "Bob", key: KEYS.bob });
+  drive(net, () => phase(ann) === "done");
+  net.join("m-cy", { name: "Cy", key: KEYS.cy, sit: false });
+  drive(net, () => phase(ann) === "play" && tricks(ann) >= 2);
+  return net;
+}
+
 export const SCENARIOS = {
   two_people_and_a_kibitzer: twoPeopleAndAKibitzer,
   dealer_leaves: dealerLeaves,
   reload_keeps_the_seat: reloadKeepsTheSeat,
   sit_between_deals: sitBetweenDeals,
+  newcomer_takes_over_the_deal: newcomerTakesOverTheDeal,
 };
 
 export function summary(net) {

@@ -38,7 +38,11 @@ export class Table {
     const auth = elect(this.people);
     if (auth !== this.auth) {
       this.auth = auth;
-      if (this.dealer !== null && auth !== this.me) { this.dealer.stop(); this.dealer = null; }
+      if (this.dealer !== null && auth !== this.me) {
+        this.dealer.stop();
+        if (auth !== null) this.sendOrCount(auth, msg("handover", { pub: this.dealer.pub() }));
+        this.dealer = null;
+      }
       if (auth === this.me && this.dealer === null && this.uid !== null) {
         this.dealer = new this.DealerClass(this.port, this.outbox, this.uid, this.opts,
           (delay, fn) => this.schedule(delay, fn), this.client.pub);
@@ -110,8 +114,12 @@ export class Table {
   toDealer(m) {
     if (this.auth === null) return;
     if (this.auth === this.me) { this.queue.push(["dealer", this.me, m]); return; }
+    this.sendOrCount(this.auth, m);
+  }
+
+  sendOrCount(peer, m) {
     try {
-      this.port.sendTo(this.auth, m);
+      this.port.sendTo(peer, m);
     } catch (exc) {
       this.count(`send: ${exc && exc.name ? exc.name : "Error"}`);
     }
@@ -175,6 +183,11 @@ export class Table {
       if (t === "hand") return this.client.onHand(m);
       this.client.onError(m);
       return true;
+    }
+    if (t === "handover") {
+      if (this.dealer !== null && this.uidOfMember(frm) === m.pub.auth) this.dealer.takeOver(m.pub);
+      else this.count("handover not for us");
+      return false;
     }
     if (t === "commit") {
       this.client.onCommit(this.uidOfMember(frm), m);

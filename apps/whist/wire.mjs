@@ -43,7 +43,7 @@ export function check(data) {
   if (!isObj(data) || data.ns !== NS) return null;
   const m = { ...data };
   switch (m.t) {
-    case "state": checkPub(m.pub); break;
+    case "state": case "handover": checkPub(m.pub); break;
     case "hand":
       re(m.table, DEAL_ID_RE, "table"); re(m.deal, DEAL_ID_RE, "deal id"); int(m.seat, 0, 3, "seat");
       cards(m.cards, "hand", 13, 13); break;

@@ -118,6 +118,9 @@ class StaticFiles:
         path = self.resolve(rel)
         if path is None:
             raise web.HTTPNotFound(headers={"Access-Control-Allow-Origin": "*"})
+        if not rel.endswith("/") and path.name == "index.html" and not rel.endswith("index.html"):
+            # /whist → /whist/: the page's relative URLs (./app.mjs, ../widget.js) need the slash
+            raise web.HTTPMovedPermanently(request.path + "/", headers={"Access-Control-Allow-Origin": "*"})
         if rel.endswith("/") or (path.name == "index.html" and not rel.endswith("index.html")):
             rel = rel.rstrip("/") + "/index.html"
         return await self._serve(request, path, rel)

@@ -176,6 +176,17 @@ async def test_root_serves_demo_and_traversal_is_refused(
             assert "outside dist" not in await r.text()
 
 
+async def test_a_directory_without_its_slash_is_redirected(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """/demo → /demo/: an app's relative URLs (./app.mjs, ../widget.js) resolve against the slash."""
+    async with http.get(f"{server.http_url}/demo", allow_redirects=False) as r:
+        assert r.status == 301
+        assert r.headers["Location"] == "/demo/"
+    async with http.get(f"{server.http_url}/demo") as r:
+        assert r.status == 200 and str(r.url).endswith("/demo/")
+
+
 async def test_builtin_page_when_dist_is_missing(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     srv = await start_server(ServerConfig(port=0, broker_port=0, dist_dir=tmp_path / "none"), sweep=False)
     try:

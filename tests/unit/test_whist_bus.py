@@ -28,7 +28,8 @@ from kibitz.testing import Bus
 
 ROOM = "room-whist-bus-4q8z1"
 CARD = re.compile(r"^[2-9TJQKA][CDHS]$")
-OPTS = Options(bot_delay=0.05, away_grace=1.0, start_delay=0.5, next_delay=0.5, phase_timeout=5.0, auto_next=False)
+OPTS = Options(bot_delay=0.05, away_grace=1.0, start_delay=0.5, next_delay=0.5, phase_timeout=5.0,
+               auto_next=False)
 
 
 @dataclass
@@ -109,7 +110,8 @@ def run_deal(bus: Bus, players: list[Player], until: float = 120.0) -> None:
         for p in people:
             v = p.table.view()
             if v["legal"]:
-                p.table.play(rules.bot_play(v["hand"], v["pub"]["deal"]["trick"], v["pub"]["deal"]["turnup"][1]))
+                deal = v["pub"]["deal"]
+                p.table.play(rules.bot_play(v["hand"], deal["trick"], deal["turnup"][1]))
         bus.clock.advance(0.05)
         if all(p.table.client.last_check is not None for p in players):
             return
@@ -201,4 +203,5 @@ def test_a_dealer_dealing_from_a_stacked_deck_is_caught_by_every_other_client(bu
         if p is dealer:
             continue
         assert not check["ok"], p.name
-        assert check["reason"] == "the hand we were dealt is not the one the seeds deal us"
+        assert check["reason"] in ("the hand we were dealt is not the one the seeds deal us",
+                                   "the turn-up is not the last card of the deck the seeds make")

@@ -16,6 +16,7 @@ def test_node_runs_the_page_rules_and_table_against_the_vectors() -> None:
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is missing: scripts/setup.sh installs it")
-    proc = subprocess.run([node, "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([node, "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "# fail 0" in proc.stdout and "# pass " in proc.stdout

@@ -58,7 +58,7 @@ def test_a_stacked_deck_is_caught_by_every_other_client() -> None:
         if t is not dealer:
             check = t.client.last_check
             assert check is not None and check["ok"] is False, check
-            assert "hand we were dealt" in check["reason"]
+            assert "hand we were dealt" in check["reason"] or "turn-up" in check["reason"]
 
 
 class SeedSwappingDealer(Dealer):
@@ -206,3 +206,20 @@ def test_stand_up_and_new_game() -> None:
     ann.new_game()
     net.run(net.now + 0.1)
     assert ann.client.pub["score"]["points"] == [0, 0] and ann.client.pub["deal"]["no"] == 1
+
+
+def test_a_newcomer_with_a_lower_uid_deals_on_with_the_same_seats_and_score() -> None:
+    net = LocalNet()
+    ann = net.join("m-ann", name="Ann", key=KEYS["ann"])
+    bob = net.join("m-bob", name="Bob", key=KEYS["bob"])
+    drive(net, lambda: phase(ann) == "done")
+    old = ann.client.pub
+    assert old is not None
+    before = (old["score"], [s["uid"] for s in old["seats"]], old["deal"]["no"])
+    cy = net.join("m-cy", name="Cy", key=KEYS["cy"], sit=False)
+    assert rules.uid_of(KEYS["cy"]) < min(str(ann.uid), str(bob.uid)) and cy.dealer is not None
+    drive(net, lambda: phase(ann) == "play")
+    pub = ann.client.pub
+    assert pub is not None and pub["auth"] == cy.uid
+    assert (pub["score"], [s["uid"] for s in pub["seats"]]) == before[:2]
+    assert pub["deal"]["no"] == before[2] + 1

@@ -120,6 +120,23 @@ class Dealer:
                 self.deal_no -= 1
                 self.dealer_seat = (self.dealer_seat + 3) % 4
 
+    def take_over(self, pub: Mapping[str, Any]) -> None:
+        """The dealer before us handed the table over (someone with a lower uid, us, arrived): carry
+        on with its seats and scores, unless we have dealt already."""
+        if self.deal_no != 0 or self.phase != "idle" or self.score != Score():
+            return
+        members = sorted(self.members.items())
+        sat = [(s.uid, mid) for s in self.seats for mid, u in members if s.uid and u == s.uid]
+        self._adopt(pub)
+        here = set(self.members.values())
+        for s in self.seats:
+            s.away = s.uid is not None and s.uid not in here
+        for uid, mid in sat:  # who sat with us before the handover keeps a seat
+            if self._seat_of(uid) is None:
+                self._sit(mid, uid, -1)
+        self.changed = True
+        self._maybe_start()
+
     def pub(self) -> Json:
         g = self.game
         deal: Json | None = None

@@ -93,11 +93,23 @@ def sit_between_deals() -> LocalNet:
     return net
 
 
+def newcomer_takes_over_the_deal() -> LocalNet:
+    """Cy arrives with the lowest uid and becomes the dealer: the scores carry on (handover)."""
+    net = LocalNet()
+    ann = net.join("m-ann", name="Ann", key=KEYS["ann"])
+    net.join("m-bob", name="Bob", key=KEYS["bob"])
+    drive(net, lambda: phase(ann) == "done")
+    net.join("m-cy", name="Cy", key=KEYS["cy"], sit=False)
+    drive(net, lambda: phase(ann) == "play" and tricks(ann) >= 2)
+    return net
+
+
 SCENARIOS: dict[str, Callable[[], LocalNet]] = {
     "two_people_and_a_kibitzer": two_people_and_a_kibitzer,
     "dealer_leaves": dealer_leaves,
     "reload_keeps_the_seat": reload_keeps_the_seat,
     "sit_between_deals": sit_between_deals,
+    "newcomer_takes_over_the_deal": newcomer_takes_over_the_deal,
 }
 
 

@@ -59,6 +59,8 @@ class Table:
             self.auth = auth
             if self.dealer is not None and auth != self.me:
                 self.dealer.stop()
+                if auth is not None:
+                    self._send(auth, msg("handover", pub=self.dealer.pub()))
                 self.dealer = None
             if auth == self.me and self.dealer is None and self.uid is not None:
                 self.dealer = self.dealer_class(
@@ -146,8 +148,11 @@ class Table:
         if self.auth == self.me:
             self.queue.append(("dealer", self.me, m))
             return
+        self._send(self.auth, m)
+
+    def _send(self, peer: str, m: Json) -> None:
         try:
-            self.port.send_to(self.auth, m)
+            self.port.send_to(peer, m)
         except Exception as exc:  # the engine refused: the dealer left; a new one gets a hello
             self.dropped[f"send: {type(exc).__name__}"] += 1
 
@@ -216,6 +221,12 @@ class Table:
                 return self.client.on_hand(m)
             self.client.on_error(m)
             return True
+        if t == "handover":
+            if self.dealer is not None and self._uid_of_member(frm) == m["pub"]["auth"]:
+                self.dealer.take_over(m["pub"])
+            else:
+                self.dropped["handover not for us"] += 1
+            return False
         if t == "commit":
             self.client.on_commit(self._uid_of_member(frm), m)
             if self.dealer is not None:

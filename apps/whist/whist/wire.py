@@ -6,7 +6,9 @@ table. The page checks the same things in ``apps/whist/wire.mjs``.
 
 From the table's authority (the dealer): ``state`` (broadcast, public), ``hand`` (``sendTo`` one
 player or one allowed watcher: the 13 cards dealt to one seat), ``error`` (``sendTo``: why a request
-was refused). From a player to everyone: ``commit`` (a hash that binds its seed for this deal).
+was refused). From a player to everyone: ``commit`` (a hash that binds its seed for this deal). From a
+dealer that loses the table to the new dealer: ``handover`` (its last public state: seats and scores
+carry on).
 From a player to the dealer only: ``hello`` (proves the seat key), ``sit``, ``stand``, ``seed``
 (the seed behind its commitment), ``play``, ``next``, ``newgame``, ``allow``/``revoke`` (let a
 watcher see this seat's hand).
@@ -77,7 +79,7 @@ def check(data: object) -> Json | None:
         return None
     t = data.get("t")
     m: Json = dict(data)
-    if t == "state":
+    if t in ("state", "handover"):
         check_pub(m.get("pub"))
     elif t == "hand":
         _re(m.get("table"), DEAL_ID_RE, "table")
