@@ -7,6 +7,6 @@ bash scripts/setup.sh --tests
 echo "== ruff"
 .venv/bin/ruff check engine agent server tests bench build apps
 echo "== mypy --strict"
-.venv/bin/mypy --strict engine/kibitz agent/kibitz_agent server/kibitz_server apps/whist/whist
+.venv/bin/mypy --strict engine/kibitz agent/kibitz_agent server/kibitz_server apps/whist/whist apps/whist/kibitzer.py
 echo "== pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -7,6 +7,11 @@ the process gets Ctrl-C / SIGTERM; the agent always leaves with a clean goodbye.
 
 Optional module constants describe the agent: ``NAME`` (default: the file's stem), ``BACKEND``
 (default ``"none"``) and ``EGRESS`` (default ``False``).
+
+Arguments the CLI does not know are the agent's own: the file defines ``setup(argv) -> dict`` to
+parse them (raise ``SystemExit`` or ``ValueError`` to refuse them). The dict may set ``name`` and
+``meta`` (added to the roster meta); all of it reaches ``main(agent, options)`` when ``main`` takes
+a second parameter. Without ``setup``, unknown arguments are an error.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .agent import DEFAULT_SERVER, Agent, AgentJoinError
 
 log = logging.getLogger("kibitz.agent")
 
-AgentMain = Callable[[Agent], Coroutine[Any, Any, Any]]
+AgentMain = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class AgentFileError(Exception):
@@ -82,6 +87,31 @@ def _secret(path: str | None, env: str) -> str | None:
     return os.environ.get(env) or None
 
 
+def agent_options(module: ModuleType, argv: list[str]) -> dict[str, Any]:
+    """The agent's own arguments, parsed by its ``setup(argv)``; ValueError when it refuses them."""
+    setup = getattr(module, "setup", None)
+    if setup is None:
+        if argv:
+            raise ValueError(f"unrecognized arguments: {' '.join(argv)} (the agent file has no setup(argv))")
+        return {}
+    try:
+        options = setup(list(argv))
+    except SystemExit as exc:  # argparse inside setup() has printed its message
+        raise ValueError(f"the agent's setup refused its arguments (exit {exc.code})") from exc
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError("setup(argv) must return a dict (or None)")
+    return options
+
+
+def _takes_options(main: AgentMain) -> bool:
+    try:
+        return len(inspect.signature(main).parameters) >= 2
+    except (TypeError, ValueError):
+        return False
+
+
 def agent_main(args: argparse.Namespace) -> int:
     """Entry point for ``kibitz agent run``; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,19 +123,29 @@ def agent_main(args: argparse.Namespace) -> int:
     try:
         if not (getattr(args, "room", None) or getattr(args, "link", None)):
             raise ValueError("give the room with --room or its link with --link")
+        options = agent_options(module, list(getattr(args, "agent_args", None) or []))
+        meta = options.get("meta")
         agent = Agent(
             server=getattr(args, "server", None) or DEFAULT_SERVER,
             room=getattr(args, "room", None) or "",
-            name=str(getattr(module, "NAME", None) or Path(args.path).stem),
+            name=str(options.get("name") or getattr(module, "NAME", None) or Path(args.path).stem),
             backend=str(getattr(module, "BACKEND", "none")),
             egress=bool(getattr(module, "EGRESS", False)),
             link=getattr(args, "link", None),
             join_credential=_secret(getattr(args, "credential_file", None), "KIBITZ_JOIN_CREDENTIAL"),
             host_key=_secret(getattr(args, "host_key_file", None), "KIBITZ_HOST_KEY"),
+            meta=meta if isinstance(meta, dict) else None,
         )
     except (ValueError, OSError) as exc:
         print(f"kibitz agent: {exc}", file=sys.stderr)
         return 2
+    if _takes_options(main):
+        takes_options = main
+
+        async def main_with_options(agent: Agent) -> Any:
+            return await takes_options(agent, options)
+
+        main = main_with_options
 
     async def runner() -> None:
         task = asyncio.current_task()
@@ -131,4 +171,4 @@ def agent_main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["AgentFileError", "agent_main", "load_agent_file", "run_agent"]
+__all__ = ["AgentFileError", "agent_main", "agent_options", "load_agent_file", "run_agent"]

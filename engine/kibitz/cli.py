@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--credential-file", default=None,
                      help="file: room code or invite (or $KIBITZ_JOIN_CREDENTIAL)")
     run.add_argument("--host-key-file", default=None, help="file: the room's host key (or $KIBITZ_HOST_KEY)")
-    args = parser.parse_args(argv)
+    run.epilog = ("Arguments the CLI does not know (e.g. --watch S) go to the agent file's "
+                  "setup(argv), if it defines one.")
+    args, extra = parser.parse_known_args(argv)
+    if extra and not (args.command == "agent" and getattr(args, "agent_command", None) == "run"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.agent_args = extra
 
     if args.command == "version":
         from kibitz import __version__
