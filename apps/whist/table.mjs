@@ -25,6 +25,7 @@ export class Table {
     this.dropped = new Map();
     this.draining = false;
     this.helloMark = ["*", 0];
+    this.helloSent = true;
     // the dealer's outbox
     this.outbox = { send: (member, data) => this.send(member, data), broadcast: (data) => this.broadcast(data) };
   }
@@ -51,6 +52,8 @@ export class Table {
         this.hello();
         this.helloMark = ["*", 0];
       }
+    } else if (auth !== null && !this.helloSent) {
+      this.hello(); // the last one was refused (our own roster entry was not in yet): again
     }
     if (this.dealer !== null) this.dealer.onRoster(this.people);
     this.drain();
@@ -112,9 +115,9 @@ export class Table {
   // ---------------------------------------------------------------- routing
 
   toDealer(m) {
-    if (this.auth === null) return;
-    if (this.auth === this.me) { this.queue.push(["dealer", this.me, m]); return; }
-    this.sendOrCount(this.auth, m);
+    if (this.auth === null) return false;
+    if (this.auth === this.me) { this.queue.push(["dealer", this.me, m]); return true; }
+    return this.sendOrCount(this.auth, m);
   }
 
   sendOrCount(peer, m) {
@@ -122,7 +125,9 @@ export class Table {
       this.port.sendTo(peer, m);
     } catch (exc) {
       this.count(`send: ${exc && exc.name ? exc.name : "Error"}`);
+      return false;
     }
+    return true;
   }
 
   clientBroadcast(m) {
@@ -203,8 +208,8 @@ export class Table {
 
   hello() {
     if (this.uid === null || this.key === null) return;
-    this.toDealer(msg("hello", { uid: this.uid, key: this.key }));
-    if (this.wantSeat) this.toDealer(msg("sit", { seat: -1 }));
+    this.helloSent = this.toDealer(msg("hello", { uid: this.uid, key: this.key }));
+    if (this.wantSeat && this.helloSent) this.toDealer(msg("sit", { seat: -1 }));
   }
 
   helloAgain(pub) {

@@ -28,7 +28,8 @@ from kibitz.testing import Bus
 
 ROOM = "room-whist-bus-4q8z1"
 CARD = re.compile(r"^[2-9TJQKA][CDHS]$")
-OPTS = Options(bot_delay=0.05, away_grace=1.0, start_delay=0.5, next_delay=0.5, phase_timeout=5.0,
+# start_delay: on the fake clock, long enough for all four to say hello before the first deal
+OPTS = Options(bot_delay=0.05, away_grace=1.0, start_delay=10.0, next_delay=0.5, phase_timeout=5.0,
                auto_next=False)
 
 
@@ -137,6 +138,7 @@ def test_four_engines_play_a_deal_and_nobody_receives_another_seats_card(bus: Bu
         assert {q["id"] for q in p.session.get_participants()} == ids
 
     dealer = next(p for p in players if p.table.dealer is not None)
+    assert sorted(p.table.client.seat() for p in players) == [0, 1, 2, 3]  # type: ignore[type-var]
     north = next(p for p in players if p.table.client.seat() == 0)
     # The kibitzer asked (roster meta) to watch North; nothing reaches it before North allows it.
     bus.clock.advance(1.0)
@@ -192,6 +194,7 @@ def test_a_dealer_dealing_from_a_stacked_deck_is_caught_by_every_other_client(bu
     for p in players:
         p.session.join()
     bus.clock.advance(3.0)
+    assert sorted(p.table.client.seat() for p in players) == [0, 1, 2, 3]  # type: ignore[type-var]
     run_deal(bus, players)
     dealer = next(p for p in players if p.table.dealer is not None)
     mine = dealer.table.client.seat()

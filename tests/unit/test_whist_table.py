@@ -223,3 +223,24 @@ def test_a_newcomer_with_a_lower_uid_deals_on_with_the_same_seats_and_score() ->
     assert pub is not None and pub["auth"] == cy.uid
     assert (pub["score"], [s["uid"] for s in pub["seats"]]) == before[:2]
     assert pub["deal"]["no"] == before[2] + 1
+
+
+def test_a_refused_hello_is_said_again_on_the_next_roster() -> None:
+    """The engine refuses a send while our own roster entry is not in yet: the hello is retried."""
+    net = LocalNet()
+    ann = net.join("m-ann", name="Ann", key=KEYS["ann"])
+    dealer = "m-ann"
+    net.no_directed.add(dealer)  # sends to the dealer fail for now
+    bob = net.join("m-bob", name="Bob", key=KEYS["bob"])
+    if bob.dealer is not None:  # Bob's uid is lower: then Ann is the one whose hello fails
+        net.no_directed.discard(dealer)
+        net.no_directed.add("m-bob")
+        dealer, bob = "m-bob", ann
+    net.run(net.now + 1.0)
+    assert bob.dropped and bob.client.seat() is None
+    net.no_directed.discard(dealer)
+    net.roster_changed()
+    net.run(net.now + 0.5)
+    pub = bob.client.pub
+    assert pub is not None and bob.uid in pub["here"]
+    assert any(bob.uid in (s["uid"], s["next"]) for s in pub["seats"])  # seated, or sits next deal

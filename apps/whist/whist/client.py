@@ -32,7 +32,7 @@ class Client:
         uid: str | None,
         watch: int | None,
         rand: Callable[[int], str],
-        to_dealer: Callable[[Json], None],
+        to_dealer: Callable[[Json], object],
         broadcast: Callable[[Json], None],
     ) -> None:
         self.uid = uid

@@ -48,6 +48,7 @@ class Table:
         self.dropped: Counter[str] = Counter()
         self._draining = False
         self.hello_mark: tuple[str, int] = ("*", 0)
+        self.hello_sent = True
         """Where we last said hello (table, version): unanswered, we say it again 5 versions on."""
 
     # ------------------------------------------------------------------ events in
@@ -69,6 +70,8 @@ class Table:
             if auth is not None:
                 self._hello()
                 self.hello_mark = ("*", 0)
+        elif auth is not None and not self.hello_sent:
+            self._hello()  # the last one was refused (our own roster entry was not in yet): again
         if self.dealer is not None:
             self.dealer.on_roster(self.people)
         self._drain()
@@ -142,19 +145,21 @@ class Table:
 
     # ------------------------------------------------------------------ routing
 
-    def _to_dealer(self, m: Json) -> None:
+    def _to_dealer(self, m: Json) -> bool:
         if self.auth is None:
-            return
+            return False
         if self.auth == self.me:
             self.queue.append(("dealer", self.me, m))
-            return
-        self._send(self.auth, m)
+            return True
+        return self._send(self.auth, m)
 
-    def _send(self, peer: str, m: Json) -> None:
+    def _send(self, peer: str, m: Json) -> bool:
         try:
             self.port.send_to(peer, m)
-        except Exception as exc:  # the engine refused: the dealer left; a new one gets a hello
+        except Exception as exc:  # the engine refused: the dealer left, or is not our peer yet
             self.dropped[f"send: {type(exc).__name__}"] += 1
+            return False
+        return True
 
     def _broadcast(self, m: Json) -> None:
         self.port.broadcast(m)
@@ -242,8 +247,8 @@ class Table:
     def _hello(self) -> None:
         if self.uid is None or self.key is None:
             return
-        self._to_dealer(msg("hello", uid=self.uid, key=self.key))
-        if self.want_seat:
+        self.hello_sent = self._to_dealer(msg("hello", uid=self.uid, key=self.key))
+        if self.want_seat and self.hello_sent:
             self._to_dealer(msg("sit", seat=-1))
 
     def _hello_again(self, pub: Json) -> None:
