@@ -196,7 +196,7 @@ function draw() {
     box.className = "seat" + (deal && deal.phase === "play" && deal.turn === seat ? " turn" : "");
     box.dataset.seat = String(seat);
     const kids = [tile(person, s.uid ? who : "Bot"), el("div", { class: "who" }, el("b", { text: who }), el("small", { text: notes.join(" · ") }))];
-    if (!s.uid && !s.next && me === null && wantSeatNow()) {
+    if (!s.uid && !s.next && me === null && pub) {
       kids.push(el("button", { type: "button", text: "Sit here", onclick: () => table.sit(seat) }));
     }
     box.replaceChildren(...kids);
@@ -244,8 +244,6 @@ function draw() {
   drawWatchers(v, people);
   drawChat(people);
 }
-
-function wantSeatNow() { return table && table.wantSeat !== false; }
 
 let lastNote = "";
 function note(text) { lastNote = text; schedule(); setTimeout(() => { if (lastNote === text) { lastNote = ""; schedule(); } }, 4000); }
