@@ -3,13 +3,14 @@
 # Debian packages, the .venv with the project and its tools, npm packages, and the served bundle.
 # Each step is skipped when its inputs have not changed since it last ran.
 # `--tests` adds what only the tests need (coturn, the TURN relay the e2e tests run on loopback;
-# redis-server, which the multi-node tests start on free ports: never the system service).
+# redis-server, which the multi-node tests start on free ports: never the system service;
+# iproute2, whose `ip netns` builds the offline-LAN tests' private networks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 APT_PACKAGES=(chromium)
-if [ "${1:-}" = "--tests" ]; then APT_PACKAGES+=(coturn redis-server); fi
+if [ "${1:-}" = "--tests" ]; then APT_PACKAGES+=(coturn redis-server iproute2); fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -31,7 +32,7 @@ want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[server,agent,dev]"
+  .venv/bin/python -m pip install -q -e ".[server,agent,hub,dev]"
   echo "$want" > "$stamp"
 fi
 

@@ -1,5 +1,6 @@
-"""The ``kibitz`` command: ``kibitz serve`` runs the self-hosted edge, ``kibitz licence`` manages
-its relay licences, ``kibitz room new`` makes a room with settings, ``kibitz agent run`` runs an agent."""
+"""The ``kibitz`` command: ``kibitz serve`` runs the self-hosted edge, ``kibitz hub`` a LAN hub for
+rooms with no internet, ``kibitz licence`` manages its relay licences, ``kibitz room new`` makes a
+room with settings, ``kibitz agent run`` runs an agent."""
 
 from __future__ import annotations
 
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     email_sub.add_parser("rotate-key", parents=[where],
                          help="a new signing key; old ones stay in the JWKS until their tokens expire")
     email_sub.add_parser("keys", parents=[where], help="list the signing keys (ids, dates)")
+    try:
+        from kibitz.server.hub.app import add_parser as add_hub_parser  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        hub = sub.add_parser("hub", help="run a LAN hub (needs the hub extra: aiortc, aiohttp, segno)")
+        hub.set_defaults(hub_missing=True)
+    else:
+        add_hub_parser(sub)
     from kibitz.room_cli import add_parsers as add_room_parsers
 
     add_room_parsers(sub)
@@ -118,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kibitz email is unavailable: {exc}", file=sys.stderr)
             return 2
         return int(email_main(args))
+    if args.command == "hub":
+        try:
+            from kibitz.server.hub.app import hub_main  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            print(f"kibitz hub is unavailable: {exc}", file=sys.stderr)
+            return 2
+        return int(hub_main(args))
     if args.command == "room":
         from kibitz.room_cli import room_main
 

@@ -47,12 +47,13 @@ def new_connection_id(rng: random.Random) -> str:
 
 
 def signaling_url(ws_base: str, *, key: str, peer_id: str, token: str, version: str = PEERJS_VERSION) -> str:
-    """``{ws_base}peerjs?key=&id=&token=&version=``; ``ws_base`` is e.g. ``ws://127.0.0.1:9000/``.
+    """``{ws_base}peerjs?key=&id=&token=&version=``; ``ws_base`` is e.g. ``ws://127.0.0.1:9000/``,
+    or ``hub://galaxy/`` for a broker reached through a LAN hub (:mod:`kibitz.backends.hub_signaling`).
 
     A missing trailing slash is added, since the broker path is always ``<path>/peerjs``.
     """
-    if not ws_base.startswith(("ws://", "wss://")):
-        raise ValueError(f"broker url must start with ws:// or wss://, got {ws_base!r}")
+    if not ws_base.startswith(("ws://", "wss://", "hub://")):
+        raise ValueError(f"broker url must start with ws://, wss:// or hub://, got {ws_base!r}")
     base = ws_base if ws_base.endswith("/") else ws_base + "/"
     query = urlencode({"key": key, "id": peer_id, "token": token, "version": version})
     return f"{base}peerjs?{query}"
