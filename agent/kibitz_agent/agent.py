@@ -35,8 +35,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from kibitz.admission import REFUSED, prepare_credential
+from kibitz.backends.hub_signaling import HUB_BROKER_URL
 from kibitz.backends.rtc_api import IceServer
 from kibitz.content import AGENT_ENVELOPE
+from kibitz.galaxy import Galaxy, galaxy_from_link, parse_galaxy
 from kibitz.gate import JoinGate, check_room, parse_link
 from kibitz.identity import identity_nonce
 from kibitz.identity.keys import Done, Fetch
@@ -255,6 +257,8 @@ class Agent:
     ``loopback_only`` (default: whether the broker host is
     127.0.0.1/localhost) makes aiortc gather only 127.0.0.1 candidates, which a machine whose
     only usable interface is ``lo`` needs and which keeps a local test off the LAN.
+    ``galaxy`` (a ``?galaxy=`` value, also read from ``link``): join through that LAN hub
+    (``kibitz hub``) over WebRTC, with no server, broker or relay asked at all.
     ``backend`` (which model perceives the room) and ``egress`` (whether what it perceives
     leaves the room) are disclosures shown to the host; they never grant anything.
     """
@@ -286,8 +290,12 @@ class Agent:
         cert_file: str | Path | None = None,
         agent_key: str | None = None,
         agent_credit: str | None = None,
+        galaxy: str | Galaxy | None = None,
     ) -> None:
+        if isinstance(galaxy, str):
+            galaxy = None if galaxy == "off" else parse_galaxy(galaxy)  # GalaxyError: a ValueError
         if link is not None:
+            galaxy = galaxy or galaxy_from_link(link)
             parsed = parse_link(link)  # GateError (a ValueError) for a link that cannot be trusted
             room = room or parsed.room or ""
             join_gate = join_gate if join_gate is not None else parsed.gate
@@ -311,7 +319,9 @@ class Agent:
         self.name = name
         self.backend = backend
         self.egress = bool(egress)
-        self.broker_url = broker
+        self.galaxy: Galaxy | None = galaxy
+        """The LAN hub this agent signals through (no server, broker or relay is asked then)."""
+        self.broker_url = broker if galaxy is None else HUB_BROKER_URL
         self._key = key
         self._loopback_only = loopback_only
         self._relay_only = relay_only
@@ -369,9 +379,15 @@ class Agent:
         self._found_broker = self.broker_url is None  # ours to ask again if its node goes away
         if self.broker_url is None:
             self.broker_url, self._key = await resolve_broker(self.server, self.room)
-        loopback = is_loopback(self.broker_url) if self._loopback_only is None else self._loopback_only
+        if self.galaxy is not None:
+            loopback = all(is_loopback(f"http://{host}/") for host, _ in self.galaxy.addresses)
+        else:
+            loopback = is_loopback(self.broker_url)
+        loopback = loopback if self._loopback_only is None else self._loopback_only
         first = IceAnswer(error="no server to ask")
-        if self.server or self._turn_server:
+        if self.galaxy is not None:
+            first = IceAnswer(servers=(), error="a LAN hub: no relay")  # iceServers: [], no internet
+        elif self.server or self._turn_server:
             self.relay = RelayKeeper(self._relay, http_fetch, self._apply_ice)
             first = await self.relay.ask()
         refused = relay_refusal(self._relay, first)
@@ -385,6 +401,7 @@ class Agent:
         self._transport = make_aio_transport(
             self.broker_url, key=self._key, loopback_only=loopback, ice_servers=first.servers,
             ice_transport_policy="relay" if self._relay_only else "all", certificate=certificate,
+            galaxy=self.galaxy,
         )
         if self.relay is not None:
             self._spawn(self.relay.run(first))

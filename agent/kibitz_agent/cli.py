@@ -135,6 +135,7 @@ def agent_main(args: argparse.Namespace) -> int:
             join_credential=_secret(getattr(args, "credential_file", None), "KIBITZ_JOIN_CREDENTIAL"),
             host_key=_secret(getattr(args, "host_key_file", None), "KIBITZ_HOST_KEY"),
             meta=meta if isinstance(meta, dict) else None,
+            galaxy=getattr(args, "galaxy", None) or os.environ.get("KIBITZ_GALAXY") or None,
         )
     except (ValueError, OSError) as exc:
         print(f"kibitz agent: {exc}", file=sys.stderr)

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--room", default=None, help="the room (or give --link)")
     run.add_argument("--link", default=None, help="the room's link: room, gate and an invite in one")
     run.add_argument("--server", default="http://127.0.0.1:8787")
+    run.add_argument("--galaxy", default=None,
+                     help="join through this LAN hub (the value kibitz hub prints; or $KIBITZ_GALAXY)")
     run.add_argument("--credential-file", default=None,
                      help="file: room code or invite (or $KIBITZ_JOIN_CREDENTIAL)")
     run.add_argument("--host-key-file", default=None, help="file: the room's host key (or $KIBITZ_HOST_KEY)")

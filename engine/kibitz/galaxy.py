@@ -87,6 +87,8 @@ def _unb64url(text: str) -> bytes:
 
 
 def _check_host(host: str) -> str:
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 literal written as in a URL
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

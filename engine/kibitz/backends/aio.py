@@ -51,8 +51,10 @@ from websockets.exceptions import ConnectionClosed
 
 from kibitz.backends.aio_cert import certificate_fingerprint, new_certificate
 from kibitz.backends.aio_media import FanoutRegistry, RemoteLane, SenderLane, placeholder_tracks
+from kibitz.backends.hub_signaling import HUB_BROKER_URL, HubConnector
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
+    ConnectSignaling,
     EventListeners,
     IceCandidateInit,
     IceServer,
@@ -67,6 +69,7 @@ from kibitz.backends.rtc_api import (
     W3CPeerConnectionState,
 )
 from kibitz.clock import AsyncioScheduler
+from kibitz.galaxy import Galaxy
 from kibitz.identity.binding import fingerprint_of_der
 
 log = logging.getLogger(__name__)
@@ -497,19 +500,27 @@ def make_aio_transport(
     ice_transport_policy: str = "all",
     loopback_only: bool = False,
     certificate: RTCCertificate | None = None,
+    galaxy: Galaxy | None = None,
     **options: Any,
 ) -> RtcTransport:
     """An :class:`RtcTransport` on the running asyncio loop with aiortc peer connections.
 
+    ``galaxy``: signal through that LAN hub (over WebRTC, :mod:`kibitz.backends.hub_signaling`)
+    instead of a broker WebSocket; ``broker_url`` is then ignored.
     ``options`` go to :class:`RtcTransport` (``heartbeat_s``, ``open_timeout_s``, ``rng``,
     ``media_labels``...). Media links send the placeholders of
     :func:`~kibitz.backends.aio_media.placeholder_tracks` unless ``placeholder_tracks`` is given.
     """
     options.setdefault("placeholder_tracks", placeholder_tracks)
     policy: Final = "relay" if ice_transport_policy == "relay" else "all"
+    factory = AioPeerConnectionFactory(loopback_only=loopback_only, certificate=certificate)
+    connect: ConnectSignaling = connect_signaling
+    if galaxy is not None:
+        connect = HubConnector(factory, galaxy)
+        broker_url = HUB_BROKER_URL
     return RtcTransport(
-        AioPeerConnectionFactory(loopback_only=loopback_only, certificate=certificate),
-        connect_signaling,
+        factory,
+        connect,
         broker_url=broker_url,
         key=key,
         rtc_config=RtcConfig(ice_servers=tuple(ice_servers), ice_transport_policy=policy),
