@@ -4,6 +4,7 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
 
     dist/widget.js                 the loader: shim + launcher + Kibitz.mount, one classic script
     dist/kibitz.d.ts               TypeScript declarations for MountOptions / MountedWidget
+    dist/kibitz-sw.js              the offline service worker an embedding site copies and registers
     dist/pyodide-<ver>/            the Pyodide runtime files from node_modules/pyodide (npm pin)
     dist/wheels/*.whl              pinned PyPI wheels (sha256-checked) + the engine's own wheel
     dist/wheels/pyodide-lock.json  a lock holding only those wheels, with their real sha256
@@ -58,8 +59,9 @@ STAMP_NAME = ".build-stamp"
 # JS sources concatenated into dist/widget.js, in this order, inside one IIFE.
 WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/moderation.js", "widget/ui.js",
                   "widget/snapshot.js", "widget/loader.js"]
-STATIC_SOURCES = {"widget/kibitz.d.ts": "kibitz.d.ts", "widget/demo/index.html": "demo/index.html",
-                  "widget/demo/embed.html": "demo/embed.html", "widget/demo/follow.html": "demo/follow.html"}
+STATIC_SOURCES = {"widget/kibitz.d.ts": "kibitz.d.ts", "widget/kibitz-sw.js": "kibitz-sw.js",
+                  "widget/demo/index.html": "demo/index.html", "widget/demo/embed.html": "demo/embed.html",
+                  "widget/demo/follow.html": "demo/follow.html"}
 # The reference game (apps/whist, served at /whist/): the page and the modules it imports; the
 # Python twin, its test harness and the kibitzer stay out of the bundle.
 WHIST_FILES = ["index.html", "app.mjs", "table.mjs", "dealer.mjs", "client.mjs", "verify.mjs", "wire.mjs",

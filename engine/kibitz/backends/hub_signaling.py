@@ -151,6 +151,7 @@ class _HubSession:
         self.control: DataChannel | None = None
         self.sockets: set[HubSocket] = set()
         self.dead = False
+        self.closing: asyncio.Task[None] | None = None
         self.ready: asyncio.Future[None] = loop.create_future()
         self._idle: asyncio.TimerHandle | None = None
 
@@ -209,7 +210,7 @@ class _HubSession:
             sock.closed_by_peer(reason)
         pc, self.pc = self.pc, None
         if pc is not None:
-            task = self.loop.create_task(pc.close())
+            task = self.closing = self.loop.create_task(pc.close())
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
         if reason != "idle":
             log.info("hub connection lost: %s", reason)
@@ -281,4 +282,11 @@ class HubConnector:
         """Drop the hub connection now (every identity socket reports its close)."""
         if self._session is not None:
             self._session.die("closed")
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait until the peer connection has closed (the hub hears it)."""
+        session = self._session
+        self.close()
+        if session is not None and session.closing is not None:
+            await asyncio.wait([session.closing], timeout=5.0)
 
