@@ -25,6 +25,7 @@ from kibitz.agent import Agent, AgentJoinError
 from kibitz.backends.aio import AioPeerConnectionFactory, make_aio_transport
 from kibitz.backends.hub_signaling import HUB_BROKER_URL, HubConnector, HubUnreachable
 from kibitz.backends.rtc import RtcTransport
+from kibitz.backends.rtc_api import RtcConfig
 from kibitz.clock import AsyncioScheduler
 from kibitz.galaxy import Galaxy, GalaxyError, galaxy_from_link, parse_galaxy
 from kibitz.server.hub.app import HubConfig, RunningHub, galaxy_link, start_hub
@@ -327,6 +328,25 @@ async def test_a_restarted_hub_keeps_its_link_and_peers_reclaim(tmp_path: Path) 
     assert saved["udp_port"] == port
     fresh, created = load_or_create(tmp_path / "hub", udp_port=None, http_port=None, fresh=True)
     assert created and fresh.fingerprint != parse_galaxy(value).fingerprint
+
+
+async def test_a_hub_that_goes_silent_is_given_up_in_seconds(hub: RunningHub) -> None:
+    """A killed or unplugged hub sends nothing more (no close): the keepalive notices it."""
+    factory = AioPeerConnectionFactory(loopback_only=True)
+    connector = HubConnector(factory, parse_galaxy(hub.value), ping_s=0.3, silent_s=1.5)
+    t = RtcTransport(factory, connector, broker_url=HUB_BROKER_URL, rtc_config=RtcConfig(),
+                     scheduler=AsyncioScheduler(asyncio.get_running_loop()))
+    events: list[TransportEvent] = []
+    t.bind(events.append)
+    t.claim("alice")
+    await until(lambda: ClaimResult("alice", "claimed") in events, what="claim")
+    await asyncio.sleep(1.0)
+    assert not any(isinstance(e, IdentityLost) for e in events)  # pongs keep it alive
+    hub.endpoint.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
+    started = time.monotonic()
+    await until(lambda: any(isinstance(e, IdentityLost) for e in events), what="identity lost", timeout=10)
+    assert time.monotonic() - started < 5  # not the ~30 s of ICE consent
+    await t.shutdown()
 
 
 async def test_an_agent_with_hide_my_ip_stays_out_of_a_hub_room(hub: RunningHub) -> None:

@@ -18,6 +18,7 @@ Written against :mod:`kibitz.backends.rtc_api` only, so the page (browser adapte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -154,6 +155,8 @@ class _HubSession:
         self.closing: asyncio.Task[None] | None = None
         self.ready: asyncio.Future[None] = loop.create_future()
         self._idle: asyncio.TimerHandle | None = None
+        self._pinger: asyncio.TimerHandle | None = None
+        self.last_pong = 0.0
 
     async def start(self) -> None:
         c = self.connector
@@ -161,6 +164,7 @@ class _HubSession:
         pc.on("connectionstatechange", self._state)
         control = self.control = pc.create_data_channel(HUB_CONTROL_LABEL, ordered=True)
         control.on("open", lambda *_: self._ready())
+        control.on("message", self._control_message)
         control.on("close", lambda *_: self.die("hub connection closed"))
         offer = await pc.create_offer()
         await pc.set_local_description(offer)
@@ -172,6 +176,26 @@ class _HubSession:
     def _ready(self) -> None:
         if not self.ready.done() and not self.dead:
             self.ready.set_result(None)
+            self.last_pong = self.loop.time()
+            self._ping()
+
+    def _ping(self) -> None:
+        """Keepalive on the control channel: a hub that stopped answering (killed, unplugged) is
+        noticed after ``silent_s`` instead of the ~30 s ICE consent takes."""
+        if self.dead:
+            return
+        if self.loop.time() - self.last_pong > self.connector.silent_s:
+            self.die("the hub stopped answering")
+            return
+        control = self.control
+        if control is not None and control.ready_state == "open":
+            with contextlib.suppress(Exception):
+                control.send("ping")
+        self._pinger = self.loop.call_later(self.connector.ping_s, self._ping)
+
+    def _control_message(self, data: Any) -> None:
+        if data == "pong" or data == b"pong":
+            self.last_pong = self.loop.time()
 
     def _state(self, state: str) -> None:
         if state in ("failed", "closed"):
@@ -201,6 +225,9 @@ class _HubSession:
             return
         self.dead = True
         self.cancel_idle()
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         if not self.ready.done():
             self.ready.set_exception(HubUnreachable(reason))
             self.ready.exception()  # retrieved: nobody may be waiting any more
@@ -221,7 +248,8 @@ class HubConnector:
 
     ``factory`` makes the peer connection to the hub (browser or aiortc adapters). The connection
     is made on the first claim and shared by every identity; it closes ``idle_s`` after its last
-    identity channel did. If it fails, every identity's socket closes (the transport reports
+    identity channel did; it pings the hub every ``ping_s`` on its control channel and gives up on
+    a hub silent for ``silent_s``. If it fails, every identity's socket closes (the transport reports
     IdentityLost and the room reclaims, which makes a new connection).
     """
 
@@ -232,12 +260,16 @@ class HubConnector:
         *,
         open_timeout_s: float = 10.0,
         idle_s: float = 15.0,
+        ping_s: float = 2.5,
+        silent_s: float = 8.0,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.factory = factory
         self.galaxy = galaxy
         self.open_timeout_s = open_timeout_s
         self.idle_s = idle_s
+        self.ping_s = ping_s
+        self.silent_s = silent_s
         self._loop = loop
         self._session: _HubSession | None = None
         self.connections_made = 0

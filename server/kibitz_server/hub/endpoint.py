@@ -159,7 +159,13 @@ class PeerSession:
     def _on_channel(self, dc: RTCDataChannel) -> None:
         ep = self.endpoint
         if dc.label == HUB_CONTROL_LABEL:
-            return  # the connection itself; nothing travels on it yet
+            # The connection's keepalive: "ping" -> "pong" (nothing else travels here).
+            def pong(data: Any) -> None:
+                if data == "ping" and dc.readyState == "open":
+                    dc.send("pong")
+
+            dc.on("message", pong)
+            return
         params = parse_channel_label(dc.label)
         if params is None:
             ep.count("bad_label")
