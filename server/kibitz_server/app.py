@@ -108,8 +108,8 @@ def turn_provider(config: ServerConfig, store: LicenceStore | None = None) -> Tu
 
 
 def email_sign_in(config: ServerConfig, store: OtpStore | None = None) -> EmailSignIn | None:
-    """Email sign-in when ``smtp`` is set (else None): the SMTP mailer, the code store (SQLite in the
-    state directory unless ``store``), and the signing keys (made now if this is the first start)."""
+    """Email sign-in when ``smtp`` is set (else None): the SMTP mailer, the code store
+    (:func:`otp_store` unless ``store``), and the signing keys (made now if this is the first start)."""
     if not config.smtp:
         return None
     host, port = SmtpMailer.parse_address(config.smtp)
@@ -119,7 +119,17 @@ def email_sign_in(config: ServerConfig, store: OtpStore | None = None) -> EmailS
                         password=config.smtp_password(), cafile=cafile)
     keys = EmailKeys(config.email_keys_path)
     keys.current()  # made on first start, refused now if the file is damaged
-    return EmailSignIn(store or SqliteOtpStore(config.otp_db), keys, mailer, public_url=config.public_url)
+    return EmailSignIn(store or otp_store(config), keys, mailer, public_url=config.public_url)
+
+
+def otp_store(config: ServerConfig) -> OtpStore:
+    """The store of pending email codes and their rate limits: SQLite in the state directory, or with
+    ``redis_url`` the service's Redis (a code asked for on one node can be typed in on another)."""
+    if config.redis_url is not None:
+        from .otp_redis import RedisOtpStore
+
+        return RedisOtpStore(config.redis_url, config.redis_prefix)
+    return SqliteOtpStore(config.otp_db)
 
 
 async def start_server(

@@ -5,8 +5,11 @@ the limits (10 minutes, 5 tries, per address+room and per client), key rotation 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import secrets
+import shutil
 import socket
 import subprocess
 import urllib.error
@@ -18,12 +21,15 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from redis_fixture import running_redis
 from server_fixture import ROOT, KibitzServer, running_kibitz_server
 
 from kibitz.identity import Identity, IdentityConfig, identity_nonce, verify_identity
 from kibitz.identity.jwt import parse_jwks
 from kibitz.server.email_keys import EmailKeys
-from kibitz.server.otp import MemoryOtpStore, OtpRecord, SqliteOtpStore
+from kibitz.server.email_otp import code_hash
+from kibitz.server.otp import MemoryOtpStore, OtpRecord, OtpStore, SqliteOtpStore
+from kibitz.server.otp_redis import RedisOtpStore
 
 FP = ":".join(f"{i:02x}" for i in range(32))
 ROOM = "room-email-3f9k2mq7"
@@ -191,10 +197,18 @@ def test_rotate_key_command_reaches_a_running_server(tmp_path: Path, smtp: tuple
         assert json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[0] + "=="))["kid"] == kid
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_stores_count_tries_and_windows_atomically(kind: str, tmp_path: Path) -> None:
-    store = MemoryOtpStore() if kind == "memory" else SqliteOtpStore(tmp_path / "otp.sqlite3")
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_stores_count_tries_and_windows_atomically(kind: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    store: OtpStore
+    if kind == "memory":
+        store = MemoryOtpStore()
+    elif kind == "sqlite":
+        store = SqliteOtpStore(tmp_path / "otp.sqlite3")
+    else:  # the service's Redis (a real redis-server), a key prefix of this test's own
+        store = RedisOtpStore(request.getfixturevalue("redis_session").url, f"otp{secrets.token_hex(4)}:")
     try:
+        assert await store.attempt("unknown", 50.0, 5) is None
         await store.put("t1", OtpRecord("h", "s", "a@x", "r", "n", exp=100.0))
         tries = await asyncio.gather(*(store.attempt("t1", 50.0, 5) for _ in range(8)))
         assert sorted(r.attempts for r in tries if r) == [1, 2, 3, 4, 5, 6, 6, 6]
@@ -205,3 +219,47 @@ async def test_stores_count_tries_and_windows_atomically(kind: str, tmp_path: Pa
         assert await store.hit("k", 611.0, 600.0, 3) is None  # a new window
     finally:
         await store.close()
+
+
+def test_two_redis_nodes_share_codes_and_limits(smtp: tuple[Sink, int], tmp_path: Path) -> None:
+    """Two ``kibitz serve --redis`` nodes (state directories of their own, one signing key): a code asked for
+    on one node is typed in on the other, a used ticket is gone on both, wrong tries and the limit per
+    address and room count across the nodes, and Redis holds no code, only its salted hash."""
+    import redis
+
+    sink, port = smtp
+    with contextlib.ExitStack() as stack:
+        rs = stack.enter_context(running_redis())  # a redis-server of its own: the nodes use kbz:
+        args = ("--redis", rs.url, "--smtp", f"127.0.0.1:{port}", "--state-dir")
+        a = stack.enter_context(running_kibitz_server(*args, str(tmp_path / "a")))
+        (tmp_path / "b").mkdir(mode=0o700)  # a state directory of its own, a's signing key copied
+        shutil.copy2(tmp_path / "a" / "email-signing-keys.json", tmp_path / "b")
+        b = stack.enter_context(running_kibitz_server(*args, str(tmp_path / "b")))
+        assert not (tmp_path / "a" / "email-otp.sqlite3").exists()
+        email, nonce = "two@nodes.example", identity_nonce(FP, ROOM)
+        _, started, _ = post(f"{a.http}/api/email/start", {"email": email, "room": ROOM, "nonce": nonce})
+        code = sink.code_for(email)
+        r = redis.Redis.from_url(rs.url)
+        try:
+            keys = r.keys("kbz:otp:*")
+            assert len(keys) == 1
+            stored = r.hgetall(keys[0])
+            assert code.encode() not in b"|".join(v for k, v in stored.items() if k != b"exp")
+            assert stored[b"code_hash"].decode() == code_hash(stored[b"salt"].decode(), code)
+        finally:
+            r.close()
+        wrong = f"{(int(code) + 1) % 10**6:06d}"
+        assert post(f"{b.http}/api/email/verify", {"ticket": started["ticket"], "code": wrong})[1] == {
+            "ok": False, "reason": "mismatch"}
+        _, ok, _ = post(f"{b.http}/api/email/verify", {"ticket": started["ticket"], "code": code})
+        assert ok["ok"]
+        keys = parse_jwks(get(f"{a.http}/api/email/jwks"))  # minted on b, checks with a's keys
+        config = IdentityConfig.from_json({"providers": [{"type": "email", "apiBase": b.http}]})
+        got = verify_identity(ok["jwt"], config=config, keys_of=lambda p: keys, fp=FP, room=ROOM,
+                              now=__import__("time").time())
+        assert isinstance(got, Identity) and got.email == email
+        assert post(f"{a.http}/api/email/verify", {"ticket": started["ticket"], "code": code})[1] == {
+            "ok": False, "reason": "bad ticket"}
+        body = {"email": "busy2@nodes.example", "room": ROOM, "nonce": nonce}
+        statuses = [post(f"{node.http}/api/email/start", body)[0] for node in (a, b, a, b, a, b)]
+        assert statuses == [200] * 5 + [429]
