@@ -97,7 +97,8 @@ export interface MountOptions {
 /** Where you stand at the door: stable words an app can switch on. */
 export type LobbyStatus =
   | "waiting" | "admitted" | "denied" | "locked" | "full" | "removed" | "needs-credential"
-  | "bad-credential" | "expired-credential" | "not-listed" | "unverified" | null;
+  | "bad-credential" | "expired-credential" | "not-listed" | "unverified"
+  | "credential-in-use" | null;
 
 export interface WidgetState {
   inCall: boolean;

@@ -31,6 +31,7 @@ function doorStatus(state) {
     case "bad-credential":
       return gate === "code" ? { text: "That code is not right. Check it and try again.", kind: "error", code: true }
         : { text: "Your invite is not valid for this room. Ask the host for a new invite link.", kind: "error" };
+    case "credential-in-use": return { text: "Someone is already in this call with your invite. You will get in when they leave; or ask the host for your own invite.", kind: "busy" };
     case "expired-credential": return { text: "Your invite has expired. Ask the host for a new invite link.", kind: "error" };
     default: return null;
   }

@@ -53,6 +53,7 @@ Verdict = Literal[
     "expired-credential",
     "not-listed",
     "unverified",
+    "credential-in-use",
 ]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 CredentialVerdict = Literal["ok", "needs-credential", "bad-credential", "expired-credential", "not-listed"]
@@ -138,6 +139,7 @@ def decide(
     lobby: bool,
     full: bool,
     verified: bool = True,
+    in_use: bool = False,
 ) -> Verdict:
     """The verdict for one joiner.
 
@@ -146,7 +148,9 @@ def decide(
     (so a lock or the waiting room does not apply again). The credential is checked on every
     announce, whatever else holds: a coordinator cannot wave through someone the gate refuses.
     ``verified``: the identity part of the door (:mod:`kibitz.identity.door`) let it through (an
-    email/google gate, agent keys, agent credits); checked on every announce too.
+    email/google gate, agent keys, agent credits); checked on every announce too. ``in_use``:
+    another live member (another tab) already holds this credential (one invite, one seat: the
+    first holder keeps it; the second is let in once the first has gone).
     """
     if banned:
         return "removed"
@@ -156,6 +160,8 @@ def decide(
         return credential.verdict
     if not verified:
         return "unverified"
+    if in_use:
+        return "credential-in-use"
     if known:
         return "ok"
     if locked:

@@ -51,6 +51,7 @@ LobbyState = Literal[
     "bad-credential",
     "expired-credential",
     "not-listed",
+    "credential-in-use",
 ]
 """Where a joiner stands at the door (the original's five words, plus ours: see kibitz.admission)."""
 MAX_RECORDS = 64

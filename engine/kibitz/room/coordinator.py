@@ -525,6 +525,11 @@ class Coordinator:
         known = mid in self._entries or mid in self._admitted_ids or bool(
             msg.token and msg.token in self._admitted_tokens
         )
+        # One invite, one seat: another live member (not this tab under a new id) holds it.
+        in_use = credential.key is not None and any(
+            e.cred_key == credential.key and not (msg.token and e.token == msg.token)
+            for other, e in self._entries.items() if other != mid
+        )
         return decide(
             credential,
             banned=self._ledger.banned(mid, [tk, credential.key]) is not None,
@@ -534,6 +539,7 @@ class Coordinator:
             lobby=self._lobby,
             full=mid not in self._entries and len(self._entries) >= MAX_MEMBERS,
             verified=verified,
+            in_use=in_use,
         )
 
     def _on_knock(self, link: LinkId, mid: str, msg: Knock) -> None:
@@ -613,9 +619,9 @@ class Coordinator:
         for other, entry in list(self._entries.items()):
             if other in (mid, core.self_id):
                 continue
-            # The same tab reconnected under a new id, or one invite used twice: the newest wins.
-            same_tab = bool(msg.token) and entry.token == msg.token
-            if same_tab or (credential.key is not None and entry.cred_key == credential.key):
+            # The same tab reconnected under a new id: the newest wins (a second tab holding the same
+            # invite was refused as credential-in-use before it got here).
+            if msg.token and entry.token == msg.token:
                 self._remove(other)
                 changed = True
         old = self._entries.get(mid)

@@ -208,6 +208,8 @@ class Participant:
             return
         if self.link is not None:
             core.send(self.link, Ping())
+            if core.lobby_status == "credential-in-use":
+                self._announce(throttle=True)  # the seat frees when its holder leaves: ask again
         self.timers.set("ping", PING_INTERVAL, self._ping_tick)
 
     def _on_coordinator_frame(self, data: Payload) -> None:
