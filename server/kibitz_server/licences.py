@@ -17,16 +17,15 @@ last unit of an allowance.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
+
+from .sqlite_file import SqliteFile
 
 T = TypeVar("T")
 
@@ -169,35 +168,15 @@ RETURNING credentials
 
 
 class SqliteLicenceStore:
-    """Licences and usage in one SQLite file (WAL; several processes may share it).
-
-    Every statement runs on one private worker thread with its own connection, so the event loop
-    never waits on the disk and statements never interleave within a process; across processes
-    SQLite's own locking (with a 5 s busy timeout) keeps the metering step atomic.
-    """
+    """Licences and usage in one SQLite file (WAL; several processes may share it), on one private
+    worker thread (:class:`~.sqlite_file.SqliteFile`): the metering step is atomic across processes."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kibitz-licences")
-        self._db: sqlite3.Connection | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fresh = not self.path.exists()
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            if fresh:
-                with contextlib.suppress(OSError):
-                    self.path.chmod(0o600)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
+        self._file = SqliteFile(self.path, _SCHEMA, thread_name="kibitz-licences")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+        return await self._file.run(fn)
 
     @staticmethod
     def _row(row: tuple[object, ...] | None) -> Licence | None:
@@ -274,11 +253,4 @@ class SqliteLicenceStore:
         return await self._run(run)
 
     async def close(self) -> None:
-        def run() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, run)
-        self._pool.shutdown(wait=False)
+        await self._file.close()

@@ -12,14 +12,13 @@ A code never reaches the store: only ``sha256hex(salt + ":" + code)`` with a fre
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
+
+from .sqlite_file import SqliteFile
 
 T = TypeVar("T")
 
@@ -124,30 +123,14 @@ _COLS = "code_hash, salt, email, room, nonce, exp, attempts"
 
 class SqliteOtpStore:
     """Codes and rate-limit windows in one SQLite file (WAL; several processes may share it), on one
-    private worker thread, as :class:`~.licences.SqliteLicenceStore` does."""
+    private worker thread (:class:`~.sqlite_file.SqliteFile`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kibitz-otp")
-        self._db: sqlite3.Connection | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fresh = not self.path.exists()
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            if fresh:
-                with contextlib.suppress(OSError):
-                    self.path.chmod(0o600)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
+        self._file = SqliteFile(self.path, _SCHEMA, thread_name="kibitz-otp")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+        return await self._file.run(fn)
 
     @staticmethod
     def _record(row: tuple[object, ...]) -> OtpRecord:
@@ -209,14 +192,7 @@ class SqliteOtpStore:
         return await self._run(run)
 
     async def close(self) -> None:
-        def run() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, run)
-        self._pool.shutdown(wait=False)
+        await self._file.close()
 
 
 __all__ = ["MemoryOtpStore", "OtpRecord", "OtpStore", "SqliteOtpStore"]
