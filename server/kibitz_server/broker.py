@@ -37,19 +37,22 @@ from .broker_conn import (
     _CLOSE,
     _DUMPS,
     INFO_BODY,
+    OPEN_FRAME,
+    Conn,
+    error_frame,
+    text_header,
+)
+from .config import ServerConfig
+from .metrics import Metrics
+from .peerjs_rules import (
     MSG_BAD_ID,
     MSG_BAD_KEY,
     MSG_LIMIT,
     MSG_NO_PARAMS,
     MSG_TAKEN,
-    OPEN_FRAME,
-    Conn,
-    error_frame,
-    text_header,
+    OfflineQueues,
     valid_id,
 )
-from .config import ServerConfig
-from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -73,8 +76,7 @@ class Broker:
         self.max_message = config.max_message_bytes
         self.max_write_buffer = config.max_write_buffer
         self.clients: dict[str, Conn] = {}
-        self.queues: dict[str, list[tuple[float, str, bytes]]] = {}
-        self.queued_total = 0
+        self.queues: OfflineQueues[bytes] = OfflineQueues(config.queue_per_id, config.queue_total)
         self._dirty: list[Conn] = []
         #: Sockets we sent CLOSE to and wait on for the peer's CLOSE (then we drop the TCP side).
         self.closing: set[Conn] = set()
@@ -185,10 +187,7 @@ class Broker:
             return self._refuse(conn, "id_taken", "ID-TAKEN", MSG_TAKEN)
         if old is None and len(self.clients) >= self.config.concurrent_limit:
             return self._refuse(conn, "limit", "ERROR", MSG_LIMIT)
-        queued = self.queues.pop(conn.id, None)
-        if queued:
-            self.queued_total -= len(queued)
-        self.accept(conn, [(src, body) for _, src, body in queued] if queued else None)
+        self.accept(conn, self.queues.take(conn.id))
         return None
 
     def accept(self, conn: Conn, queued: list[tuple[str, bytes]] | None) -> None:
@@ -322,15 +321,8 @@ class Broker:
         if t == "LEAVE" or t == "EXPIRE":
             self.metrics.drop("dst_offline")  # the reference ignores these too
             return
-        q = self.queues.get(dst)
-        if q is None:
-            if len(self.queues) >= self.config.queue_total:
-                return self._queue_full(conn, dst)
-            q = self.queues[dst] = []
-        if len(q) >= self.config.queue_per_id or self.queued_total >= self.config.queue_total:
+        if not self.queues.push(dst, self.coarse_now, conn.id, self.build(t, conn.id, dst, msg)):
             return self._queue_full(conn, dst)
-        q.append((self.coarse_now, conn.id, self.build(t, conn.id, dst, msg)))
-        self.queued_total += 1
         self.metrics.queued += 1
 
     def _queue_full(self, conn: Conn, dst: str) -> None:
@@ -416,21 +408,12 @@ class Broker:
         expire = self.config.expire_timeout
         if self.cluster is not None:
             self.cluster.sweep(now)
-        for dst in [d for d, q in self.queues.items() if now - q[0][0] >= expire]:
-            q = self.queues[dst]
-            keep = [item for item in q if now - item[0] < expire]
-            told: set[str] = set()
-            for _, src, _ in q[: len(q) - len(keep)]:
-                self.metrics.expired += 1
-                sender = self.clients.get(src)
-                if sender is not None and src not in told:  # one EXPIRE per sender, like peer
-                    told.add(src)
-                    self.send(sender, _DUMPS({"type": "EXPIRE", "src": dst, "dst": src}))
-            self.queued_total -= len(q) - len(keep)
-            if keep:
-                self.queues[dst] = keep
-            else:
-                del self.queues[dst]
+        expired, owed = self.queues.expire(now, expire)
+        self.metrics.expired += expired
+        for dst, src in owed:
+            sender = self.clients.get(src)
+            if sender is not None:
+                self.send(sender, _DUMPS({"type": "EXPIRE", "src": dst, "dst": src}))
 
 
 def _first(q: dict[str, list[str]], name: str) -> str | None:

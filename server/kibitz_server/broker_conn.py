@@ -7,7 +7,6 @@ instead of re-serialising, and queue it on the destination for the batched flush
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,25 +17,18 @@ from picows import (
     WSTransport,
 )
 
+from .peerjs_rules import RELAY_TYPES
+
 if TYPE_CHECKING:
     from .broker import Broker
     from .cluster_wire import Message
 
-ID_RE = re.compile(r"^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$")
-MAX_ID_LEN = 256
-RELAY_TYPES = frozenset(("OFFER", "ANSWER", "CANDIDATE", "LEAVE", "EXPIRE"))
 _TEXT = WSMsgType.TEXT
 _CLOSE = WSMsgType.CLOSE
 _LOADS = orjson.loads
 _DUMPS = orjson.dumps
 _JSONError = orjson.JSONDecodeError
 _SMALL_HDR = [bytes((0x81, n)) for n in range(126)]
-
-MSG_NO_PARAMS = "No id, token, or key supplied to websocket server"
-MSG_BAD_KEY = "Invalid key provided"
-MSG_LIMIT = "Server has reached its concurrent user limit"
-MSG_BAD_ID = "Invalid id"
-MSG_TAKEN = "ID is taken"
 
 OPEN_FRAME = b'{"type":"OPEN"}'
 INFO_BODY = orjson.dumps(
@@ -55,10 +47,6 @@ def text_header(n: int) -> bytes:
     if n < 65536:
         return b"\x81\x7e" + n.to_bytes(2, "big")
     return b"\x81\x7f" + n.to_bytes(8, "big")
-
-
-def valid_id(value: object) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_ID_LEN and ID_RE.match(value) is not None
 
 
 def error_frame(msg: str) -> bytes:

@@ -142,7 +142,7 @@ def test_router_queues_for_absent_ids_then_delivers_or_expires() -> None:
     assert bch.sent == [{"type": "OPEN"},
                         {"type": "OFFER", "src": "alice", "dst": "bob", "payload": {"n": 1}}]
     r.sweep(7.0)
-    assert ach.sent[-1] == {"type": "EXPIRE", "src": "carol", "dst": "alice"} and r.queued_total == 0
+    assert ach.sent[-1] == {"type": "EXPIRE", "src": "carol", "dst": "alice"} and r.queues.count == 0
 
 
 def test_router_refuses_bad_frames_with_a_reason_and_carries_on() -> None:

@@ -19,25 +19,22 @@ No sockets, no clock: the caller passes ``now`` and owns the channels (:class:`C
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-ID_RE = re.compile(r"^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$")
-MAX_ID_LEN = 256
-RELAY_TYPES = frozenset(("OFFER", "ANSWER", "CANDIDATE", "LEAVE", "EXPIRE"))
+from ..peerjs_rules import (
+    MSG_BAD_ID,
+    MSG_BAD_KEY,
+    MSG_LIMIT,
+    MSG_NO_PARAMS,
+    MSG_TAKEN,
+    RELAY_TYPES,
+    OfflineQueues,
+    valid_id,
+)
 
-MSG_NO_PARAMS = "No id, token, or key supplied to websocket server"
-MSG_BAD_KEY = "Invalid key provided"
-MSG_LIMIT = "Server has reached its concurrent user limit"
-MSG_BAD_ID = "Invalid id"
-MSG_TAKEN = "ID is taken"
 OPEN_FRAME = '{"type":"OPEN"}'
-
-
-def valid_id(value: object) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_ID_LEN and ID_RE.match(value) is not None
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -106,8 +103,7 @@ class Router:
         self.limits = limits or RouterLimits()
         self.metrics = RouterMetrics()
         self.clients: dict[str, Conn] = {}
-        self.queues: dict[str, list[tuple[float, str, str]]] = {}
-        self.queued_total = 0
+        self.queues: OfflineQueues[str] = OfflineQueues(self.limits.queue_per_id, self.limits.queue_total)
         self._window_start = 0.0
 
     # ----------------------------------------------------------------------------- registration
@@ -148,10 +144,9 @@ class Router:
         self.clients[conn.id] = conn
         m.connections_total += 1
         conn.channel.send(OPEN_FRAME)
-        queued = self.queues.pop(conn.id, None)
+        queued = self.queues.take(conn.id)
         if queued:
-            self.queued_total -= len(queued)
-            for _, src, body in queued:
+            for src, body in queued:
                 conn.channel.send(body)
                 m.relayed += 1
                 conn.contacts.add(src)
@@ -239,15 +234,8 @@ class Router:
         if t in ("LEAVE", "EXPIRE"):
             self.metrics.dropped["dst_offline"] += 1
             return
-        q = self.queues.get(dst)
-        if q is None:
-            if len(self.queues) >= self.limits.queue_total:
-                return self._queue_full(conn, dst)
-            q = self.queues[dst] = []
-        if len(q) >= self.limits.queue_per_id or self.queued_total >= self.limits.queue_total:
+        if not self.queues.push(dst, conn.last_seen, conn.id, body):
             return self._queue_full(conn, dst)
-        q.append((conn.last_seen, conn.id, body))
-        self.queued_total += 1
         self.metrics.queued += 1
 
     def _queue_full(self, conn: Conn, dst: str) -> None:
@@ -277,22 +265,12 @@ class Router:
         for c in dead:
             self.metrics.dropped["alive_timeout"] += 1
             self.closed(c)
-        expire = self.limits.expire_timeout
-        for dst in [d for d, q in self.queues.items() if now - q[0][0] >= expire]:
-            q = self.queues[dst]
-            keep = [item for item in q if now - item[0] < expire]
-            told: set[str] = set()
-            for _, src, _ in q[: len(q) - len(keep)]:
-                self.metrics.expired += 1
-                sender = self.clients.get(src)
-                if sender is not None and src not in told:  # one EXPIRE per sender, like peer
-                    told.add(src)
-                    sender.channel.send(_dumps({"type": "EXPIRE", "src": dst, "dst": src}))
-            self.queued_total -= len(q) - len(keep)
-            if keep:
-                self.queues[dst] = keep
-            else:
-                del self.queues[dst]
+        expired, owed = self.queues.expire(now, self.limits.expire_timeout)
+        self.metrics.expired += expired
+        for dst, src in owed:
+            sender = self.clients.get(src)
+            if sender is not None:
+                sender.channel.send(_dumps({"type": "EXPIRE", "src": dst, "dst": src}))
         return dead
 
     def render_metrics(self) -> dict[str, Any]:
@@ -303,7 +281,7 @@ class Router:
             "takeovers": m.takeovers,
             "relayed": m.relayed,
             "queued": m.queued,
-            "queued_now": self.queued_total,
+            "queued_now": self.queues.count,
             "expired": m.expired,
             "leaves_sent": m.leaves_sent,
             "rejected": dict(m.rejected),
