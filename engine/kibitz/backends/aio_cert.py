@@ -26,9 +26,11 @@ VALID_DAYS = 365
 RENEW_BEFORE = datetime.timedelta(days=7)
 
 
-def new_certificate(days: int = VALID_DAYS) -> RTCCertificate:
+def self_signed_p256(common_name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A fresh P-256 key and a self-signed certificate for it (valid from yesterday, for ``days``):
+    what a WebRTC endpoint shows in DTLS, where only the certificate's digest is ever checked."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, secrets.token_hex(16))])
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(tz=datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -40,6 +42,11 @@ def new_certificate(days: int = VALID_DAYS) -> RTCCertificate:
         .not_valid_after(now + datetime.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
+    return key, cert
+
+
+def new_certificate(days: int = VALID_DAYS) -> RTCCertificate:
+    key, cert = self_signed_p256(secrets.token_hex(16), days)
     return RTCCertificate(key=key, cert=cert)
 
 

@@ -7,7 +7,6 @@ link, so a new certificate means a new link; ``kibitz hub --new-identity`` makes
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -18,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from kibitz.backends.aio_cert import self_signed_p256
 
 FILE_NAME = "hub.json"
 _ALNUM = string.ascii_letters + string.digits
@@ -86,19 +87,7 @@ class HubIdentity:
 def new_identity(udp_port: int = 0, http_port: int = 0) -> HubIdentity:
     """A fresh P-256 key and a self-signed certificate valid for 20 years (WebRTC checks only the
     pinned digest, but some stacks refuse an expired certificate)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "kibitz-hub-" + _random(8))])
-    now = datetime.datetime.now(tz=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=20 * 365))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed_p256("kibitz-hub-" + _random(8), 20 * 365)
     return HubIdentity(
         key_pem=key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
