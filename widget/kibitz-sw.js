@@ -87,14 +87,17 @@ async function keep(cacheName, request, response) {
   await cache.put(request, response)
 }
 
-/** Network first (bounded wait), then the cache; a fresh answer replaces the cached one. */
-async function networkFirst(cacheName, request) {
+/** Network first (bounded wait), then the cache; a fresh answer replaces the cached one.
+ * ``anyQuery``: a page cached under another query string will do (a link with ?galaxy= or
+ * ?grant= opens the same page as one without). */
+async function networkFirst(cacheName, request, anyQuery = false) {
   try {
     const response = await withTimeout(fetch(request), NETWORK_TIMEOUT_MS)
     keep(cacheName, request, response.clone()).catch(() => {})
     return response
   } catch (err) {
-    const hit = await caches.match(request, { ignoreVary: true })
+    const hit = (await caches.match(request, { ignoreVary: true })) ||
+      (anyQuery && await caches.match(request, { ignoreVary: true, ignoreSearch: true }))
     if (hit) return hit
     throw err
   }
@@ -149,7 +152,7 @@ self.addEventListener('fetch', (event) => {
   const url = new URL(request.url)
   if (!/^https?:$/.test(url.protocol) || isApi(url)) return
   if (request.mode === 'navigate') {
-    event.respondWith(networkFirst(PAGES, request))
+    event.respondWith(networkFirst(PAGES, request, true))
     return
   }
   if (url.pathname.endsWith('/widget.js')) {

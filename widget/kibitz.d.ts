@@ -82,6 +82,10 @@ export interface MountOptions {
    * relay credentials the call does not connect and getState().relayError says why. Widget
    * mounts also honour the panel's remembered "Hide my IP" switch. Default false. */
   relayOnly?: boolean;
+  /** A LAN hub (`kibitz hub`) to signal through instead of the internet (offline rooms): the value
+   * `?galaxy=` carries (`g1|…`), or 'off' for none. Default: the page's ?galaxy=, which is kept in
+   * localStorage ('kbz.galaxy') until a ?galaxy=off link. While one is set nothing asks /api/*. */
+  galaxy?: string;
   /** Who-can-join gate decoded from the room link. */
   joinGate?: JoinGate;
   /** This peer's credential: the room's code (code mode) or its own signed invite (invite mode). */
@@ -137,6 +141,8 @@ export interface WidgetState {
   relayTier?: string | null;
   /** Why a relay-only member stays out of the call (no relay credentials), else null. */
   relayError?: string | null;
+  /** 'hub' when signaling goes through a LAN hub (?galaxy=), else 'broker'. */
+  signaling?: "hub" | "broker";
 }
 
 export interface Participant {

@@ -27,7 +27,7 @@ const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "c
   "message", "caps", "resume"]);
 const KNOWN_OPTIONS = new Set(["room", "name", "startOpen", "preview", "headless", "identity", "meta",
   "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase", "relayOnly",
-  "hostKey", "hostPassword"]);
+  "hostKey", "hostPassword", "galaxy"]);
 // Controller methods that run in the engine; each returns a promise that settles once it has.
 const ENGINE_METHODS = ["join", "leave", "toggleMic", "toggleCam", "shareScreen", "shareTrack", "stopShare",
   "setName", "setAvatar", "setMeta", "sendChat", "setLobby", "admit", "deny", "remove", "setLocked",
@@ -59,6 +59,33 @@ const ADOPTED_GRANT = (() => {
   } catch (err) {
     console.warn("Kibitz: could not read a grant from the address", err);
     return null;
+  }
+})();
+
+// Offline rooms (docs/offline.md): a ?galaxy=<value> link selects a LAN hub (`kibitz hub`) and is
+// kept in localStorage ("kbz.galaxy"), so a page opened once on the hub's network keeps using it,
+// links without the parameter included; ?galaxy=off forgets it. While one is set the page never
+// asks /api/* or a broker: it signals through the hub, over WebRTC (the engine checks the value).
+const GALAXY_KEY = "kbz.galaxy";
+const GALAXY_SHAPE = /^g1\|[^\s]{40,600}$/;
+const STORED_GALAXY = (() => {
+  let value = null;
+  try {
+    value = new URL(location.href).searchParams.get("galaxy");
+  } catch (_) { /* no address to read */ }
+  try {
+    if (value === "off") {
+      localStorage.removeItem(GALAXY_KEY);
+      return null;
+    }
+    if (value && GALAXY_SHAPE.test(value)) {
+      localStorage.setItem(GALAXY_KEY, value);
+      return value;
+    }
+    if (value) console.warn("Kibitz: ?galaxy= is not a hub link (it starts with g1|); ignored");
+    return localStorage.getItem(GALAXY_KEY);
+  } catch (_) {
+    return value && GALAXY_SHAPE.test(value) ? value : null; // storage blocked: this page only
   }
 })();
 
@@ -121,6 +148,8 @@ function validate(options) {
     hostKey: options.hostKey || null, hostPassword: options.hostPassword || null, pageUrl: location.href,
     tabToken: tabToken(),
     turnHost: options.turnHost || null,
+    // A LAN hub: the mount option (from code; "off" = none), else the adopted/stored link.
+    galaxy: options.galaxy === "off" ? null : (options.galaxy || STORED_GALAXY || null),
     server: SERVER,
     signalBase: /^wss?:\/\//i.test(options.signalHost || "") ? SERVER : baseUrl(options.signalHost, SERVER),
     turnBase: baseUrl(options.turnHost, SERVER),
@@ -392,6 +421,7 @@ function bootEngine() {
  * boots. A ws(s):// signalHost names the broker directly. */
 async function discoverSignal(cfg) {
   const t0 = performance.now();
+  if (cfg.galaxy) return { galaxy: cfg.galaxy }; // a LAN hub: nothing to ask, nothing leaves the LAN
   try {
     if (cfg.signalHost && /^wss?:\/\//i.test(cfg.signalHost)) {
       const url = cfg.signalHost.endsWith("/") ? cfg.signalHost : cfg.signalHost + "/";

@@ -154,8 +154,8 @@ class JoinGate:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> JoinGate:
-        """From link parameters (``g``, ``gn``, …); other parameters (``gt``, ``grant``…) are ignored
-        here, an unknown ``g*`` one is refused."""
+        """From link parameters (``g``, ``gn``, …); other parameters (``gt``, ``grant``, ``galaxy``…)
+        are ignored here, an unknown ``g*`` one is refused."""
         for key, value in params.items():
             if key.startswith("g") and key not in _KNOWN:
                 raise GateError("unknown-param", f"unknown gate parameter in the link: {key}")
@@ -475,7 +475,9 @@ def parse_link(url: str) -> Link:
             if key in params and params[key] != value:
                 raise GateError("bad-param", f"the link names {key!r} twice with different values")
             params[key] = value
-    gate_params = {k: v for k, v in params.items() if k.startswith("g") and k != "grant"}
+    # ``grant`` (a relay grant) and ``galaxy`` (a LAN hub, kibitz.galaxy) start with g but are not
+    # room settings.
+    gate_params = {k: v for k, v in params.items() if k.startswith("g") and k not in ("grant", "galaxy")}
     invite = gate_params.pop("gt", None)
     gate = JoinGate.from_params(gate_params) if gate_params else None
     return Link(room=room or None, gate=gate, invite=invite)

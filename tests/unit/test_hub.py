@@ -28,6 +28,7 @@ from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import RtcConfig
 from kibitz.clock import AsyncioScheduler
 from kibitz.galaxy import Galaxy, GalaxyError, galaxy_from_link, parse_galaxy
+from kibitz.gate import parse_link
 from kibitz.server.hub.app import HubConfig, RunningHub, galaxy_link, start_hub
 from kibitz.server.hub.ice_lite import IceLite
 from kibitz.server.hub.identity import load_or_create
@@ -67,6 +68,9 @@ def test_a_galaxy_in_a_link_is_read_and_off_means_none() -> None:
     assert galaxy_from_link("https://site.example/call") is None
     with pytest.raises(GalaxyError):
         galaxy_from_link("https://site.example/call?galaxy=g1|nope")
+    # A galaxy is not a room setting: the gate reader leaves it alone (it refuses unknown g* ones).
+    parsed = parse_link(link)
+    assert parsed.room == "room-abc" and parsed.gate is None
 
 
 # ----------------------------------------------------------------------------------- router

@@ -21,13 +21,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import quote
 
-from kibitz.backends.page_relay import PageRelay, relay_settings
+from kibitz.backends.hub_signaling import HUB_BROKER_URL, HubConnector
+from kibitz.backends.page_relay import PageRelay, page_fetch, relay_settings
 from kibitz.backends.page_rooms import MountRoom, host_key_of, mount_room, prepared_credential
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
+    ConnectSignaling,
     EventCallback,
     EventListeners,
     IceCandidateInit,
@@ -42,6 +44,7 @@ from kibitz.backends.rtc_api import (
     W3CPeerConnectionState,
 )
 from kibitz.clock import AsyncioScheduler, Scheduler
+from kibitz.galaxy import Galaxy, parse_galaxy
 from kibitz.ids import room_peer_id
 from kibitz.relay import invite_link, strip_grant
 from kibitz.session import Session, Source
@@ -529,18 +532,23 @@ async def connect_signaling(
     return sock
 
 
-def make_browser_transport(broker_url: str, **options: Any) -> RtcTransport:
+def make_browser_transport(broker_url: str, *, galaxy: Galaxy | None = None, **options: Any) -> RtcTransport:
     """An :class:`~kibitz.backends.rtc.RtcTransport` on the page's WebLoop with browser adapters.
 
-    ``broker_url`` is the broker's ws(s):// URL (from ``/api/signal``); ``options`` go to
-    ``RtcTransport`` (``key``, ``rtc_config``, ``heartbeat_s``...). Media links send flowing
-    placeholders (silence, 2x2 black at 5 fps) until a lane is given a real track.
+    ``broker_url`` is the broker's ws(s):// URL (from ``/api/signal``); with ``galaxy`` the page
+    signals through that LAN hub instead, over a peer connection to it (no WebSocket, no broker
+    URL). ``options`` go to ``RtcTransport`` (``key``, ``rtc_config``, ``heartbeat_s``...). Media
+    links send flowing placeholders (silence, 2x2 black at 5 fps) until a lane is given a real track.
     """
     options.setdefault("rtc_config", RtcConfig())
     options.setdefault("placeholder_tracks", placeholder_tracks)
+    factory = BrowserPeerConnectionFactory()
+    connect: ConnectSignaling = connect_signaling
+    if galaxy is not None:
+        connect, broker_url = HubConnector(factory, galaxy), HUB_BROKER_URL
     return RtcTransport(
-        BrowserPeerConnectionFactory(),
-        connect_signaling,
+        factory,
+        connect,
         broker_url=broker_url,
         scheduler=AsyncioScheduler(asyncio.get_event_loop()),
         **options,
@@ -879,6 +887,8 @@ class PageSession:
             "setJoinCredential": self.set_join_credential, "claimHost": self._s("claim_host"),
         }
         self.relay: PageRelay | None = None
+        self.signaling = "broker"
+        """``"hub"`` when this page signals through a LAN hub (``?galaxy=``), else ``"broker"``."""
         """The relay this mount asks for (None for a preview): see :mod:`.page_relay`."""
         SESSIONS.append(self)
 
@@ -1109,6 +1119,7 @@ class PageSession:
             state["lobbyStatus"] = "none"
         if self.relay is not None:
             state.update(self.relay.state())
+        state["signaling"] = self.signaling
         return state
 
     def get_participants(self) -> list[dict[str, Any]]:
@@ -1300,6 +1311,15 @@ def _signal_resolver(signal: str) -> Callable[[str], Awaitable[str | None]]:
     return resolve
 
 
+async def _no_relay_on_a_hub(
+    method: str, url: str, headers: Mapping[str, str], body: str | None
+) -> tuple[int, str]:
+    """The relay fetch of a page on a LAN hub: nothing is asked (no internet, no ``/api/turn``);
+    the relay keeper sees an error, so a relay-only member stays out and the rest use host
+    candidates only."""
+    raise ConnectionError("a LAN hub has no relay")
+
+
 def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
     """Called by widget.js for each mount, once the engine has booted; starts presence at once.
 
@@ -1316,21 +1336,31 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
         page = PageSession(config, emit, streams=_JsStreams(), convert=_to_page)
     else:
         broker = config.get("broker") or {}
-        url = broker.get("url")
-        if not isinstance(url, str) or not url:
-            raise ValueError("no signaling broker: /api/signal named none and no signalHost was given")
         settings = relay_settings(config)
-        transport = make_browser_transport(
-            url, key=str(broker.get("key") or "peerjs"),
-            rtc_config=RtcConfig(ice_transport_policy="relay" if settings.relay_only else "all"))
-        signal = broker.get("signal")
-        if isinstance(signal, str) and signal:
-            transport.set_broker_resolver(_signal_resolver(signal))
+        policy: Final = "relay" if settings.relay_only else "all"
+        galaxy_value = broker.get("galaxy")
+        fetch = page_fetch
+        if isinstance(galaxy_value, str) and galaxy_value:
+            # A LAN hub: no broker, no /api/*. Fail closed on a bad link (GalaxyError says why).
+            galaxy = parse_galaxy(galaxy_value)
+            transport = make_browser_transport(HUB_BROKER_URL, galaxy=galaxy,
+                                               rtc_config=RtcConfig(ice_transport_policy=policy))
+            fetch = _no_relay_on_a_hub
+        else:
+            url = broker.get("url")
+            if not isinstance(url, str) or not url:
+                raise ValueError("no signaling broker: /api/signal named none and no signalHost given")
+            transport = make_browser_transport(url, key=str(broker.get("key") or "peerjs"),
+                                               rtc_config=RtcConfig(ice_transport_policy=policy))
+            signal = broker.get("signal")
+            if isinstance(signal, str) and signal:
+                transport.set_broker_resolver(_signal_resolver(signal))
         page = PageSession(
             config, emit, transport=transport, scheduler=AsyncioScheduler(asyncio.get_event_loop()),
             streams=_JsStreams(), meter=lambda cb: _shim().levelMeter(cb), convert=_to_page,
         )
-        page.relay = PageRelay(settings, transport, on_change=page._emit_state)
+        page.signaling = "hub" if fetch is _no_relay_on_a_hub else "broker"
+        page.relay = PageRelay(settings, transport, fetch=fetch, on_change=page._emit_state)
         page.on_close(page.relay.close)
 
         async def shutdown() -> None:
