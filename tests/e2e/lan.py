@@ -113,6 +113,9 @@ class Lan:
         h.run("ip", "link", "set", inner, "name", "eth0")
         h.run("ip", "addr", "add", f"{addr}/{PREFIX}", "dev", "eth0")
         h.run("ip", "link", "set", "eth0", "up")
+        # Link-local multicast stays on the LAN (mDNS: browsers name their host candidates
+        # <uuid>.local until a page has camera permission). Not a default route.
+        h.run("ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
         self.hosts[name] = h
         return h
 

@@ -189,7 +189,11 @@ def _device(pw: Playwright, lan: Lan, name: str, octet: int, spki: str, tmp: Pat
         args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
               "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-              f"--ignore-certificate-errors-spki-list={spki}"],
+              f"--ignore-certificate-errors-spki-list={spki}",
+              # A page without camera permission (the hub's plain-http demo) gathers host candidates
+              # only on the default route's interface, and this LAN has no default route by design;
+              # a real LAN has one (the access point), which this stands for.
+              "--force-webrtc-ip-handling-policy=default"],
     )
     ctx = browser.new_context()
     ctx.add_init_script(f"window.NAME = {name.upper()!r}")
@@ -215,7 +219,9 @@ def _device(pw: Playwright, lan: Lan, name: str, octet: int, spki: str, tmp: Pat
 @pytest.fixture(scope="module")
 def world(playwright_session: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     why = available()
-    if why:
+    if why and os.geteuid() != 0:  # not root: nothing here can build a LAN; say so, do not hide it
+        pytest.skip(f"SKIPPED the offline-LAN e2e (run the suite as root to include it): {why}")
+    if why:  # root, yet no namespaces: a broken machine, not a reason to skip
         pytest.fail(f"the offline-LAN tests need network namespaces: {why}")
     ensure_dist()
     tmp = tmp_path_factory.mktemp("lan")
@@ -388,6 +394,35 @@ def test_the_site_gone_the_page_opens_from_the_service_worker_and_calls(world: W
     _in_call(d1, 2)
     _sees_camera(d2)
     world.start_site()
+
+
+def test_the_hub_serves_its_page_and_the_bundle(world: World) -> None:
+    """No site at all: the hub's own page links to the demo it serves. That page is plain http on
+    the LAN (no camera there, and its host candidates are mDNS names), yet it boots from the hub,
+    signals through it, and a device on the https site joins its room."""
+    d1, d2 = world.devices
+    page = d1.ctx.new_page()
+    try:
+        page.goto(f"http://{world.hub.addr}:4780/")
+        assert (page.locator("a#link").get_attribute("href") or "").startswith(world.url().split("#")[0])
+        link = page.locator("a#own").get_attribute("href") or ""
+        assert link.startswith(f"http://{world.hub.addr}:4780/demo/?galaxy=g1|"), link
+        assert page.locator("svg").count() == 1 and world.galaxy in page.content()
+        page.goto(link)
+        page.wait_for_function("() => window.call && location.hash.length > 1", timeout=BOOT_MS)
+        page.evaluate("() => window.call.ready")
+        assert page.evaluate("() => window.isSecureContext") is False
+        room = page.evaluate("() => location.hash.slice(1)")
+        page.evaluate("() => window.call.join()")
+        d2.js("(room) => { window.call2 = Kibitz.mount({ room, name: 'D2b', headless: true }) }", room)
+        d2.js("() => window.call2.ready")
+        d2.js("() => window.call2.join()")
+        page.wait_for_function("() => window.call.getParticipants().length === 2", timeout=BOOT_MS)
+        d2.wait("() => window.call2.getParticipants().length === 2")
+        assert page.evaluate("() => window.call.getState().signaling") == "hub"
+        d2.js("() => window.call2.unmount()")
+    finally:
+        page.close()
 
 
 def test_galaxy_off_stops_using_the_hub(world: World) -> None:

@@ -204,8 +204,9 @@ code{{word-break:break-all;background:#f3f3f3;padding:.15rem .3rem}}</style></he
 <h1>Kibitz hub</h1>
 <p>Calls on this network need no internet: open the link below once on each device (scan the code).
 The page remembers this hub; <code>?galaxy=off</code> forgets it.</p>
-<p><a href="{link_attr}">{link_text}</a></p>
+<p><a id="link" href="{link_attr}">{link_text}</a></p>
 <figure>{svg}</figure>
+{own}
 <p>The link's value, for <code>?galaxy=</code> on any page that embeds Kibitz:</p>
 <p><code id="galaxy">{value}</code></p>
 <p>The hub routes only the set-up of calls; audio, video, chat and data go straight between the
@@ -220,12 +221,19 @@ def _make_app(hub: RunningHub) -> web.Application:
 
     async def page(request: web.Request) -> web.Response:
         link = hub.link
+        own = ""
+        if hub.config.site:  # the hub's own demo too, for devices without the site
+            mine = galaxy_link(hub.own_page, hub.value)
+            own = (f'<p>No copy of the site on this device? The hub serves a demo page (plain http: '
+                   f'calls, chat and data, no camera): <a id="own" href="{html.escape(mine, quote=True)}">'
+                   f"{html.escape(mine)}</a></p>")
         body = PAGE.format(link_attr=html.escape(link, quote=True), link_text=html.escape(link),
-                           svg=qr_svg(link), value=html.escape(hub.value))
+                           svg=qr_svg(link), value=html.escape(hub.value), own=own)
         return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def galaxy(request: web.Request) -> web.Response:
-        return web.json_response({"galaxy": hub.value, "link": hub.link},
+        return web.json_response({"galaxy": hub.value, "link": hub.link,
+                                  "own": galaxy_link(hub.own_page, hub.value)},
                                  headers={"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"})
 
     async def metrics(request: web.Request) -> web.Response:
