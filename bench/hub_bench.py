@@ -369,7 +369,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.members, args.pairs, args.messages, args.runs = 10, 4, 2048, 3
-    head = machine()
+    head = (f"{machine()}; run: {args.members} members, {args.pairs} pairs x {args.messages} messages, "
+            f"{args.runs} joins each way{' (--quick)' if args.quick else ''}")
     print(head, flush=True)
     text = asyncio.run(run(args))
     print(text)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests  # the cluster bench starts redis-server
-for b in bench/room_bench.py bench/broker_bench.py bench/cluster_bench.py bench/agent_bench.py bench/agent_media_bench.py bench/engine_msg_bench.py bench/browser_bench.py bench/widget_bench.py bench/crypto_bench.py; do
+for b in bench/room_bench.py bench/broker_bench.py bench/cluster_bench.py bench/agent_bench.py bench/agent_media_bench.py bench/engine_msg_bench.py bench/browser_bench.py bench/widget_bench.py bench/crypto_bench.py bench/hub_bench.py; do
   [ -f "$b" ] || continue
   echo "== $b"
   .venv/bin/python "$b" "$@"

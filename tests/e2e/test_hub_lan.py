@@ -339,12 +339,16 @@ def test_the_hub_never_sees_content(world: World) -> None:
 
 def test_a_reload_without_galaxy_still_uses_the_hub(world: World) -> None:
     d1, d2 = world.devices
+    assert world.site_out is not None
+    seen = len(world.site_out.lines)
     d1.open(world.url())
     assert d1.js("() => window.call.getState().signaling") == "hub"
     d1.js("() => window.call.join({ cam: true })")
     _in_call(d1, 2)
     _in_call(d2, 2)
     _sees_camera(d2)
+    asked = [ln for ln in world.site_out.lines[seen:] if "/api/" in ln]
+    assert not asked, f"asked the site for signaling after a reload: {asked}"
 
 
 def test_a_cpython_agent_joins_the_hub_room(world: World) -> None:
