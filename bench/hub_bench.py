@@ -306,7 +306,12 @@ async def joins(hub: Hub, broker: str, key: str, runs: int) -> dict[str, list[fl
 # ------------------------------------------------------------------------------------ main
 
 
-def write(text: str, head: str) -> None:
+QUICK_NOTE = ("A `--quick` run (few members, few joins, a shared machine under load): the per-member and "
+              "per-GiB figures are extrapolated from few members and the joins are a handful; run without "
+              "`--quick` for the full figures.")
+
+
+def write(text: str, head: str, quick: bool = False) -> None:
     body = (
         f"{SECTION}\n\n{head}; {time.strftime('%Y-%m-%d')}.\n\n"
         "`bench/hub_bench.py`: `kibitz hub` and `kibitz serve` as their own processes on 127.0.0.1 (CPU "
@@ -318,7 +323,7 @@ def write(text: str, head: str) -> None:
         "in a room with one member, through the hub (a fresh hub connection each time, as a page's first "
         "join) and through `kibitz serve`, alternating. The clients (aiortc in Python) are the "
         "bottleneck when connecting many members; the hub's own cost is what is reported.\n\n"
-        f"{text}\n"
+        f"{text}\n" + (f"\n{QUICK_NOTE}\n" if quick else "")
     )
     replace_section(SECTION, body)
 
@@ -375,7 +380,7 @@ def main() -> None:
     text = asyncio.run(run(args))
     print(text)
     if not args.no_write:
-        write(text, head)
+        write(text, head, args.quick)
         print(f"wrote the '{SECTION}' section of {DOC.relative_to(ROOT)}")
 
 
