@@ -351,11 +351,24 @@ def test_a_reload_without_galaxy_still_uses_the_hub(world: World) -> None:
     assert not asked, f"asked the site for signaling after a reload: {asked}"
 
 
+AGENT = """NAME = "Scribe"
+
+async def main(agent):
+    import asyncio
+    while not agent.can("send-chat"):  # agents start read-only: wait for a device's grant
+        await asyncio.sleep(0.2)
+    await agent.say("granted through the hub")
+    await asyncio.Event().wait()
+"""
+SCRIBE = "() => window.call.getParticipants().find((p) => p.name === 'Scribe')?.id"
+
+
 def test_a_cpython_agent_joins_the_hub_room(world: World) -> None:
+    """The agent joins; capabilities work as online: it starts read-only at both devices, the
+    coordinating device grants it send-chat, and its line reaches both."""
     d1, d2 = world.devices
     agent_file = world.tmp / "lan_agent.py"
-    agent_file.write_text('NAME = "Scribe"\n\nasync def main(agent):\n    import asyncio\n'
-                          "    await asyncio.Event().wait()\n")
+    agent_file.write_text(AGENT)
     proc = world.bot.popen(
         [KIBITZ, "agent", "run", str(agent_file), "--room", ROOM, "--galaxy", world.galaxy],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
@@ -365,6 +378,18 @@ def test_a_cpython_agent_joins_the_hub_room(world: World) -> None:
         out.wait_for("KIBITZ_AGENT_READY", timeout=60)
         for dev in (d1, d2):
             dev.wait("() => window.call.getParticipants().some((p) => p.name === 'Scribe')")
+        bot = d1.js(SCRIBE)
+        assert bot and d2.js(SCRIBE) == bot
+        for dev in (d1, d2):
+            grant = dev.js("(id) => window.call.getCapabilityGrant(id)", bot)
+            assert grant and grant["act"] == [] and "read-chat" in grant["perceive"], grant
+        coord = next(dev for dev in (d1, d2) if dev.js("() => window.call.getState().isCoordinator"))
+        grant = coord.js("(id) => window.call.getCapabilityGrant(id)", bot)
+        coord.js("([id, g]) => window.call.setCapabilityGrant(id, g)",
+                 [bot, {"perceive": grant["perceive"], "act": ["send-chat"]}])
+        for dev in (d1, d2):
+            dev.wait("(id) => window.call.getChat().some((c) => c.from === id"
+                     " && c.text === 'granted through the hub')", bot)
     finally:
         world.bot.stop(proc)
     for dev in (d1, d2):
