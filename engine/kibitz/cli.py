@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--label", default="", help="a note for you (who bought it); never sent anywhere")
     rev = lic_sub.add_parser("revoke", parents=[where],
                              help="revoke a licence by id (its room grants stop at once)")
-    rev.add_argument("id")
+    # A licence id is base64url and may begin with '-': argparse would take it for an option, so
+    # the id is optional here and an unknown lone argument is taken as the id below.
+    rev.add_argument("id", nargs="?", help="the licence's id, as `kibitz licence list` shows it")
     lic_sub.add_parser("list", parents=[where], help="list licences (ids, labels, caps; never the tokens)")
     use = lic_sub.add_parser("usage", parents=[where], help="relay credentials metered per licence and month")
     use.add_argument("--month", default=None, help="YYYY-MM (default: every month)")
@@ -98,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     run.epilog = ("Arguments the CLI does not know (e.g. --watch S) go to the agent file's "
                   "setup(argv), if it defines one.")
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "licence_command", None) == "revoke" and args.id is None:
+        if len(extra) != 1:
+            parser.error("kibitz licence revoke needs one licence id")
+        args.id = extra.pop()
     if extra and not (args.command == "agent" and getattr(args, "agent_command", None) == "run"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.agent_args = extra

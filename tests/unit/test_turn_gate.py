@@ -421,6 +421,9 @@ def test_licence_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert cli_main(["licence", "revoke", lid, *state]) == 1
     assert "already revoked" in capsys.readouterr().err
     assert cli_main(["licence", "revoke", "nobody", *state]) == 1
+    # An id may begin with '-' (base64url): argparse must not take it for an option.
+    assert cli_main(["licence", "revoke", "-Abc_def-123", *state]) == 1
+    assert "-Abc_def-123 is not known" in capsys.readouterr().err
     assert cli_main(["licence", "add", "--monthly-cap", "-1", *state]) == 2
     assert os.stat(tmp_path / "state").st_mode & 0o777 == 0o700
 
