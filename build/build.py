@@ -8,14 +8,25 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
     dist/pyodide-<ver>/            the Pyodide runtime files from node_modules/pyodide (npm pin)
     dist/wheels/*.whl              pinned PyPI wheels (sha256-checked) + the engine's own wheel
     dist/wheels/pyodide-lock.json  a lock holding only those wheels, with their real sha256
-    dist/assets/pyodide-snapshot-<hash>.bin  gzip'd engine memory snapshot (engine + wheels imported)
+    dist/assets/pyodide-snapshot-<hash>.bin  the engine's memory snapshot, packed (only the pages the page
+                                   must write), plus .br and .gz beside it (see "Compressed files")
     dist/assets/<side module>-<hash>.wasm    each compiled extension the snapshot holds (pydantic-core)
-    dist/assets/site-packages-<hash>.tar     the snapshot's installed wheels, as files (lazy imports)
+    dist/assets/site-packages-<hash>.tar     the wheels' files of modules the snapshot does not hold
+                                   imported (for later lazy imports)
+    dist/assets/python-stdlib-<hash>.zip     the standard library the snapshot boot mounts: what the
+                                   snapshot does not hold imported, less what cannot run in a page
     dist/demo/index.html           two tabs with the same URL share a room (room id in the hash)
     dist/demo/embed.html           the one-liner as a third-party page uses it
     dist/demo/follow.html          follow-me: hash routing synced with broadcast/onMessage (headless)
     dist/whist/                    the reference game on the headless controller (apps/whist)
-    dist/manifest.json             bytes and sha256 of every file (for benchmarks and caching)
+    dist/manifest.json             bytes and sha256 of every file (for benchmarks and caching), and
+                                   ``firstLoad``: what a cold snapshot boot downloads, file by file
+
+Compressed files: every big file a boot downloads gets ``<file>.br`` (brotli, quality 11) and
+``<file>.gz`` (gzip -9) beside it, made once per content (cached in ``build/.cache/compressed/``).
+``kibitz serve`` (and nginx's ``brotli_static``/``gzip_static``) send them with ``Content-Encoding``
+to browsers that accept it, which decode them natively: Chromium and Firefox send ``br`` on https and
+on http://127.0.0.1 / localhost, and only ``gzip, deflate`` on plain http to any other host.
 
 Every run hashes its inputs first and returns at once when ``dist/.build-stamp`` matches, because
 scripts/setup.sh calls it before every test and serve run. Downloads (``pip download``) happen only
@@ -29,6 +40,7 @@ page boots plainly, loading the wheels through the lock.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import gzip
 import hashlib
@@ -42,9 +54,11 @@ import sys
 import tarfile
 import tempfile
 import time
+import tokenize
 import tomllib
 import zipfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,19 +87,19 @@ BUILD_MARKER = "/*__KIBITZ_BUILD__*/null"
 SNAPSHOT_CACHE = BUILD / ".cache" / "snapshot"
 # Stdlib modules the engine uses beyond what Pyodide's start-up imports, imported first so the
 # snapshot holds them whatever the engine's import order. Missing one here costs nothing: the
-# engine imports below pull it in anyway.
+# engine imports below pull it in anyway. Every module held costs download bytes (the snapshot
+# holds its code): list only what a session uses.
 SNAPSHOT_IMPORTS = [
-    "asyncio", "collections", "dataclasses", "datetime", "decimal", "email", "encodings.cp437", "enum",
-    "fractions", "heapq", "hmac", "importlib.metadata", "inspect", "ipaddress", "itertools", "json",
-    "logging", "math", "numbers", "random", "re", "secrets", "struct", "sysconfig", "tarfile", "time",
-    "typing", "uuid", "zipfile", "zoneinfo",
+    "asyncio", "collections", "dataclasses", "datetime", "decimal", "email", "enum", "fractions", "heapq",
+    "hmac", "importlib.metadata", "inspect", "ipaddress", "itertools", "json", "logging", "math", "numbers",
+    "random", "re", "secrets", "struct", "sysconfig", "time", "typing", "uuid", "zipfile", "zoneinfo",
 ]
 # What the snapshot holds imported: the page's engine (it imports everything a session needs at
 # module level: an import after the restore compiles source on V8's baseline tier, and
-# tests/e2e/test_boot_snapshot.py checks that opening a session imports nothing new) and pyjwt,
-# which the bundle preloads as the plain boot's loadPackage does (nothing in the engine imports it
-# yet; identity tokens will).
-ENGINE_IMPORTS = ["kibitz.backends.browser", "jwt"]
+# tests/e2e/test_boot_snapshot.py checks that opening a session imports nothing new). pyjwt is
+# installed (its files are in the page) but not held: nothing in the engine imports it, and holding
+# it (with the urllib, http and ssl modules it imports) cost 0.6 MB of download.
+ENGINE_IMPORTS = ["kibitz.backends.browser"]
 # Run by Node with a JSON config: boot the npm runtime with _makeSnapshot, install the wheels by
 # hand, import the engine, describe every compiled side module it loaded (pydantic-core's), freeze
 # the objects made so far out of the garbage collector, and write the snapshot and that record.
@@ -249,23 +263,32 @@ def build_engine_wheel(dest_dir: Path) -> tuple[Path, str]:
 
 def snapshot_key(pins: dict[str, Any], wheels: list[Path], node_version: str) -> str:
     """Hash of everything the snapshot holds: the runtime, every wheel it installs (engine included),
-    what it imports, the script that makes it and the Node that runs it."""
+    what it imports, the script that makes it, the Node that runs it and how it is packed."""
     h = hashlib.sha256()
     for name in sorted(pins["runtime_files"]):
         h.update(f"{name}:{sha256_file(NODE_PYODIDE / name)}\n".encode())
     for w in sorted(wheels, key=lambda p: p.name):
         h.update(f"{w.name}:{sha256_file(w)}\n".encode())
     inputs = [SNAPSHOT_IMPORTS, ENGINE_IMPORTS, SNAPSHOT_SCRIPT.read_text(), node_version,
-              SNAPSHOT_MAGIC.decode()]
+              SNAPSHOT_MAGIC.decode(), SNAPSHOT_PAGE]
     h.update(json.dumps(inputs).encode())
     return h.hexdigest()[:32]
+
+
+def wheel_files(wheels: Iterable[Path]) -> dict[str, bytes]:
+    """Every file the wheels install, by its path under site-packages (directories left out)."""
+    files: dict[str, bytes] = {}
+    for whl in wheels:
+        with zipfile.ZipFile(whl) as zf:
+            files.update((name, zf.read(name)) for name in zf.namelist() if not name.endswith("/"))
+    return files
 
 
 def make_snapshot(
     pins: dict[str, Any], wheels: list[Path], node: str | None = None
 ) -> tuple[Path, Path] | None:
-    """The gzip'd engine snapshot and its side-module record (both cached by :func:`snapshot_key`),
-    or None when they cannot be made.
+    """The packed engine snapshot (see :func:`pack_snapshot`) and its record (both cached by
+    :func:`snapshot_key`), or None when they cannot be made.
 
     None is not an error: the page then boots without a snapshot, only slower. The reason is printed.
     """
@@ -286,10 +309,12 @@ def make_snapshot(
         return cached, record
     SNAPSHOT_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=SNAPSHOT_CACHE) as tmp:
-        raw, rec = Path(tmp) / "snapshot.raw", Path(tmp) / "record.json"
+        raw, rec, site = Path(tmp) / "snapshot.raw", Path(tmp) / "record.json", Path(tmp) / "site"
+        for name, data in wheel_files(wheels).items():
+            (site / name).parent.mkdir(parents=True, exist_ok=True)
+            (site / name).write_bytes(data)
         config = {"runtime": str(NODE_PYODIDE.resolve()), "out": str(raw), "record": str(rec),
-                  "stdlib": SNAPSHOT_IMPORTS, "engine": ENGINE_IMPORTS,
-                  "wheels": [str(w.resolve()) for w in wheels]}
+                  "stdlib": SNAPSHOT_IMPORTS, "engine": ENGINE_IMPORTS, "site": str(site)}
         (Path(tmp) / "config.json").write_text(json.dumps(config))
         try:
             res = subprocess.run([node, str(SNAPSHOT_SCRIPT), str(Path(tmp) / "config.json")],
@@ -301,51 +326,186 @@ def make_snapshot(
             print(f"build: making the engine snapshot failed; none this time:\n{res.stderr.strip()[-2000:]}",
                   file=sys.stderr)
             return None
-        # Fixed mtime and no name: the same raw snapshot always gives the same file.
-        with ((Path(tmp) / "snapshot.gz").open("wb") as dst,
-              gzip.GzipFile(filename="", mode="wb", fileobj=dst, compresslevel=9, mtime=0) as gz):
-            gz.write(pack_snapshot(raw.read_bytes()))
+        image = wasm_data_image((NODE_PYODIDE / "pyodide.asm.wasm").read_bytes())
+        (Path(tmp) / "snapshot.bin").write_bytes(pack_snapshot(raw.read_bytes(), image))
         os.replace(rec, record)
-        os.replace(Path(tmp) / "snapshot.gz", cached)
+        os.replace(Path(tmp) / "snapshot.bin", cached)
     return cached, record
 
 
 SNAPSHOT_PAGE = 4096
-SNAPSHOT_MAGIC = b"KZS1"
+SNAPSHOT_MAGIC = b"KZS2"
 
 
-def pack_snapshot(raw: bytes) -> bytes:
-    """Pyodide's snapshot without the heap's all-zero pages (~40 % of it), so the page inflates and
-    copies less. Layout (little-endian u32s): magic ``KZS1``, Pyodide's header length, heap length,
-    page size, page count; a bitmap of non-zero pages padded to 4 bytes; Pyodide's header (magic,
-    build id, JS state); the non-zero pages in order. widget/snapshot.js writes them into the heap."""
+def _uleb(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def _sleb(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (value - (1 << shift) if byte & 0x40 else value), at
+
+
+def wasm_data_image(wasm: bytes) -> bytes:
+    """The memory the runtime's active data segments fill when it is instantiated (the bytes from
+    address 0 to the end of the last segment), or b"" when a segment's place is not a constant."""
+    if wasm[:4] != b"\0asm":
+        raise BuildError("pyodide.asm.wasm is not a wasm module")
+    at = 8
+    image = bytearray()
+    while at < len(wasm):
+        section = wasm[at]
+        size, at = _uleb(wasm, at + 1)
+        end = at + size
+        if section == 11:  # data
+            count, at = _uleb(wasm, at)
+            for _ in range(count):
+                mode, at = _uleb(wasm, at)
+                if mode == 1:  # passive: written later by memory.init, not by instantiation
+                    length, at = _uleb(wasm, at)
+                    at += length
+                    continue
+                if mode == 2:
+                    _, at = _uleb(wasm, at)  # memory index
+                if mode not in (0, 2) or wasm[at] != 0x41:  # i32.const
+                    return b""
+                offset, at = _sleb(wasm, at + 1)
+                if wasm[at] != 0x0B:
+                    return b""
+                length, at = _uleb(wasm, at + 1)
+                if len(image) < offset + length:
+                    image.extend(bytes(offset + length - len(image)))
+                image[offset:offset + length] = wasm[at:at + length]
+                at += length
+        at = end
+    return bytes(image)
+
+
+def page_hash(pages: Iterable[bytes]) -> int:
+    """FNV-1a over the pages' little-endian 32-bit words: widget/snapshot.js computes the same over
+    the runtime's memory to check the pages it keeps (not a security check: a mismatch only means
+    this runtime was not set up as the build's was, and the page boots without the snapshot)."""
+    h = 0x811C9DC5
+    for page in pages:
+        for word in memoryview(page).cast("I"):
+            h = ((h ^ word) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def pack_snapshot(raw: bytes, image: bytes = b"") -> bytes:
+    """Pyodide's snapshot as the page needs it: only the heap pages it must write.
+
+    Each page is one of: all zero (filled), the same as the runtime's data segments put there at
+    instantiation (``image``; kept as they are, after a check), or written from the file. Layout
+    (little-endian u32s): magic ``KZS2``, Pyodide's header length, heap length, page size, page count,
+    the kept pages' :func:`page_hash` and count; a bitmap of written pages and one of kept pages,
+    each padded to 4 bytes; Pyodide's header (magic, build id, JS state); the written pages in order.
+    widget/snapshot.js unpacks it into the heap."""
     header_len = int.from_bytes(raw[4:8], "little")
     if header_len % 16 or header_len >= len(raw):
         raise BuildError(f"unexpected Pyodide snapshot header length {header_len}")
     heap = memoryview(raw)[header_len:]
     count = -(-len(heap) // SNAPSHOT_PAGE)
-    bitmap = bytearray(-(-count // 32) * 4)
-    pages = []
+    written, kept = bytearray(-(-count // 32) * 4), bytearray(-(-count // 32) * 4)
+    pages: list[memoryview] = []
+    same: list[bytes] = []
     zero = bytes(SNAPSHOT_PAGE)
     for n in range(count):
-        page = heap[n * SNAPSHOT_PAGE:(n + 1) * SNAPSHOT_PAGE]
-        if page != zero[:len(page)]:
-            bitmap[n >> 3] |= 1 << (n & 7)
-            pages.append(page)
-    head = b"".join(v.to_bytes(4, "little") for v in (header_len, len(heap), SNAPSHOT_PAGE, count))
-    return b"".join([SNAPSHOT_MAGIC, head, bytes(bitmap), raw[:header_len], *pages])
+        start = n * SNAPSHOT_PAGE
+        page = heap[start:start + SNAPSHOT_PAGE]
+        if page == zero[:len(page)]:
+            continue
+        if start < len(image) and len(page) == SNAPSHOT_PAGE:
+            base = image[start:start + SNAPSHOT_PAGE].ljust(SNAPSHOT_PAGE, b"\0")
+            if page == base:
+                kept[n >> 3] |= 1 << (n & 7)
+                same.append(base)
+                continue
+        written[n >> 3] |= 1 << (n & 7)
+        pages.append(page)
+    head = b"".join(v.to_bytes(4, "little")
+                    for v in (header_len, len(heap), SNAPSHOT_PAGE, count, page_hash(same), len(same)))
+    return b"".join([SNAPSHOT_MAGIC, head, bytes(written), bytes(kept), raw[:header_len], *pages])
+
+
+# Standard library files a page never needs, left out of the snapshot boot's stdlib: tools (tests,
+# debuggers, profilers, docs, REPLs, packaging, command lines) and what needs processes, sockets,
+# terminals, Windows, a GUI or a database. The engine imports none of them
+# (tests/e2e/test_boot_snapshot.py checks every stdlib module the engine's sources name); the
+# plain boot keeps Pyodide's whole standard library.
+STDLIB_LEFT_OUT = (
+    "test/", "unittest/", "idlelib/", "tkinter/", "turtledemo/", "_pyrepl/", "pydoc_data/", "ensurepip/",
+    "venv/", "lib2to3/", "curses/", "dbm/", "sqlite3/", "xmlrpc/", "wsgiref/", "multiprocessing/", "xml/",
+    "concurrent/interpreters/", "concurrent/futures/process.py", "concurrent/futures/interpreter.py",
+    "asyncio/windows_events.py", "asyncio/windows_utils.py", "asyncio/proactor_events.py",
+    "http/server.py", "socketserver.py", "pydoc.py", "pdb.py", "bdb.py", "doctest.py", "turtle.py",
+    "tabnanny.py", "pickletools.py", "profile.py", "cProfile.py", "pstats.py", "timeit.py", "trace.py",
+    "tracemalloc.py", "code.py", "codeop.py", "cmd.py", "rlcompleter.py", "webbrowser.py", "antigravity.py",
+    "this.py", "getpass.py", "pty.py", "tty.py", "imaplib.py", "poplib.py", "smtplib.py", "ftplib.py",
+    "mailbox.py", "compileall.py", "py_compile.py", "zipapp.py", "pyclbr.py", "modulefinder.py",
+    "_pyio.py", "_osx_support.py", "_aix_support.py", "_android_support.py", "_ios_support.py",
+)
+# Files of the installed wheels a page never needs: pydantic's copy of pydantic v1 and its mypy
+# plugin (it imports mypy).
+SITE_LEFT_OUT = ("pydantic/v1/", "pydantic/mypy.py")
+CODING_LINE = re.compile(r"^[ \t\f]*#.*?coding[:=]")
+
+
+def strip_comments(source: bytes) -> bytes:
+    """Python source without its comments, every line where it was (tracebacks keep their line
+    numbers). The result must parse to exactly the same tree, positions included, as the source, or
+    the source comes back as it was (also when this Python cannot parse it: newer syntax)."""
+    try:
+        text = source.decode("utf-8")
+        before = ast.dump(ast.parse(text), include_attributes=True)
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (SyntaxError, ValueError, UnicodeDecodeError, tokenize.TokenError):
+        return source
+    lines = text.splitlines(keepends=True)
+    for tok in tokens:
+        if tok.type != tokenize.COMMENT:
+            continue
+        row, col = tok.start
+        line = lines[row - 1]
+        if row <= 2 and CODING_LINE.match(line):
+            continue
+        lines[row - 1] = line[:col].rstrip() + ("\n" if line.endswith("\n") else "")
+    out = "".join(lines)
+    try:
+        if ast.dump(ast.parse(out), include_attributes=True) != before:
+            return source
+    except SyntaxError:
+        return source
+    return out.encode("utf-8")
+
+
+def _slim(name: str, data: bytes) -> bytes:
+    return strip_comments(data) if name.endswith(".py") else data
 
 
 def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> dict[str, Any]:
     """Write what the page needs beside the snapshot into ``stage/assets`` and return the build info
     for it: every side module the record names (as a content-hashed ``.wasm``, so the browser can
-    compile it while streaming and cache the compiled code) and a tar of the installed wheels (the
-    snapshot holds imported modules, not files; the page writes them back for later lazy imports)."""
+    compile it while streaming and cache the compiled code), a tar of the wheels' files and the
+    standard library zip the snapshot boot mounts. The snapshot holds imported modules, not files:
+    later lazy imports need files, but only of modules it does not hold, so the files of every module
+    the record lists are left out of both."""
     site = record["sitePackages"].rstrip("/") + "/"
-    files: dict[str, bytes] = {}  # every installed file, by its path under site-packages
-    for whl in wheels:
-        with zipfile.ZipFile(whl) as zf:
-            files.update((name, zf.read(name)) for name in zf.namelist() if not name.endswith("/"))
+    held = set(record["modules"])
+    files = wheel_files(wheels)
     libs = []
     for lib in record["libs"]:
         name = lib["path"][len(site):] if lib["path"].startswith(site) else ""
@@ -360,14 +520,114 @@ def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name in sorted(files):
+            if site + name in held or name.startswith(SITE_LEFT_OUT):
+                continue
+            data = _slim(name, files[name])
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(files[name]), 0, 0o644
-            tar.addfile(info, io.BytesIO(files[name]))
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
     pack = buf.getvalue()
     pack_rel = f"assets/site-packages-{hashlib.sha256(pack).hexdigest()[:16]}.tar"
     (stage / pack_rel).write_bytes(pack)
-    return {"sitePackages": site, "pack": pack_rel, "libs": libs, "tableBefore": record["tableBefore"],
-            "tableAfter": record["tableAfter"], "slots": record["slots"], "got": record["got"]}
+    stdlib = snapshot_stdlib(held)
+    stdlib_rel = f"assets/python-stdlib-{hashlib.sha256(stdlib).hexdigest()[:16]}.zip"
+    (stage / stdlib_rel).write_bytes(stdlib)
+    return {"sitePackages": site, "pack": pack_rel, "stdlib": stdlib_rel, "libs": libs,
+            "tableBefore": record["tableBefore"], "tableAfter": record["tableAfter"],
+            "slots": record["slots"], "got": record["got"]}
+
+
+def snapshot_stdlib(held: set[str]) -> bytes:
+    """Pyodide's python_stdlib.zip without the modules the snapshot holds and without
+    :data:`STDLIB_LEFT_OUT`, comments stripped, stored rather than deflated (brotli compresses the
+    whole archive far better than deflate does file by file, and nothing inflates on import)."""
+    buf = io.BytesIO()
+    with (zipfile.ZipFile(NODE_PYODIDE / "python_stdlib.zip") as src,
+          zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as out):
+        prefix = next((f[:f.index(".zip/") + 5] for f in held if ".zip/" in f), None)
+        for info in src.infolist():
+            name = info.filename
+            if name.endswith("/") or name.startswith(STDLIB_LEFT_OUT) or (prefix and prefix + name in held):
+                continue
+            entry = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            entry.external_attr = 0o644 << 16
+            out.writestr(entry, _slim(name, src.read(info)))
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Compressed copies
+
+
+COMPRESSED_CACHE = BUILD / ".cache" / "compressed"
+BROTLI_QUALITY = 11
+# Besides what a boot downloads, any file at least this big whose type the server compresses.
+PRECOMPRESS_MIN_BYTES = 64 << 10
+PRECOMPRESS_SUFFIXES = frozenset((".wasm", ".js", ".mjs", ".json", ".zip", ".tar", ".bin", ".html", ".ts"))
+# The server sends a compressed copy only when it saves at least this much (server/kibitz_server/static.py).
+PRECOMPRESS_MIN_SAVING = 0.05
+
+
+def compress(data: bytes, encoding: str) -> bytes:
+    """brotli (quality 11, 16 MiB window: the most a browser's decoder accepts) or gzip -9 of
+    ``data``, cached by content (quality 11 takes about a minute for the runtime's wasm)."""
+    key = hashlib.sha256(data).hexdigest()
+    cached = COMPRESSED_CACHE / f"{key}.{encoding}{BROTLI_QUALITY if encoding == 'br' else 9}"
+    if cached.exists():
+        return cached.read_bytes()
+    if encoding == "br":
+        import brotli  # type: ignore[import-untyped,unused-ignore]  # the server's extra; setup installs it
+
+        body: bytes = brotli.compress(data, quality=BROTLI_QUALITY, lgwin=24)
+    else:
+        body = gzip.compress(data, compresslevel=9, mtime=0)
+    COMPRESSED_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, cached)
+    return body
+
+
+def precompress(stage: Path, rels: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Write ``<file>.br`` and ``<file>.gz`` beside each file under ``stage`` when it is worth it;
+    return, per file, its raw size and what the server sends for each encoding (the compressed copy,
+    or the file itself when compressing saves too little)."""
+    todo = sorted(set(rels))
+    jobs = [(rel, enc) for rel in todo for enc in ("br", "gz")]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # brotli lets go of the GIL
+        bodies = list(pool.map(lambda job: compress((stage / job[0]).read_bytes(),
+                                                    "br" if job[1] == "br" else "gzip"), jobs))
+    sizes: dict[str, dict[str, int]] = {rel: {"raw": (stage / rel).stat().st_size} for rel in todo}
+    for (rel, enc), body in zip(jobs, bodies, strict=True):
+        raw = sizes[rel]["raw"]
+        if len(body) < (1 - PRECOMPRESS_MIN_SAVING) * raw:
+            (stage / f"{rel}.{enc}").write_bytes(body)
+            sizes[rel]["br" if enc == "br" else "gzip"] = len(body)
+        else:
+            sizes[rel]["br" if enc == "br" else "gzip"] = raw
+    return sizes
+
+
+def first_load(
+    build_info: dict[str, Any], sizes: dict[str, dict[str, int]], wheel_rels: list[str]
+) -> dict[str, Any]:
+    """What a cold boot downloads, file by file, raw and as sent with brotli (https, or http to
+    127.0.0.1/localhost) and with gzip (plain http to another host): the snapshot boot's files, or
+    the plain boot's (its runtime's stdlib and ``wheel_rels``) when the bundle has no snapshot."""
+    snap = build_info["snapshot"]
+    runtime = build_info["pyodide"]
+    rels = ["widget.js", build_info["lock"].split("?")[0], *(runtime + n for n in RUNTIME_FETCHED)]
+    if snap:
+        rels += [snap["url"], snap["pack"], snap["stdlib"], *(lib["url"] for lib in snap["libs"])]
+    else:
+        rels += [runtime + "python_stdlib.zip", *wheel_rels]
+    files = {rel: sizes[rel] for rel in rels}
+    return {"files": files, **{k: sum(f[k] for f in files.values()) for k in ("raw", "br", "gzip")}}
+
+
+# What the page fetches from the runtime's directory on either boot path (pyodide.js and the
+# runtime's own lock are shipped but not fetched: the page imports pyodide.mjs and passes our lock).
+RUNTIME_FETCHED = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,6 +695,11 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _raw_sizes(stage: Path) -> dict[str, dict[str, int]]:
+    return {p.relative_to(stage).as_posix(): {"raw": p.stat().st_size, "br": 0, "gzip": 0}
+            for p in stage.rglob("*") if p.is_file()}
+
+
 def build(stage: Path, pins: dict[str, Any]) -> dict[str, Any]:
     """Write the whole bundle into ``stage`` (a fresh directory)."""
     version = pins["pyodide"]
@@ -466,7 +731,7 @@ def build(stage: Path, pins: dict[str, Any]) -> dict[str, Any]:
     snapshot_info = None
     if made is not None:
         snapshot, record = made
-        # Content-hashed names under assets/ (served immutable); gzip inside, so any static host works.
+        # Content-hashed names under assets/ (served immutable), compressed copies beside them.
         snapshot_info = {"url": f"assets/pyodide-snapshot-{sha256_file(snapshot)[:16]}.bin",
                          **snapshot_assets(json.loads(record.read_text()), snapshot_wheels, stage)}
         link_or_copy(snapshot, stage / snapshot_info["url"])
@@ -487,7 +752,12 @@ def build(stage: Path, pins: dict[str, Any]) -> dict[str, Any]:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / rel, dst)
 
-    manifest = {"build": build_info, "files": {}}
+    big = [p.relative_to(stage).as_posix() for p in stage.rglob("*")
+           if p.is_file() and p.suffix in PRECOMPRESS_SUFFIXES and p.stat().st_size >= PRECOMPRESS_MIN_BYTES]
+    plain = [f"wheels/{lock['packages'][name]['file_name']}" for name in expect]
+    sizes = precompress(stage, [*big, *first_load(build_info, _raw_sizes(stage), plain)["files"]])
+    manifest: dict[str, Any] = {"build": build_info, "files": {},
+                                "firstLoad": first_load(build_info, sizes, plain)}
     for p in sorted(stage.rglob("*")):
         if p.is_file():
             manifest["files"][p.relative_to(stage).as_posix()] = {"bytes": p.stat().st_size,

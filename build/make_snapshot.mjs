@@ -1,15 +1,23 @@
 // Make the engine's memory snapshot (run by build/build.py with Node; argv[2] is a JSON config:
-// runtime dir, output paths, stdlib and engine imports, wheel files).
+// runtime dir, output paths, stdlib and engine imports, the directory of the wheels' files).
 //
-// Boot the npm runtime with _makeSnapshot, install the wheels by hand (loadPackage would leave JS
-// objects referenced from Python, which a snapshot cannot hold), import the engine, then describe
-// every compiled side module those imports loaded. A snapshot is only the wasm heap: a side
-// module's code and its function-table entries are not in it, so the page binds each module again
-// at the same memory and table bases before Python calls into it (widget/snapshot.js). The record
-// says where: bases, sizes, the table slots the load appended beyond the module's own segment, and
-// the GOT entries it changed.
-import { readFileSync, writeFileSync } from "node:fs";
-import { basename } from "node:path";
+// Boot the npm runtime with _makeSnapshot, write the installed wheels' files into its file system
+// (from JS: extracting them in Python would import zipfile and leave the archives' bytes behind in
+// the heap), import the engine, then describe every compiled side module those imports loaded. A
+// snapshot is only the wasm heap: a side module's code and its function-table entries are not in
+// it, so the page binds each module again at the same memory and table bases before Python calls
+// into it (widget/snapshot.js). The record says where: bases, sizes, the table slots the load
+// appended beyond the module's own segment, and the GOT entries it changed. It also lists the file
+// of every module the snapshot holds imported, so the build can leave those files out of what the
+// page downloads.
+//
+// Before the heap is written out, everything in it that no one will read again is zeroed, because
+// the page downloads the heap and all-zero pages cost nothing: the copy of each side module's file
+// that the dynamic loader keeps in the heap (for other threads; this runtime has none, and the page
+// compiles the module from its own .wasm), the stack below its live top, and every free block of
+// the allocator.
+import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -17,18 +25,20 @@ const TABLE_RESERVE = 64;
 const { loadPyodide } = await import(pathToFileURL(cfg.runtime + "/pyodide.mjs").href);
 const py = await loadPyodide({ indexURL: cfg.runtime + "/", _makeSnapshot: true });
 const M = py._module;
-py.runPython("import " + cfg.stdlib.join(", "));
-py.FS.mkdirTree("/tmp/wheels");
-for (const w of cfg.wheels) py.FS.writeFile("/tmp/wheels/" + basename(w), readFileSync(w));
-const sitePackages = py.runPython(`
-import os, sysconfig, zipfile
-site = sysconfig.get_paths()["purelib"]
-for name in sorted(os.listdir("/tmp/wheels")):
-    with zipfile.ZipFile("/tmp/wheels/" + name) as zf:
-        zf.extractall(site)
-    os.unlink("/tmp/wheels/" + name)
-"/" + site.strip("/")
-`);
+if (cfg.stdlib.length) py.runPython("import " + cfg.stdlib.join(", "));
+
+const sitePackages = py.runPython('import sysconfig; "/" + sysconfig.get_paths()["purelib"].strip("/")');
+(function copyTree(from, to) {
+  for (const name of readdirSync(from).sort()) {
+    const src = join(from, name);
+    if (statSync(src).isDirectory()) {
+      py.FS.mkdirTree(to + "/" + name);
+      copyTree(src, to + "/" + name);
+    } else {
+      py.FS.writeFile(to + "/" + name, readFileSync(src));
+    }
+  }
+})(cfg.site, sitePackages);
 
 const gotBefore = new Map(Object.entries(M.GOT).map(([k, g]) => [k, g.value]));
 const tableBefore = M.wasmTable.length;
@@ -39,7 +49,7 @@ const handlesBefore = new Set(Object.keys(M.LDSO.loadedLibsByHandle));
 py.runPython("import " + cfg.engine.join(", "));
 
 // Emscripten keeps each dlopen'd module's bases in its handle: memoryBase at +12, memorySize at
-// +16, tableBase at +20, tableSize at +24.
+// +16, tableBase at +20, tableSize at +24; +28/+32 are the heap copy of its file and that size.
 const libs = [];
 for (const [h, dso] of Object.entries(M.LDSO.loadedLibsByHandle)) {
   if (handlesBefore.has(h)) continue;
@@ -69,10 +79,55 @@ for (let i = tableBefore; i < tableAfter; i++) {
 const got = {};
 for (const [k, g] of Object.entries(M.GOT)) if (gotBefore.get(k) !== g.value) got[k] = g.value;
 
-// Everything made so far lives as long as the page: keep the collector off it, which also keeps it
-// from walking extension objects before the page has bound their module again.
-py.runPython("import gc; gc.collect(); gc.freeze()");
+// The file behind every module the snapshot holds (the build leaves these out of the page's
+// downloads). Then forget the zip archive's table of contents: the page mounts a smaller standard
+// library zip at the same path and must read its own. Everything made so far lives as long as the
+// page: keep the collector off it, which also keeps it from walking extension objects before the
+// page has bound their module again.
+const modules = JSON.parse(py.runPython(`
+import gc, importlib, json, sys, zipimport
+_files = sorted({f for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)})
+importlib.invalidate_caches()
+zipimport._zip_directory_cache.clear()
+gc.collect()
+gc.freeze()
+json.dumps(_files)
+`));
+
+// Zero what no one reads again (see the top of this file).
+const word = (addr) => M.HEAPU32[addr >>> 2];
+let heapCopies = 0;
+for (const h of Object.keys(M.LDSO.loadedLibsByHandle)) {
+  const p = Number(h);
+  if (!p || !word(p + 28) || !word(p + 32)) continue;
+  heapCopies += word(p + 32);
+  M._free(word(p + 28));
+  M.HEAPU32[(p + 28) >>> 2] = 0;
+  M.HEAPU32[(p + 32) >>> 2] = 0;
+}
+// Every free block, by taking it: allocate ever smaller blocks until the allocator would have to
+// grow the heap (never past the memory there is: growing it would add to what the page must
+// allocate), zero them, give them back. Freeing writes only each block's few header bytes.
+const memory = M.HEAPU8.length;
+const taken = [];
+let zeroed = 0;
+for (let size = 1 << 24; size >= 16; size >>= 1) {
+  while (M._sbrk(0) + size + 65536 <= memory) {
+    const p = M._malloc(size);
+    if (!p) break;
+    if (M.HEAPU8.length !== memory) throw new Error("the wasm memory grew while zeroing free blocks");
+    M.HEAPU8.fill(0, p, p + size);
+    taken.push(p);
+    zeroed += size;
+  }
+}
+for (const p of taken) M._free(p);
+// Last, as every call into the module above used the stack.
+const stackTop = M._emscripten_stack_get_current() - 1024;
+M.HEAPU8.fill(0, M._emscripten_stack_get_end(), stackTop);
+
 writeFileSync(cfg.out, py.makeMemorySnapshot());
 writeFileSync(cfg.record, JSON.stringify({
-  sitePackages, tableBefore, tableAfter, slots, got, libs: libs.map(({ exports, ...lib }) => lib),
+  sitePackages, tableBefore, tableAfter, slots, got, libs: libs.map(({ exports, ...lib }) => lib), modules,
+  scrubbed: { heapCopies, freeBlocks: zeroed, stack: stackTop - M._emscripten_stack_get_end() },
 }));

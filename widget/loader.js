@@ -234,62 +234,12 @@ const decodeData = (text) => (text.includes(TAG_KEY) ? JSON.parse(text, reviver)
 
 let enginePromise = null;
 
-/** The snapshot to restore, or null: none built, a browser without DecompressionStream, or turned
- * off for diagnostics and benchmarks (`window.__KIBITZ_BOOT__ = "plain"` before widget.js runs). */
+/** The snapshot to restore, or null: none built, or turned off for diagnostics and benchmarks
+ * (`window.__KIBITZ_BOOT__ = "plain"` before widget.js runs). */
 function snapshotInfo() {
-  if (!BUILD.snapshot || typeof DecompressionStream !== "function") return null;
+  if (!BUILD.snapshot) return null;
   if (globalThis.__KIBITZ_BOOT__ === "plain") return null;
   return BUILD.snapshot;
-}
-
-/** The snapshot's bytes. The file is gzip (so any static host serves it small); if something on the
- * way already decoded it, the bytes arrive plain, so sniff the first chunk instead of trusting names.
- * Self-contained: it also runs inside the inflating worker (see fetchSnapshot). */
-async function fetchInflated(url) {
-  const r = await fetch(url);
-  if (!r.ok || !r.body) throw new Error(`HTTP ${r.status} for ${url}`);
-  const reader = r.body.getReader();
-  const first = await reader.read();
-  if (first.done) throw new Error(`empty ${url}`);
-  const body = new ReadableStream({
-    start(c) { c.enqueue(first.value); },
-    async pull(c) { const { done, value } = await reader.read(); if (done) c.close(); else c.enqueue(value); },
-    cancel(reason) { return reader.cancel(reason); },
-  });
-  const gzipped = first.value[0] === 0x1f && first.value[1] === 0x8b;
-  return new Response(gzipped ? body.pipeThrough(new DecompressionStream("gzip")) : body).arrayBuffer();
-}
-
-/** The snapshot, inflated in a worker so the page's thread meanwhile parses and instantiates the
- * runtime (inflating ~28 MB takes it 0.2–0.3 s); where a worker cannot start (a strict CSP, say),
- * on this thread. */
-async function fetchSnapshot(url) {
-  let worker = null;
-  try {
-    const source = `${fetchInflated};\nonmessage = (e) => fetchInflated(e.data).then(` +
-      "(buf) => postMessage({ buf }, [buf]), (err) => postMessage({ error: String((err && err.message) || err) }));";
-    const script = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
-    try { worker = new Worker(script); } finally { URL.revokeObjectURL(script); }
-  } catch (_) {
-    timings.inflatedIn = "page";
-    return new Uint8Array(await fetchInflated(url));
-  }
-  try {
-    const reply = await new Promise((resolve, reject) => {
-      worker.onmessage = (e) => resolve(e.data);
-      worker.onerror = (e) => { e.preventDefault(); reject(new Error("worker failed")); };
-      worker.postMessage(url);
-    });
-    if (reply.error) throw new Error(reply.error);
-    timings.inflatedIn = "worker";
-    return new Uint8Array(reply.buf);
-  } catch (err) {
-    if (/^HTTP |^empty /.test(err.message)) throw err;
-    timings.inflatedIn = "page"; // the worker itself failed: do it here
-    return new Uint8Array(await fetchInflated(url));
-  } finally {
-    worker.terminate();
-  }
 }
 
 /** A side module, compiled while it downloads (and kept compiled in the browser's code cache); a
@@ -313,7 +263,9 @@ async function fetchBytes(url) {
 /** Start every download the snapshot boot needs, all at once. */
 function fetchSnapshotAssets(info) {
   const parts = {
-    bytes: fetchSnapshot(SERVER + info.url).then((b) => { timings.snapshotAt = performance.now(); return b; }),
+    // The snapshot is stored unpacked with compressed copies beside it: the server picks the one the
+    // browser accepts (brotli on https and loopback) and the browser decodes it off this thread.
+    bytes: fetchBytes(SERVER + info.url).then((b) => { timings.snapshotAt = performance.now(); return b; }),
     modules: Promise.all(info.libs.map((lib) => compileSideModule(SERVER + lib.url))),
     pack: fetchBytes(SERVER + info.pack),
   };
@@ -340,6 +292,7 @@ async function bootFromSnapshot(loadPyodide, options, info, assets) {
   const { default: createModule } = await import(options.indexURL + "pyodide.asm.mjs");
   const pyodide = await loadPyodide({
     ...options,
+    stdLibURL: SERVER + info.stdlib, // only what the snapshot does not hold imported
     _loadSnapshot: new Uint8Array(16), // a stand-in: the factory restores the real one once it is here
     createPyodideModule: snapshotModuleFactory(createModule, assets.bytes),
   });

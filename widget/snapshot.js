@@ -4,24 +4,31 @@
 // loader's bookkeeping), so it is bound again here, at the memory and table bases the build
 // recorded, before Python calls into it. Any mismatch throws, and the loader boots plainly instead.
 
-/** loadPyodide's `createPyodideModule`, restoring build/build.py's packed snapshot (`KZS1`: Pyodide's
- * header, then only the heap's non-zero pages) from `snapshot`, a promise: the runtime compiles and
- * instantiates while the snapshot still downloads and inflates (Pyodide itself would wait for the
- * bytes first, and loadPyodide is given a stand-in). The wasm memory is grown to the heap (the
- * runtime starts smaller than a heap that holds the engine), Pyodide restores its JS state from the
- * header, and the pages are written straight into the heap, zero pages as fills. */
+/** loadPyodide's `createPyodideModule`, restoring build/build.py's packed snapshot (`KZS2`: Pyodide's
+ * header and only the heap pages the page must write) from `snapshot`, a promise: the runtime
+ * compiles and instantiates while the snapshot still downloads (Pyodide itself would wait for the
+ * bytes first, and loadPyodide is given a stand-in). The runtime's data segments already hold what
+ * many pages of the heap hold (the build left those pages out): they are checked against the hash
+ * the build recorded before anything is written, and a mismatch throws (the loader then boots
+ * plainly). The wasm memory is grown to the heap (the runtime starts smaller than a heap that holds
+ * the engine), Pyodide restores its JS state from the header, and the pages are written straight
+ * into the heap, all-zero pages as fills. */
 function snapshotModuleFactory(createModule, snapshot) {
   return async (settings) => {
     const M = await createModule(settings);
     const bytes = await snapshot;
     const restore = M.API.restoreSnapshot;
     M.API.restoreSnapshot = () => {
-      const word = new Uint32Array(bytes.buffer, bytes.byteOffset, 5);
-      if (String.fromCharCode(...bytes.subarray(0, 4)) !== "KZS1") throw new Error("not a packed Kibitz snapshot");
-      const [, headerLen, heapLen, pageSize, count] = word;
-      let at = 20;
-      const bitmap = bytes.subarray(at, at + Math.ceil(count / 32) * 4);
-      at += bitmap.length;
+      if (bytes.byteLength < 28 || String.fromCharCode(...bytes.subarray(0, 4)) !== "KZS2") {
+        throw new Error("not a packed Kibitz snapshot");
+      }
+      const [, headerLen, heapLen, pageSize, count, keptHash, keptCount] = new Uint32Array(bytes.buffer, bytes.byteOffset, 7);
+      const mapLen = Math.ceil(count / 32) * 4;
+      let at = 28;
+      const written = bytes.subarray(at, at + mapLen);
+      const kept = bytes.subarray(at + mapLen, at + 2 * mapLen);
+      at += 2 * mapLen;
+      checkKeptPages(M.HEAPU32, kept, count, pageSize, keptHash, keptCount);
       if (M.HEAP8.length < heapLen && !M.growMemory(heapLen)) throw new Error(`cannot grow wasm memory to ${heapLen} bytes`);
       const state = restore(bytes.subarray(at, at + headerLen)); // header only: Pyodide copies no heap
       at += headerLen;
@@ -29,10 +36,11 @@ function snapshotModuleFactory(createModule, snapshot) {
       for (let n = 0; n < count; n++) {
         const start = n * pageSize;
         const end = Math.min(start + pageSize, heapLen);
-        if (bitmap[n >> 3] & (1 << (n & 7))) {
+        const bit = 1 << (n & 7);
+        if (written[n >> 3] & bit) {
           heap.set(bytes.subarray(at, at + end - start), start);
           at += end - start;
-        } else {
+        } else if (!(kept[n >> 3] & bit)) {
           heap.fill(0, start, end);
         }
       }
@@ -42,6 +50,24 @@ function snapshotModuleFactory(createModule, snapshot) {
     };
     return M;
   };
+}
+
+/** The pages the snapshot keeps must hold, before the restore writes anything, what they held when
+ * the build packed it: FNV-1a over their 32-bit words, as build/build.py's `page_hash`. */
+function checkKeptPages(words, kept, count, pageSize, want, wantCount) {
+  let h = 0x811c9dc5;
+  let pages = 0;
+  for (let n = 0; n < count; n++) {
+    if (!(kept[n >> 3] & (1 << (n & 7)))) continue;
+    const from = (n * pageSize) >>> 2;
+    const to = from + (pageSize >>> 2);
+    if (to > words.length) throw new Error(`snapshot keeps page ${n}, beyond this runtime's memory`);
+    for (let i = from; i < to; i++) h = Math.imul(h ^ words[i], 0x01000193) >>> 0;
+    pages++;
+  }
+  if (pages !== wantCount || h !== want) {
+    throw new Error("this runtime's memory differs from the one the snapshot was made for (kept pages)");
+  }
 }
 
 /** Bind each recorded side module again: same table slots, same memory, same symbols. `modules`

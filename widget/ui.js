@@ -154,8 +154,11 @@ function watchProgress(onProgress) {
   const seen = new Set();
   let total = 0;
   const fromSnapshot = !!snapshotInfo();
-  const isEngine = (path) => /^pyodide-[^/]+\/(pyodide\.asm\.(wasm|mjs)|python_stdlib\.zip|pyodide\.mjs)$/.test(path) ||
-    (fromSnapshot ? /^assets\//.test(path) : /^wheels\/.+\.whl$/.test(path));
+  // The snapshot boot mounts its own standard library (under assets/); .br/.gz are the server's
+  // compressed copies of the files beside them, not files of their own.
+  const isEngine = (path) => !/\.(br|gz)$/.test(path) &&
+    (/^pyodide-[^/]+\/(pyodide\.asm\.(wasm|mjs)|pyodide\.mjs)$/.test(path) ||
+     (fromSnapshot ? /^assets\//.test(path) : /^pyodide-[^/]+\/python_stdlib\.zip$|^wheels\/.+\.whl$/.test(path)));
   const report = () => {
     let done = 0;
     for (const p of seen) done += sizes.get(p) || 0;

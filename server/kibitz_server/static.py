@@ -1,8 +1,11 @@
 """Static files from dist/: right MIME types, long caching for versioned paths, br/gzip.
 
-Compressed bodies come from a ``.br``/``.gz`` file beside the original when the build made one,
-else they are compressed once (in a worker thread) and kept in memory, bounded by size. A body
-that would shrink by less than 5 % (already-deflated wheels) is served as is.
+Compressed bodies come from a ``.br``/``.gz`` file beside the original when the build made one
+(build/build.py makes them, brotli at quality 11, for every big file a boot downloads: the engine
+snapshot among them), else they are compressed once (in a worker thread) and kept in memory,
+bounded by size. A body that would shrink by less than 5 % (already-deflated wheels) is served as
+is. Browsers decode what they accept natively: Chromium and Firefox accept ``br`` on https and on
+http://127.0.0.1 or localhost, only ``gzip`` on plain http to any other host.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ MIME = {
     ".py": "text/x-python; charset=utf-8",
     ".ts": "text/plain; charset=utf-8",
     ".data": "application/octet-stream",
+    ".bin": "application/octet-stream",
 }
 COMPRESSIBLE = frozenset(
-    (".wasm", ".js", ".mjs", ".json", ".map", ".zip", ".whl", ".tar", ".html", ".css", ".svg", ".txt", ".py")
+    (".wasm", ".js", ".mjs", ".json", ".map", ".zip", ".whl", ".tar", ".bin", ".html", ".css", ".svg", ".txt",
+     ".py")
 )
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"

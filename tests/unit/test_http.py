@@ -19,6 +19,7 @@ from kibitz.server.static import pick_encoding
 
 JS = b"console.log('kibitz');\n" * 400
 WASM = b"\x00asm\x01\x00\x00\x00" + bytes(range(256)) * 200
+SNAPSHOT = b"KZS2" + bytes(range(256)) * 300
 
 
 @pytest.fixture
@@ -37,6 +38,9 @@ def dist(tmp_path: Path) -> Path:
     (d / "wheels" / "kibitz-0.1.0-py3-none-any.whl").write_bytes(b"PK\x03\x04" + b"w" * 4000)
     (d / "precomp.js").write_bytes(JS)
     (d / "precomp.js.br").write_bytes(b"PRECOMPRESSED-BR")
+    (d / "assets" / "pyodide-snapshot-0123456789abcdef.bin").write_bytes(SNAPSHOT)
+    (d / "assets" / "pyodide-snapshot-0123456789abcdef.bin.br").write_bytes(brotli.compress(SNAPSHOT))
+    (d / "assets" / "pyodide-snapshot-0123456789abcdef.bin.gz").write_bytes(gzip.compress(SNAPSHOT))
     (tmp_path / "secret.txt").write_text("outside dist")
     return d
 
@@ -150,6 +154,22 @@ async def test_precompressed_sibling_is_preferred(server: RunningServer, http: a
         assert r.headers["Content-Encoding"] == "br"
         assert await r.read() == b"PRECOMPRESSED-BR"
         assert r.content_type == "text/javascript"
+
+
+@pytest.mark.parametrize(("accept", "enc"), [("gzip, deflate, br, zstd", "br"), ("gzip, deflate", "gzip"),
+                                            ("identity", None)])
+async def test_the_snapshot_goes_out_as_the_builds_compressed_copy(
+    server: RunningServer, http: aiohttp.ClientSession, accept: str, enc: str | None
+) -> None:
+    """What Chromium and Firefox send on https and loopback (br), on plain http elsewhere (gzip)."""
+    path = "/assets/pyodide-snapshot-0123456789abcdef.bin"
+    async with http.get(server.http_url + path, headers={"Accept-Encoding": accept}) as r:
+        assert r.status == 200 and r.content_type == "application/octet-stream"
+        assert r.headers.get("Content-Encoding") == enc
+        assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        body = await r.read()
+    sibling = {"br": ".br", "gzip": ".gz", None: ""}[enc]
+    assert body == (server.config.dist_dir / (path.lstrip("/") + sibling)).read_bytes()
 
 
 async def test_incompressible_wheel_is_sent_as_is(server: RunningServer, http: aiohttp.ClientSession) -> None:
