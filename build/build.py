@@ -270,7 +270,7 @@ def snapshot_key(pins: dict[str, Any], wheels: list[Path], node_version: str) ->
     for w in sorted(wheels, key=lambda p: p.name):
         h.update(f"{w.name}:{sha256_file(w)}\n".encode())
     inputs = [SNAPSHOT_IMPORTS, ENGINE_IMPORTS, SNAPSHOT_SCRIPT.read_text(), node_version,
-              SNAPSHOT_MAGIC.decode(), SNAPSHOT_PAGE]
+              SNAPSHOT_MAGIC.decode(), SNAPSHOT_PAGE, SNAPSHOT_PACKING]
     h.update(json.dumps(inputs).encode())
     return h.hexdigest()[:32]
 
@@ -335,6 +335,7 @@ def make_snapshot(
 
 SNAPSHOT_PAGE = 4096
 SNAPSHOT_MAGIC = b"KZS2"
+SNAPSHOT_PACKING = 3  # bump when pack_snapshot changes what it writes (the cache key follows it)
 
 
 def _uleb(data: bytes, at: int) -> tuple[int, int]:
@@ -459,8 +460,11 @@ STDLIB_LEFT_OUT = (
     "_pyio.py", "_osx_support.py", "_aix_support.py", "_android_support.py", "_ios_support.py",
 )
 # Files of the installed wheels a page never needs: pydantic's copy of pydantic v1 and its mypy
-# plugin (it imports mypy).
-SITE_LEFT_OUT = ("pydantic/v1/", "pydantic/mypy.py")
+# plugin (it imports mypy), the engine's CPython-only modules (aiortc backend, command lines, the
+# in-memory test bus) and software bills of materials. Each METADATA keeps its headers (what
+# importlib.metadata reads for versions, names, requirements), not the long description after them.
+SITE_LEFT_OUT = ("pydantic/v1/", "pydantic/mypy.py", "kibitz/backends/aio.py", "kibitz/backends/aio_media.py",
+                 "kibitz/cli.py", "kibitz/room_cli.py", "kibitz/testing.py")
 CODING_LINE = re.compile(r"^[ \t\f]*#.*?coding[:=]")
 
 
@@ -493,7 +497,11 @@ def strip_comments(source: bytes) -> bytes:
 
 
 def _slim(name: str, data: bytes) -> bytes:
-    return strip_comments(data) if name.endswith(".py") else data
+    if name.endswith(".py"):
+        return strip_comments(data)
+    if name.endswith(".dist-info/METADATA") and b"\n\n" in data:
+        return data[:data.index(b"\n\n") + 1]
+    return data
 
 
 def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> dict[str, Any]:
@@ -520,7 +528,7 @@ def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name in sorted(files):
-            if site + name in held or name.startswith(SITE_LEFT_OUT):
+            if site + name in held or name.startswith(SITE_LEFT_OUT) or ".dist-info/sboms/" in name:
                 continue
             data = _slim(name, files[name])
             info = tarfile.TarInfo(name)
