@@ -327,7 +327,10 @@ def make_snapshot(
                   file=sys.stderr)
             return None
         image = wasm_data_image((NODE_PYODIDE / "pyodide.asm.wasm").read_bytes())
-        (Path(tmp) / "snapshot.bin").write_bytes(pack_snapshot(raw.read_bytes(), image))
+        info = json.loads(rec.read_text())
+        heap = xor_side_module_data(raw.read_bytes(), info, site)
+        (Path(tmp) / "snapshot.bin").write_bytes(pack_snapshot(heap, image))
+        rec.write_text(json.dumps(info))
         os.replace(rec, record)
         os.replace(Path(tmp) / "snapshot.bin", cached)
     return cached, record
@@ -335,7 +338,7 @@ def make_snapshot(
 
 SNAPSHOT_PAGE = 4096
 SNAPSHOT_MAGIC = b"KZS2"
-SNAPSHOT_PACKING = 3  # bump when pack_snapshot changes what it writes (the cache key follows it)
+SNAPSHOT_PACKING = 4  # bump when pack_snapshot changes what it writes (the cache key follows it)
 
 
 def _uleb(data: bytes, at: int) -> tuple[int, int]:
@@ -395,6 +398,68 @@ def wasm_data_image(wasm: bytes) -> bytes:
     return bytes(image)
 
 
+def side_module_segments(wasm: bytes) -> list[tuple[int, bytes]]:
+    """The data a side module's instantiation writes, as (offset from its memory base, bytes): its
+    active segments placed at ``global.get $__memory_base`` (plus a constant). [] for any other
+    form, which then gets no special treatment."""
+    if wasm[:4] != b"\0asm":
+        raise BuildError("not a wasm module")
+    at = 8
+    out: list[tuple[int, bytes]] = []
+    while at < len(wasm):
+        section = wasm[at]
+        size, at = _uleb(wasm, at + 1)
+        end = at + size
+        if section == 11:
+            count, at = _uleb(wasm, at)
+            for _ in range(count):
+                mode, at = _uleb(wasm, at)
+                if mode == 1:
+                    length, at = _uleb(wasm, at)
+                    at += length
+                    continue
+                if mode == 2:
+                    _, at = _uleb(wasm, at)
+                if mode not in (0, 2) or wasm[at] != 0x23:  # global.get
+                    return []
+                _, at = _uleb(wasm, at + 1)
+                offset = 0
+                if wasm[at] == 0x41:  # i32.const c; i32.add
+                    offset, at = _sleb(wasm, at + 1)
+                    if wasm[at] != 0x6A:
+                        return []
+                    at += 1
+                if wasm[at] != 0x0B:
+                    return []
+                length, at = _uleb(wasm, at + 1)
+                out.append((offset, wasm[at:at + length]))
+                at += length
+        at = end
+    return out
+
+
+def xor_side_module_data(raw: bytes, record: dict[str, Any], site: Path) -> bytes:
+    """Pyodide's snapshot with each side module's live data XORed with what instantiating the module
+    writes there, mostly zeros then (146 kB of pydantic-core's data compress to 8 kB). The page
+    instantiates the module over those bytes and XORs them back (widget/snapshot.js,
+    rebindSideModules); ``record`` gets the ranges (``xor``: offset from the memory base, length)."""
+    header_len = int.from_bytes(raw[4:8], "little")
+    heap = bytearray(raw)
+    prefix = record["sitePackages"].rstrip("/") + "/"
+    for lib in record["libs"]:
+        path = site / lib["path"][len(prefix):] if lib["path"].startswith(prefix) else None
+        segments = side_module_segments(path.read_bytes()) if path and path.is_file() else []
+        lib["xor"] = []
+        for offset, data in segments:
+            if offset < 0 or offset + len(data) > lib["memorySize"]:
+                raise BuildError(f"{lib['path']}: a data segment lies outside the module's memory")
+            at = header_len + lib["memoryBase"] + offset
+            mixed = int.from_bytes(heap[at:at + len(data)], "little") ^ int.from_bytes(data, "little")
+            heap[at:at + len(data)] = mixed.to_bytes(len(data), "little")
+            lib["xor"].append([offset, len(data)])
+    return bytes(heap)
+
+
 def page_hash(pages: Iterable[bytes]) -> int:
     """FNV-1a over the pages' little-endian 32-bit words: widget/snapshot.js computes the same over
     the runtime's memory to check the pages it keeps (not a security check: a mismatch only means
@@ -443,28 +508,40 @@ def pack_snapshot(raw: bytes, image: bytes = b"") -> bytes:
 
 
 # Standard library files a page never needs, left out of the snapshot boot's stdlib: tools (tests,
-# debuggers, profilers, docs, REPLs, packaging, command lines) and what needs processes, sockets,
-# terminals, Windows, a GUI or a database. The engine imports none of them
-# (tests/e2e/test_boot_snapshot.py checks every stdlib module the engine's sources name); the
-# plain boot keeps Pyodide's whole standard library.
+# debuggers, profilers, docs, REPLs, packaging, command-line parsing and the modules' own command
+# lines), what needs processes, sockets, terminals, a GUI, a database or another OS (Windows,
+# macOS: ctypes, plistlib), file formats and config a page does not read, and pure-Python
+# fallbacks of built-in C modules. Nothing the page can import names them in an import statement
+# except the command-line entry points of held modules (ast, dis, inspect, random, uuid, zipfile:
+# `main()`), platform's macOS/Windows branches and datetime's fallback for a missing C module; the
+# engine imports none of them (tests/e2e/test_boot_snapshot.py checks every stdlib module the
+# page's engine sources name). The plain boot keeps Pyodide's whole standard library.
 STDLIB_LEFT_OUT = (
     "test/", "unittest/", "idlelib/", "tkinter/", "turtledemo/", "_pyrepl/", "pydoc_data/", "ensurepip/",
-    "venv/", "lib2to3/", "curses/", "dbm/", "sqlite3/", "xmlrpc/", "wsgiref/", "multiprocessing/", "xml/",
-    "concurrent/interpreters/", "concurrent/futures/process.py", "concurrent/futures/interpreter.py",
-    "asyncio/windows_events.py", "asyncio/windows_utils.py", "asyncio/proactor_events.py",
-    "http/server.py", "socketserver.py", "pydoc.py", "pdb.py", "bdb.py", "doctest.py", "turtle.py",
-    "tabnanny.py", "pickletools.py", "profile.py", "cProfile.py", "pstats.py", "timeit.py", "trace.py",
-    "tracemalloc.py", "code.py", "codeop.py", "cmd.py", "rlcompleter.py", "webbrowser.py", "antigravity.py",
-    "this.py", "getpass.py", "pty.py", "tty.py", "imaplib.py", "poplib.py", "smtplib.py", "ftplib.py",
-    "mailbox.py", "compileall.py", "py_compile.py", "zipapp.py", "pyclbr.py", "modulefinder.py",
-    "_pyio.py", "_osx_support.py", "_aix_support.py", "_android_support.py", "_ios_support.py",
+    "venv/", "lib2to3/", "curses/", "dbm/", "sqlite3/", "xmlrpc/", "wsgiref/", "multiprocessing/",
+    "xml/", "html/", "ctypes/", "tomllib/", "__phello__/", "concurrent/interpreters/",
+    "concurrent/futures/process.py", "concurrent/futures/interpreter.py", "asyncio/windows_events.py",
+    "asyncio/windows_utils.py", "asyncio/proactor_events.py", "asyncio/__main__.py", "json/tool.py",
+    "json/__main__.py", "zipfile/__main__.py", "sysconfig/__main__.py", "logging/config.py",
+    "logging/handlers.py", "urllib/robotparser.py", "http/server.py", "http/cookies.py",
+    "socketserver.py", "pydoc.py", "pdb.py", "bdb.py", "doctest.py", "turtle.py", "tabnanny.py",
+    "pickletools.py", "profile.py", "cProfile.py", "pstats.py", "timeit.py", "trace.py",
+    "tracemalloc.py", "code.py", "codeop.py", "cmd.py", "rlcompleter.py", "webbrowser.py",
+    "antigravity.py", "this.py", "__hello__.py", "getpass.py", "pty.py", "tty.py", "imaplib.py",
+    "poplib.py", "smtplib.py", "ftplib.py", "mailbox.py", "compileall.py", "py_compile.py", "zipapp.py",
+    "pyclbr.py", "modulefinder.py", "runpy.py", "symtable.py", "argparse.py", "optparse.py",
+    "difflib.py", "configparser.py", "fileinput.py", "filecmp.py", "statistics.py", "wave.py",
+    "plistlib.py", "_pydatetime.py", "_pyio.py", "_osx_support.py", "_aix_support.py",
+    "_android_support.py", "_ios_support.py", "site-packages/",
 )
 # Files of the installed wheels a page never needs: pydantic's copy of pydantic v1 and its mypy
 # plugin (it imports mypy), the engine's CPython-only modules (aiortc backend, command lines, the
-# in-memory test bus) and software bills of materials. Each METADATA keeps its headers (what
+# in-memory test bus), test data, type stubs (.pyi: never imported), RECORD files (hashes for
+# installers) and software bills of materials. Each METADATA keeps its headers (what
 # importlib.metadata reads for versions, names, requirements), not the long description after them.
 SITE_LEFT_OUT = ("pydantic/v1/", "pydantic/mypy.py", "kibitz/backends/aio.py", "kibitz/backends/aio_media.py",
-                 "kibitz/cli.py", "kibitz/room_cli.py", "kibitz/testing.py")
+                 "kibitz/backends/aio_cert.py", "kibitz/cli.py", "kibitz/room_cli.py", "kibitz/testing.py",
+                 "annotated_types/test_cases.py")
 CODING_LINE = re.compile(r"^[ \t\f]*#.*?coding[:=]")
 
 
@@ -528,7 +605,8 @@ def snapshot_assets(record: dict[str, Any], wheels: list[Path], stage: Path) -> 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name in sorted(files):
-            if site + name in held or name.startswith(SITE_LEFT_OUT) or ".dist-info/sboms/" in name:
+            if (site + name in held or name.startswith(SITE_LEFT_OUT) or ".dist-info/sboms/" in name
+                    or name.endswith((".pyi", ".dist-info/RECORD"))):
                 continue
             data = _slim(name, files[name])
             info = tarfile.TarInfo(name)

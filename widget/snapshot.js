@@ -97,8 +97,14 @@ async function rebindSideModules(M, info, modules) {
     });
     const got = new Proxy(M.getDylinkMetadata(modules[n]).weakImports, M.GOTHandler);
     // Instantiating writes the module's initial data over the state the snapshot kept: put it back.
+    // The snapshot carries that state XOR the initial data in the ranges the build lists (mostly
+    // zeros, so it downloads small): XOR it with what instantiation wrote to get the state.
     const live = M.HEAPU8.slice(lib.memoryBase, lib.memoryBase + lib.memorySize);
     const instance = await WebAssembly.instantiate(modules[n], { env, wasi_snapshot_preview1: env, "GOT.mem": got, "GOT.func": got });
+    for (const [offset, length] of lib.xor || []) {
+      const initial = M.HEAPU8.subarray(lib.memoryBase + offset, lib.memoryBase + offset + length);
+      for (let i = 0; i < length; i++) live[offset + i] ^= initial[i];
+    }
     M.HEAPU8.set(live, lib.memoryBase);
     exports = M.relocateExports(instance.exports, lib.memoryBase);
     bound.push(exports);

@@ -163,6 +163,41 @@ def test_wasm_data_image_reads_active_segments() -> None:
     assert build.wasm_data_image(relocatable) == b""
 
 
+def test_side_module_data_travels_as_its_xor_with_what_instantiation_writes(tmp_path: Path) -> None:
+    """pydantic-core's live data differs from its initial data in a few words: the snapshot carries
+    the XOR of the two, and the page XORs it with what instantiating the module wrote."""
+    def leb(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    initial = bytes(range(200)) * 2
+    seg = b"\x00\x23\x00\x41" + leb(16) + b"\x6a\x0b" + leb(len(initial)) + initial  # __memory_base + 16
+    body = leb(1) + seg
+    wasm = b"\0asm\x01\0\0\0" + b"\x0b" + leb(len(body)) + body
+    assert build.side_module_segments(wasm) == [(16, initial)]
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.so").write_bytes(wasm)
+    live = bytearray(initial)
+    live[5:9] = b"\xde\xad\xbe\xef"  # a pointer relocated, a static changed
+    heap = bytearray(8192)
+    heap[1000 + 16:1000 + 16 + len(live)] = live
+    raw = fake_pyodide_snapshot(bytes(heap))
+    record = {"sitePackages": "/site", "libs": [{"path": "/site/pkg/mod.so", "memoryBase": 1000,
+                                                 "memorySize": 600}]}
+    mixed = build.xor_side_module_data(raw, record, tmp_path)
+    assert record["libs"][0]["xor"] == [[16, len(initial)]]
+    region = mixed[32 + 1016:32 + 1016 + len(initial)]
+    assert region.count(0) == len(initial) - 4  # only the changed bytes remain
+    # The page: instantiation writes the initial data, then XOR gives the live data back.
+    assert bytes(a ^ b for a, b in zip(region, initial, strict=True)) == bytes(live)
+    end = 32 + 1016 + len(initial)
+    assert mixed[:32 + 1016] == raw[:32 + 1016] and mixed[end:] == raw[end:]
+
+
 def test_comment_stripping_keeps_code_and_line_numbers() -> None:
     src = (b"# -*- coding: utf-8 -*-\n#!/usr/bin/env python\n# licence\nx = 1  # one\n"
            b"s = '# not a comment'\n\ndef f():\n    # inside\n    return x\n")
@@ -205,6 +240,7 @@ def test_dist_snapshot_is_a_packed_pyodide_snapshot_with_its_side_module_and_fil
     assert int.from_bytes(packed[24:28], "little") > 500  # most of the runtime's data is not shipped
     [lib] = info["libs"]
     assert lib["path"].startswith(info["sitePackages"]) and "_pydantic_core" in lib["path"]
+    assert lib["xor"] and all(off >= 0 and off + n <= lib["memorySize"] for off, n in lib["xor"])
     assert lib["tableBase"] >= info["tableBefore"] and lib["memoryBase"] + lib["memorySize"] <= len(raw)
     assert (dist / lib["url"]).read_bytes()[:4] == b"\0asm"
     with tarfile.open(dist / info["pack"]) as tar:
