@@ -122,6 +122,8 @@ def category(path: str) -> str:
         return "side modules"
     if "/assets/site-packages-" in path:
         return "wheel files"
+    if "/assets/python-stdlib-" in path:
+        return "standard library"  # the snapshot boot's own (trimmed) one
     if "/pyodide-" in path:
         return "runtime"
     if "/wheels/" in path:
@@ -571,7 +573,8 @@ def render(boot: dict[str, Any], msg: dict[str, Any], runs: int) -> str:
         "|---|---|---|---|",
     ]
     total_raw = total_wire = 0
-    for cat in ("widget.js", "runtime", "snapshot", "side modules", "wheel files", "wheels", "other"):
+    for cat in ("widget.js", "runtime", "standard library", "snapshot", "side modules", "wheel files",
+                "wheels", "other"):
         w = boot["wire"].get(cat)
         if not w:
             continue
@@ -662,21 +665,23 @@ def render(boot: dict[str, Any], msg: dict[str, Any], runs: int) -> str:
         "",
         "Where the time goes. The page restores an engine memory snapshot that build/build.py makes "
         "with Node (docs/architecture.md, \"How the page boots\"): the runtime with the wheels "
-        "installed and the engine, pydantic, pydantic-core and jwt imported, everything a session "
+        "installed and the engine, pydantic and pydantic-core imported, everything a session "
         "imports included (an import after a restore compiles source on V8's baseline tier: "
         "`kibitz.backends.rtc` left out cost 250 ms at open). pydantic-core's compiled module is "
         "bound again at the bases the build recorded (rebind: instantiate the cached compiled "
         "`.wasm`, put back its live data, refill its table slots), and the wheels' files are "
-        "written back from one tar for later lazy imports. The snapshot leaves out the heap's "
-        "zero pages (45 → 28 MB, 10.7 MB gzip'd) and is inflated in a worker while the page's thread "
-        "parses and instantiates the runtime, so the restore proper is the ~0.05–0.1 s after the "
-        "bytes arrive; download + inflate is now the longest step of a warm boot (gzip, because any "
-        "static host serves it small; brotli would be ~20 % smaller on the wire and slower to "
-        "inflate). Before this, the page restored a stdlib-only snapshot and then loaded the wheels "
+        "written back from one tar for later lazy imports. The snapshot file leaves out the heap's "
+        "zero pages, what the build zeroed as dead and the pages the runtime's own data segments "
+        "already hold (45 → 17 MB; 4.6 MB as the build's brotli copy, which the browser's HTTP stack "
+        "decodes off the page's thread) and downloads while the page's thread parses and "
+        "instantiates the runtime, so the restore proper is the ~0.05–0.1 s after the bytes arrive; "
+        "fetching it is the longest step of a warm boot. Before this, the page restored a "
+        "stdlib-only snapshot and then loaded the wheels "
         "(0.3–0.4 s) and imported the engine (1.0–1.4 s, all on V8's baseline tier right after the "
         "restore): warm joins took 2.2–2.8 s. If any part of the snapshot cannot be fetched, bound or "
-        "checked, the page boots plainly from the wheels (tested). The cold download grows to the "
-        "runtime + snapshot + compiled module + wheel files (no wheels): ~18 MB on the wire. "
+        "checked, the page boots plainly from the wheels (tested). The cold download is the runtime, "
+        "the snapshot, the compiled module, a trimmed standard library and the wheel files (no "
+        "wheels): ~8.7 MB on the wire (`## First load`). "
         "Joining (member id and room claim at the broker, the presence link to the coordinator, the "
         "roster, the first data link) takes ~0.25–0.4 s after the engine is ready, more than after "
         "a plain boot (~0.2–0.25 s) because Python still runs on the baseline tier for a while after "
