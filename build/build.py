@@ -62,6 +62,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+
+def _load_ship() -> Any:
+    """build/ship.py (the version, the npm package, the pip wheel), without putting build/ on sys.path
+    (build/build.py would shadow the `build` package there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kibitz_ship", Path(__file__).resolve().parent / "ship.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kibitz_ship"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ship = _load_ship()
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 DIST = ROOT / "dist"
@@ -144,7 +160,7 @@ def engine_files() -> list[Path]:
 def input_digest(pins: dict[str, Any]) -> str:
     """Hash of everything the output depends on: content for sources, size+mtime for big inputs."""
     h = hashlib.sha256()
-    sources: list[Path] = [Path(__file__), SNAPSHOT_SCRIPT, PINS, ROOT / "pyproject.toml"]
+    sources: list[Path] = [Path(__file__), BUILD / "ship.py", SNAPSHOT_SCRIPT, PINS, ROOT / "pyproject.toml"]
     sources += [ROOT / s for s in WIDGET_SOURCES] + [ROOT / s for s in STATIC_SOURCES]
     sources += engine_files()
     for p in sources:
@@ -207,8 +223,9 @@ def download(w: dict[str, Any]) -> None:
 
 
 def project_meta() -> tuple[str, list[str], str]:
+    """(version, dependencies, requires-python); the version from its one place (build/ship.py)."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return str(meta["version"]), list(meta.get("dependencies", [])), str(meta.get("requires-python", ""))
+    return ship.version(), list(meta.get("dependencies", [])), str(meta.get("requires-python", ""))
 
 
 def build_engine_wheel(dest_dir: Path) -> tuple[Path, str]:
@@ -849,6 +866,7 @@ def build(stage: Path, pins: dict[str, Any]) -> dict[str, Any]:
             manifest["files"][p.relative_to(stage).as_posix()] = {"bytes": p.stat().st_size,
                                                                   "sha256": sha256_file(p)}
     (stage / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    ship.write_npm(stage)  # dist/npm/: after the manifest (a page never fetches it from the server)
     return manifest
 
 
@@ -856,7 +874,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if inputs are unchanged")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--wheel", metavar="OUTDIR", default=None,
+                        help="then also write the pip wheel, the bundle inside (kibitz[server]), to OUTDIR")
     args = parser.parse_args(argv)
+    code = build_dist(args)
+    if code == 0 and args.wheel:
+        ship.build_wheel(DIST, Path(args.wheel).resolve(), quiet=args.quiet)
+    return code
+
+
+def build_dist(args: argparse.Namespace) -> int:
+    """dist/ (a no-op when its inputs are unchanged)."""
     t0 = time.perf_counter()
     pins = load_pins()
     digest = input_digest(pins)
@@ -888,6 +916,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         raise SystemExit(main())
-    except BuildError as exc:
+    except (BuildError, ship.ShipError) as exc:
         print(f"build failed: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -8,4 +8,6 @@ the page (Pyodide), in CPython agents (asyncio + aiortc) and on the in-memory bu
 from kibitz.ids import room_peer_id
 
 __all__ = ["room_peer_id"]
+#: The one place the version is written (semver): pyproject.toml reads it, build/build.py stamps it
+#: into widget.js (``Kibitz.version``), the page's engine wheel and the npm package.
 __version__ = "0.1.0"

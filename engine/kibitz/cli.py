@@ -9,7 +9,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kibitz import __version__
+
     parser = argparse.ArgumentParser(prog="kibitz", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kibitz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the engine version")
     serve = sub.add_parser("serve", help="run the signaling broker, HTTP endpoints and demo page")
@@ -18,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--key", default=None, help="broker key clients must present (default peerjs)")
     serve.add_argument("--config", help="TOML/JSON config file")
     serve.add_argument("--broker-port", type=int, default=None, help="broker port (default: --port + 1)")
-    serve.add_argument("--dist", default=None, help="bundle directory to serve (default: the repo's dist/)")
+    serve.add_argument("--dist", default=None,
+                       help="bundle directory to serve (default: $KIBITZ_DIST, else the one inside the "
+                            "installed wheel, else the checkout's dist/)")
     serve.add_argument("--alive-timeout", type=float, default=None, help="seconds without HEARTBEAT")
     serve.add_argument("--expire-timeout", type=float, default=None, help="seconds to hold offline msgs")
     serve.add_argument("--turn-url", action="append", default=None,
@@ -109,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     args.agent_args = extra
 
     if args.command == "version":
-        from kibitz import __version__
-
         print(__version__)
         return 0
     if args.command == "serve":

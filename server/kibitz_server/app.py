@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -194,12 +196,24 @@ async def _serve(config: ServerConfig, turn: TurnProvider | None, email: EmailSi
     try:
         running = await start_server(config, turn=turn, email=email)
     except OSError as exc:
-        print(f"kibitz serve: cannot listen: {exc}", file=sys.stderr)
+        if exc.errno == errno.EADDRINUSE:
+            broker = config.resolved_broker_port()
+            print(f"kibitz serve: a port is taken ({exc.strerror or exc}): it needs "
+                  f"{config.host}:{config.port} (HTTP) and :{broker} (broker). Is another kibitz serve "
+                  "running? Choose others with --port N (the broker takes N+1, or --broker-port), "
+                  "or --port 0 for any free one.",
+                  file=sys.stderr)
+        else:
+            print(f"kibitz serve: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
+    from kibitz import __version__
+
     node = f" node={running.cluster.node}" if running.cluster is not None else ""
     print(f"KIBITZ_READY {running.http_url} broker={running.broker_url}{node}", flush=True)
-    demo = "" if config.dist_dir.is_dir() else "  (dist/ not built yet: a placeholder page)"
-    print(f"Kibitz demo: {running.http_url}/{demo}", flush=True)
+    demo = "" if config.dist_dir.is_dir() else "  (no bundle built yet: a placeholder page)"
+    print(f"Kibitz {__version__} demo: {running.http_url}/{demo}", flush=True)
+    print(f"Serving the bundle (widget.js, runtime, wheels, snapshot) from {config.dist_dir}", flush=True)
+    print(f"State (licences, keys) lives in {config.state_dir}", flush=True)
     print(f"Signaling broker: {running.broker_url}  key={config.key}  (Ctrl-C stops)", flush=True)
     try:
         await stop.wait()
@@ -237,11 +251,29 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def state_dir_problem(path: Path) -> str | None:
+    """Why the server could not keep its state in ``path`` (made on first use), or None if it can:
+    the nearest existing directory on the way must be writable."""
+    p = path
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is not a directory"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable by this user"
+    return None
+
+
 def serve_main(args: argparse.Namespace) -> int:
     """Entry point for ``kibitz serve``; returns the process exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
+        problem = state_dir_problem(config.state_dir)
+        if problem is not None:
+            print(f"kibitz serve: cannot keep state in {config.state_dir}: {problem}. Choose another with "
+                  "--state-dir DIR or $KIBITZ_STATE_DIR.", file=sys.stderr)
+            return 2
         turn = turn_provider(config)  # a relay without a usable secret: a configuration error, said now
         email = email_sign_in(config)  # the signing key is made here on the first start
     except (ValueError, OSError) as exc:

@@ -15,12 +15,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+#: Where a wheel built by ``build/build.py --wheel`` carries the bundle (a checkout never has it).
+PACKAGED_DIST = Path(__file__).resolve().parent / "bundle"
+
 
 def _default_dist() -> Path:
-    """The bundle directory: $KIBITZ_DIST, else the repo's dist/ (editable install), else ./dist."""
+    """The bundle directory: $KIBITZ_DIST, else the one inside the installed wheel, else the repo's
+    dist/ (editable install), else ./dist."""
     env = os.environ.get("KIBITZ_DIST")
     if env:
         return Path(env)
+    if (PACKAGED_DIST / "widget.js").is_file():
+        return PACKAGED_DIST
     repo_dist = Path(__file__).resolve().parents[2] / "dist"
     if repo_dist.parent.joinpath("pyproject.toml").exists():
         return repo_dist
