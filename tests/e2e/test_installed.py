@@ -1,6 +1,7 @@
-"""The released wheel, installed: ``pip install 'kibitz[server,agent]'`` into a fresh venv outside the
+"""The released wheel, installed: ``pip install 'kibitz[server]'`` into a fresh venv outside the
 checkout, from the wheel ``build/build.py --wheel`` makes (the bundle inside), then ``kibitz serve``
-and ``kibitz agent run`` from an empty directory.
+from an empty directory, started as the Dockerfile and the systemd unit in docs/server.md start it
+(docker itself is not run here); then ``[agent]`` on top and ``kibitz agent run`` from there too.
 
 The venv gets its dependencies from the package index pip is configured with (CI has one); the
 kibitz wheel itself is the one just built. Nothing of the checkout is importable in that venv: the
@@ -26,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext
+from playwright.sync_api import BrowserContext, Page
 
+# Building the wheel (and dist/, if stale) and installing it with its dependencies is slow on a busy
+# machine: the first test's set-up pays for it.
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"KIBITZ_READY (http://\S+) broker=(ws://\S+)")
 
@@ -72,12 +76,50 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     venv = tmp / "venv"
     env = _clean_env()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[server,agent]"]
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[server]"]
     res = subprocess.run(pip, cwd=tmp, env=env, text=True, capture_output=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     work = tmp / "anywhere"
     work.mkdir()
     return Installed(venv, wheel, work, env)
+
+
+@pytest.fixture(scope="module")
+def installed_agent(installed: Installed) -> Installed:
+    """The same venv with the agent extra added (after the server-only tests ran)."""
+    pip = [installed.exe("python"), "-m", "pip", "install", "-q", f"{installed.wheel}[agent]"]
+    res = subprocess.run(pip, cwd=installed.work, env=installed.env, text=True, capture_output=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return installed
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a deployment starts the server: argv after the kibitz executable, and its environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def dockerfile_recipe() -> Recipe:
+    text = (ROOT / "Dockerfile").read_text()
+    copy = re.search(r"^COPY (\S+) ", text, re.M)
+    assert copy and copy.group(1) == "dist/pip/" and "build/build.py --wheel dist/pip" in text
+    assert re.search(r'pip install [^\n]*kibitz-\*\.whl\)\[server\]"', text)
+    entry = re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M)
+    assert entry
+    argv = json.loads(entry.group(1))
+    assert argv[0] == "/opt/kibitz/bin/kibitz"
+    return Recipe(argv[1:], dict(re.findall(r"^ENV (\w+)=(\S+)$", text, re.M)))
+
+
+def systemd_recipe() -> Recipe:
+    unit = re.search(r"```ini\n(\[Unit\].*?)```", (ROOT / "docs" / "server.md").read_text(), re.S)
+    assert unit, "docs/server.md has no systemd unit"
+    start = re.search(r"^ExecStart=(\S+) (.*)$", unit.group(1), re.M)
+    assert start and start.group(1) == "/opt/kibitz/bin/kibitz"
+    return Recipe(start.group(2).split(), dict(re.findall(r"^Environment=(\w+)=(\S+)$", unit.group(1), re.M)))
 
 
 @dataclass
@@ -88,10 +130,20 @@ class Served:
 
 
 @contextlib.contextmanager
-def kibitz_serve(inst: Installed, *args: str) -> Iterator[Served]:
-    """``kibitz serve`` from the installed venv in its empty directory, until its banner is out."""
-    cmd = [inst.exe("kibitz"), "serve", "--host", "127.0.0.1", "--port", "0", "--broker-port", "0", *args]
-    proc = subprocess.Popen(cmd, cwd=inst.work, env=inst.env, stdout=subprocess.PIPE,
+def kibitz_serve(
+    inst: Installed, *args: str, recipe: Recipe | None = None, root: Path | None = None
+) -> Iterator[Served]:
+    """``kibitz serve`` from the installed venv in its empty directory, until its banner is out.
+
+    With a ``recipe``, its argv and environment (absolute paths moved under ``root``), and loopback
+    with free ports after them (the last flag wins)."""
+    argv, env = ["serve"], dict(inst.env)
+    if recipe is not None:
+        assert root is not None and recipe.argv[0] == "serve"
+        argv = recipe.argv
+        env.update({k: str(root / v.lstrip("/")) if v.startswith("/") else v for k, v in recipe.env.items()})
+    cmd = [inst.exe("kibitz"), *argv, "--host", "127.0.0.1", "--port", "0", "--broker-port", "0", *args]
+    proc = subprocess.Popen(cmd, cwd=inst.work, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     done = threading.Event()
@@ -186,20 +238,63 @@ async def main(agent):
 """
 
 
-def test_a_page_boots_from_the_installed_server_and_an_installed_agent_joins_it(
+def test_started_as_the_systemd_unit_says(installed: Installed, tmp_path: Path) -> None:
+    recipe = systemd_recipe()
+    assert recipe.env == {"KIBITZ_STATE_DIR": "/var/lib/kibitz"}
+    with kibitz_serve(installed, recipe=recipe, root=tmp_path) as srv:
+        assert f"State (licences, keys) lives in {tmp_path / 'var/lib/kibitz'}" in srv.lines, srv.lines
+        status, body, _ = _get(f"{srv.http}/healthz")
+        assert status == 200, body
+    # Its licences live in the same state directory the unit names.
+    env = {**installed.env, "KIBITZ_STATE_DIR": str(tmp_path / "var/lib/kibitz")}
+    out = subprocess.run([installed.exe("kibitz"), "licence", "add", "--label", "unit"], cwd=installed.work,
+                         env=env, text=True, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "var/lib/kibitz" / "licences.sqlite3").exists()
+
+
+def _boot(page: Page, http: str, room: str) -> None:
+    page.goto(f"{http}/demo/follow.html?room={room}&name=ann&open=0#/home")
+    page.wait_for_function("() => window.call", timeout=30_000)
+    page.evaluate("() => window.call.ready")
+    info = page.evaluate("() => ({ version: Kibitz.version, path: Kibitz.timings.bootPath })")
+    assert info == {"version": _version(), "path": "snapshot"}, info
+    page.wait_for_function("() => window.call.getState().connected === true", timeout=30_000)
+
+
+def test_a_page_boots_from_the_server_started_as_the_dockerfile_says(
     installed: Installed, tmp_path: Path, new_context: Callable[..., BrowserContext]
 ) -> None:
+    recipe = dockerfile_recipe()
+    assert recipe.env == {"KIBITZ_STATE_DIR": "/var/lib/kibitz"}
+    with kibitz_serve(installed, recipe=recipe, root=tmp_path) as srv:
+        assert f"State (licences, keys) lives in {tmp_path / 'var/lib/kibitz'}" in srv.lines, srv.lines
+        page = new_context().new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        room = f"room-docker-{int(time.time() * 1000) % 36**6:x}"
+        _boot(page, srv.http, room)
+        # Two tabs meet through the installed server's broker.
+        other = new_context().new_page()
+        _boot(other, srv.http, room)
+        for p in (page, other):
+            p.evaluate("() => window.call.join()")
+        for p in (page, other):
+            p.wait_for_function("""() => { const ps = window.call.getParticipants();
+                                   return ps.length === 2 && ps.every((x) => x.linkUp); }""", timeout=60_000)
+        assert errors == [], errors
+
+
+def test_an_installed_agent_joins_from_any_directory(
+    installed_agent: Installed, tmp_path: Path, new_context: Callable[..., BrowserContext]
+) -> None:
+    installed = installed_agent
     room = f"room-installed-{int(time.time() * 1000) % 36**6:x}"
     with kibitz_serve(installed, "--state-dir", str(tmp_path / "state")) as srv:
         page = new_context().new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{srv.http}/demo/follow.html?room={room}&name=ann&open=0#/home")
-        page.wait_for_function("() => window.call", timeout=30_000)
-        page.evaluate("() => window.call.ready")
-        info = page.evaluate("() => ({ version: Kibitz.version, path: Kibitz.timings.bootPath })")
-        assert info == {"version": _version(), "path": "snapshot"}, info
-        page.wait_for_function("() => window.call.getState().connected === true", timeout=30_000)
+        _boot(page, srv.http, room)
         page.evaluate("() => window.call.join()")
 
         (installed.work / "agent.py").write_text(AGENT_FILE)
