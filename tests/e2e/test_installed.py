@@ -1,7 +1,8 @@
 """The released wheel, installed: ``pip install 'kibitz[server]'`` into a fresh venv outside the
 checkout, from the wheel ``build/build.py --wheel`` makes (the bundle inside), then ``kibitz serve``
 from an empty directory, started as the Dockerfile and the systemd unit in docs/server.md start it
-(docker itself is not run here); then ``[agent]`` on top and ``kibitz agent run`` from there too.
+(docker itself is not run here); and a second fresh venv with only ``kibitz[agent]`` runs ``kibitz
+agent run`` from an empty directory into a room on that server.
 
 The venv gets its dependencies from the package index pip is configured with (CI has one); the
 kibitz wheel itself is the one just built. Nothing of the checkout is importable in that venv: the
@@ -85,13 +86,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 
 @pytest.fixture(scope="module")
-def installed_agent(installed: Installed) -> Installed:
-    """The same venv with the agent extra added (after the server-only tests ran)."""
-    pip = [installed.exe("python"), "-m", "pip", "install", "-q", f"{installed.wheel}[agent]"]
-    res = subprocess.run(pip, cwd=installed.work, env=installed.env, text=True, capture_output=True,
-                         timeout=900)
+def installed_agent(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """Another fresh venv with only ``kibitz[agent]`` from the same wheel (what an agent author has)."""
+    tmp = tmp_path_factory.mktemp("agent-only")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=installed.env, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{installed.wheel}[agent]"]
+    res = subprocess.run(pip, cwd=tmp, env=installed.env, text=True, capture_output=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    return installed
+    work = tmp / "anywhere"
+    work.mkdir()
+    return Installed(venv, installed.wheel, work, installed.env)
 
 
 @dataclass(frozen=True)
@@ -285,10 +290,13 @@ def test_a_page_boots_from_the_server_started_as_the_dockerfile_says(
         assert errors == [], errors
 
 
-def test_an_installed_agent_joins_from_any_directory(
-    installed_agent: Installed, tmp_path: Path, new_context: Callable[..., BrowserContext]
+def test_an_agent_installed_with_the_agent_extra_joins_from_any_directory(
+    installed: Installed, installed_agent: Installed, tmp_path: Path,
+    new_context: Callable[..., BrowserContext],
 ) -> None:
-    installed = installed_agent
+    probe = installed_agent.run("python", "-c", "import importlib.util as u; "
+                                "print(u.find_spec('aiortc') is not None, u.find_spec('picows') is not None)")
+    assert probe.stdout.split() == ["True", "False"], probe  # the agent extra, not the server's
     room = f"room-installed-{int(time.time() * 1000) % 36**6:x}"
     with kibitz_serve(installed, "--state-dir", str(tmp_path / "state")) as srv:
         page = new_context().new_page()
@@ -297,11 +305,11 @@ def test_an_installed_agent_joins_from_any_directory(
         _boot(page, srv.http, room)
         page.evaluate("() => window.call.join()")
 
-        (installed.work / "agent.py").write_text(AGENT_FILE)
+        (installed_agent.work / "agent.py").write_text(AGENT_FILE)
         agent = subprocess.Popen(
-            [installed.exe("kibitz"), "agent", "run", "agent.py", "--room", room, "--server", srv.http],
-            cwd=installed.work, env=installed.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+            [installed_agent.exe("kibitz"), "agent", "run", "agent.py", "--room", room, "--server", srv.http],
+            cwd=installed_agent.work, env=installed_agent.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         try:
             page.wait_for_function(
