@@ -268,6 +268,7 @@ class CapabilityBook:
         self._stamp: Stamp = (0, "")
         self._sig: str | None = None
         self._metas: dict[str, Mapping[str, Any] | None] = {}
+        self._kept: dict[str, Mapping[str, Any] | None] = {}
         self._host: str | None = None
         self._coordinator: str | None = None
         self._held: dict[str, CapsSnapshot] = {}
@@ -280,8 +281,16 @@ class CapabilityBook:
 
     # -- room facts ---------------------------------------------------------------------------
 
-    def set_members(self, metas: Mapping[str, Mapping[str, Any] | None]) -> None:
+    def set_members(
+        self,
+        metas: Mapping[str, Mapping[str, Any] | None],
+        kept: Mapping[str, Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        """``metas``: the roster. ``kept``: members off the roster whose links the mesh keeps through
+        a presence blip; they keep their kind (an agent stays an agent) and their grants, but never
+        count towards who authors the map."""
         self._metas = dict(metas)
+        self._kept = {k: v for k, v in (kept or {}).items() if k not in self._metas}
         self._held = {k: v for k, v in self._held.items() if k in self._metas}
 
     def set_authority(self, *, host: str | None, coordinator: str | None) -> bool:
@@ -296,8 +305,12 @@ class CapabilityBook:
                 applied = self._accept(who, snap) or applied
         return applied
 
-    def _is_agent(self, peer: str) -> bool:
+    def _meta(self, peer: str) -> Mapping[str, Any] | None:
         meta = self._metas.get(peer)
+        return self._kept.get(peer) if meta is None else meta
+
+    def _is_agent(self, peer: str) -> bool:
+        meta = self._meta(peer)
         return bool(meta) and meta is not None and meta.get("role") == "agent"
 
     @property
@@ -355,7 +368,7 @@ class CapabilityBook:
         if not self.may_edit():
             raise PermissionError(_who_may(self.tier))
         clean = None if grant is None else sanitize(grant)
-        grants = {k: v for k, v in self._grants.items() if k in self._metas or k == peer}
+        grants = {k: v for k, v in self._grants.items() if k in self._metas or k in self._kept or k == peer}
         if clean is None:
             grants.pop(peer, None)
         else:
@@ -417,7 +430,7 @@ class CapabilityBook:
             until = explicit.expires_at
             if until is None or self._now() < until:
                 return explicit
-        return default_for(self._metas.get(peer))
+        return default_for(self._meta(peer))
 
     def may_perceive(self, peer: str, what: Perceive) -> bool:
         return what in self.grant_of(peer).perceive

@@ -102,6 +102,7 @@ class ContentRouter:
         self.on_idtoken, self.on_schema = on_idtoken, on_schema
         self._seq = 0
         self._known: set[str] = set()
+        self._last_metas: dict[str, Mapping[str, Any] | None] = {}
         self._was_authority = False
         self._delivering: tuple[Any, str] | None = None
         self._hold = hold
@@ -119,11 +120,16 @@ class ContentRouter:
         ``metas`` maps every member id (ourselves included) to its roster ``meta``.
         """
         # The book first: adopting a held link replays frames, and a map among them must find
-        # its sender already known as the authority.
-        self.book.set_members(metas)
+        # its sender already known as the authority. Members the mesh keeps through a presence
+        # blip (parked) keep their last meta there, so an agent stays an agent while parked.
+        last = self._last_metas
+        self.book.set_members(metas, {p: last.get(p) for p in self.mesh.parked + self.mesh.members})
         if self.book.set_authority(host=host, coordinator=coordinator) and self.on_caps:
             self._safe(self.on_caps)
         self.mesh.set_members(metas)
+        kept = {p: last.get(p) for p in self.mesh.parked}
+        self._last_metas = {**kept, **metas}
+        self.book.set_members(metas, kept)
         others = {m for m in metas if m != self.self_id}
         joined = others - self._known
         self._known = others

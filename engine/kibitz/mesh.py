@@ -14,6 +14,16 @@ Dialling
     link are ignored. A link from someone not (yet) in our roster is held for a few seconds, since
     the roster naming it may still be on its way.
 
+Presence blips
+    A member that drops off the roster is not forgotten at once: it is *parked* for
+    :data:`PARK_SECONDS`. Its link stays up if it is up (data links are peer to peer; a roster can
+    lose a member for reasons that never touched them: a broker restart, a frozen tab, a coordinator
+    handover), sends and broadcasts to it are queued as for anyone else, and nobody dials it. If it
+    comes back with the same member id in time, the link (kept, or dialled again) carries everything
+    queued meanwhile, once and in order; otherwise it is dropped (``undelivered-departed``). A
+    member that leaves on purpose says ``bye`` on its links first and is dropped as soon as the
+    roster drops it.
+
 Reliable delivery
     Each direction between two peers is a *stream* named by a random stream id (``sid``) chosen
     when the sender starts talking to that peer. Every message on it carries a sequence number
@@ -39,6 +49,7 @@ Framing (one data channel, label ``kbz-data`` by default)
       this link). Only sent to a peer whose ``hi`` said ``"pa":1`` (it reads ``a``); older peers
       get ``ack`` frames as before, so mixed versions still release their resend buffers.
     * ``{"t":"ack","sid":R,"s":N}``: everything up to ``N`` of stream ``R`` was delivered.
+    * ``{"t":"bye"}``: the sender is leaving on purpose (do not park it); older peers ignore it.
 
     Acks are coalesced: one rides on the next message going back when there is one (a request and
     its reply cost two frames, not four); otherwise an ``ack`` frame follows after
@@ -115,6 +126,8 @@ HOLD_SECONDS = 5.0
 MAX_HELD = 32
 MAX_HELD_FRAMES = 16
 RECV_MEMORY = 256
+PARK_SECONDS = 60.0
+"""How long a member that dropped off the roster keeps its streams and queue (see the module doc)."""
 
 _CONTROL_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _loads_text = make_loads(json.JSONDecoder())
@@ -201,6 +214,10 @@ class _Peer:
     """Bytes we may still write on the current link before reading its buffered amount again."""
     piggyback: bool = False
     """The peer's ``hi`` said it reads acks carried on messages (``"pa":1``)."""
+    park_timer: TimerHandle | None = None
+    """Set while the peer is off the roster but kept (see "Presence blips")."""
+    bye: bool = False
+    """The peer said it is leaving on purpose: drop it, do not park it, when the roster does."""
 
     def base(self) -> int:
         return self.out[0].seq if self.out else self.next_seq
@@ -227,6 +244,7 @@ class Mesh:
         self.drops = DropCounter()
         self.stats: dict[str, int] = {
             "dials": 0, "delivered": 0, "duplicates": 0, "frames_out": 0, "replayed": 0, "bytes_out": 0,
+            "parked": 0, "unparked": 0,
         }
         self._transport = transport
         self._clock = scheduler
@@ -246,10 +264,16 @@ class Mesh:
 
     @property
     def members(self) -> list[str]:
-        return sorted(self._peers)
+        """The members we keep a link to (parked ones excluded)."""
+        return sorted(k for k, p in self._peers.items() if p.park_timer is None)
+
+    @property
+    def parked(self) -> list[str]:
+        """Members off the roster whose streams are kept for :data:`PARK_SECONDS`."""
+        return sorted(k for k, p in self._peers.items() if p.park_timer is not None)
 
     def has(self, peer: str) -> bool:
-        """Whether ``peer`` is a member we keep a link to (cheaper than ``peer in members``)."""
+        """Whether ``peer`` is a member (or a parked one) we can send to."""
         return peer in self._peers
 
     def link_up(self, peer: str) -> bool:
@@ -280,12 +304,20 @@ class Mesh:
         return p.out_bytes if p else 0
 
     def set_members(self, member_ids: Iterable[str]) -> None:
-        """The room's roster changed: dial newcomers, close links to those who left."""
+        """The room's roster changed: dial newcomers, park those who left, take back the parked."""
         wanted = {m for m in member_ids if isinstance(m, str) and m and m != self.self_id}
         for gone in sorted(set(self._peers) - wanted):
-            self._remove(gone)
-        for new in sorted(wanted - set(self._peers)):
-            self._add(new)
+            p = self._peers[gone]
+            if p.bye:
+                self._remove(gone)
+            elif p.park_timer is None:
+                self._park(p)
+        for peer_id in sorted(wanted):
+            known = self._peers.get(peer_id)
+            if known is None:
+                self._add(peer_id)
+            elif known.park_timer is not None:
+                self._unpark(known)
 
     def handle_message(self, event: LinkMessage) -> bool:
         """The hot path of :meth:`handle`: a frame on a link we hold for a member (True), or not
@@ -403,9 +435,17 @@ class Mesh:
 
     on_drained = pump
 
+    def depart(self) -> None:
+        """We leave on purpose: say ``bye`` on every link, then drop every member and its queue."""
+        bye = _CONTROL_ENCODER.encode({"t": "bye"})
+        for p in list(self._peers.values()):
+            if p.link is not None and p.opened:
+                self._write(p, p.link, bye)
+            self._remove(p.id)
+
     def close(self) -> None:
-        """Leave: close every link and stop every timer."""
-        self.set_members(())
+        """Leave: say goodbye, close every link and stop every timer."""
+        self.depart()
         if self._ack_sweep is not None:
             self._ack_sweep.cancel()
             self._ack_sweep = None
@@ -436,14 +476,41 @@ class Mesh:
         else:
             self._schedule_retry(p, FALLBACK_DIAL)
 
+    def _park(self, p: _Peer) -> None:
+        """``p`` left the roster: keep its streams (and its link, if up) for a while; never dial it."""
+        self.stats["parked"] += 1
+        if p.retry_timer is not None:
+            p.retry_timer.cancel()
+            p.retry_timer = None
+        p.park_timer = self._clock.call_later(PARK_SECONDS, lambda: self._park_expired(p))
+
+    def _park_expired(self, p: _Peer) -> None:
+        if self._peers.get(p.id) is p and p.park_timer is not None:
+            p.park_timer = None
+            self._remove(p.id)
+
+    def _unpark(self, p: _Peer) -> None:
+        """``p`` is back on the roster in time: same streams; dial it again if its link is gone."""
+        self.stats["unparked"] += 1
+        if p.park_timer is not None:
+            p.park_timer.cancel()
+            p.park_timer = None
+        if p.link is None and p.retry_timer is None:
+            if p.dialer:
+                self._dial(p)
+            else:
+                self._schedule_retry(p, FALLBACK_DIAL)
+
     def _remove(self, peer_id: str) -> None:
         p = self._peers.pop(peer_id)
         was_up = p.greeted
         if p.link is not None:
             self._close_link(p.link)
         self._reset_link_state(p)
-        if p.retry_timer is not None:
-            p.retry_timer.cancel()
+        for timer in (p.retry_timer, p.park_timer):
+            if timer is not None:
+                timer.cancel()
+        p.retry_timer = p.park_timer = None
         if p.out:
             self.drops.by_reason["undelivered-departed"] += len(p.out)
         if p.rsid is not None:
@@ -457,7 +524,7 @@ class Mesh:
 
     def _dial(self, p: _Peer) -> None:
         p.retry_timer = None
-        if p.link is not None or self._peers.get(p.id) is not p:
+        if p.link is not None or self._peers.get(p.id) is not p or p.park_timer is not None:
             return
         self.stats["dials"] += 1
         try:
@@ -561,7 +628,7 @@ class Mesh:
         self._reset_link_state(p)
         if was_up:
             self._notify_link(p.id, False)
-        if redial and self._peers.get(p.id) is p:
+        if redial and self._peers.get(p.id) is p and p.park_timer is None:
             self._schedule_retry(p, 0.0 if p.dialer else FALLBACK_DIAL)
 
     def _reset_link_state(self, p: _Peer) -> None:
@@ -743,6 +810,10 @@ class Mesh:
                 self.drops.drop("invalid:ack")
             elif sid == p.sid:
                 self._acked(p, s)
+        elif kind == "bye":
+            p.bye = True
+            if p.park_timer is not None:  # already off the roster: no reason to keep it
+                self._remove(p.id)
         elif kind == "m":
             s, a = obj.get("s"), obj.get("a")
             if (type(s) is not int or not 0 <= s < 2**63 or "d" not in obj
@@ -768,6 +839,7 @@ class Mesh:
         else:
             p.delivered = max(p.delivered, base - 1)
         p.piggyback = obj.get("pa") == 1
+        p.bye = False  # a new greeting: whatever goodbye came before, the peer is back
         self._drop_reassembly(p)
         if isinstance(ack, dict) and ack.get("sid") == p.sid and _is_int(ack.get("s")):
             self._acked(p, ack["s"])

@@ -93,6 +93,25 @@ def test_read_only_agent_is_refused_locally_and_dropped_remotely() -> None:
         assert [e.kind for e in audit] == ["blocked", "blocked"] and "spam" in audit[0].detail
 
 
+def test_a_parked_agent_is_still_an_agent() -> None:
+    """An agent that drops off the roster keeps its link for a while (mesh parking); it must not
+    turn into a "human" with human defaults meanwhile."""
+    clock, _, peers, metas = room()
+    bot = peers["bot"]
+    without_bot = {k: v for k, v in metas.items() if k != mid("bot")}
+    for n in ("h", "p"):
+        peers[n].router.update_room(without_bot, host=None, coordinator=mid("h"))
+        assert peers[n].node.mesh.parked == [mid("bot")]
+    bot.node.mesh.broadcast({"k": "app", "data": {"move": "e4"}})
+    clock.advance(1)
+    for n in ("h", "p"):
+        assert peers[n].apps == [] and peers[n].router.drops.by_reason["blocked:app"] == 1
+    # and a grant edited meanwhile keeps the parked agent's explicit grant
+    peers["h"].router.set_grant(mid("bot"), Grant(perceive=AGENT_DEFAULT.perceive, act={"send-chat"}))
+    peers["h"].router.set_grant(mid("p"), None)
+    assert peers["h"].router.book.explicit(mid("bot")) is not None
+
+
 def test_host_grant_then_revoke_send_chat() -> None:
     clock, _, peers, _ = room()
     h, bot = peers["h"].router, peers["bot"].router

@@ -206,19 +206,73 @@ def test_large_message_survives_a_drop_mid_transfer() -> None:
     assert b.from_(a.id) == [big, "after"]
 
 
-def test_departed_member_link_closed_and_state_dropped() -> None:
+def test_departed_member_is_parked_then_dropped_and_never_dialled() -> None:
     clock, bus, nodes = make_net("abc")
     clock.advance(1)
-    a = nodes["a"]
+    a, c = nodes["a"], nodes["c"]
     a.mesh.set_members([mid("a"), mid("b")])
-    assert a.mesh.members == [mid("b")]
+    c.mesh.set_members([mid("b"), mid("c")])
+    assert a.mesh.members == [mid("b")] and a.mesh.parked == [mid("c")]
+    # Parked, not gone: the link stays up and messages still flow both ways.
+    a.mesh.send(mid("c"), "still here?")
+    c.mesh.send(mid("a"), "yes")
+    clock.advance(1)
+    assert c.from_(mid("a")) == ["still here?"] and a.from_(mid("c")) == ["yes"]
+    dials_before = bus.stats["dials"]
+    bus.drop_links_between("a", "c")
+    a.mesh.send(mid("c"), "queued")
+    clock.advance(mesh_mod.PARK_SECONDS - 2)
+    assert bus.stats["dials"] == dials_before, "nobody dials a parked member"
+    assert a.mesh.pending(mid("c")) == 1
+    clock.advance(3)
+    assert a.mesh.parked == [] and not a.mesh.has(mid("c"))
     with pytest.raises(KeyError):
         a.mesh.send(mid("c"), 1)
+    assert a.mesh.drops.by_reason["undelivered-departed"] == 1
     assert (mid("c"), False) in a.links
-    nodes["c"].mesh.set_members([mid("b"), mid("c")])
-    dials_before = bus.stats["dials"]
     clock.advance(30)
     assert bus.stats["dials"] == dials_before, "nobody re-dials a departed member"
+
+
+def test_member_back_within_the_park_window_gets_everything_once_in_order() -> None:
+    """A roster blip on both sides (a broker restart, a coordinator handover) while the link also
+    drops: everything sent meanwhile, both ways, arrives once and in order after the return."""
+    clock, bus, nodes = make_net("ab")
+    clock.advance(1)
+    a, b = nodes["a"], nodes["b"]
+    a.mesh.send(b.id, 0)
+    clock.advance(1)
+    a.mesh.set_members([a.id])
+    b.mesh.set_members([b.id])
+    bus.drop_links_between("a", "b")
+    for i in range(1, 40):
+        assert a.mesh.broadcast(i) == [b.id]
+        b.mesh.send(a.id, -i)
+        clock.advance(0.5)
+    assert not a.mesh.link_up(b.id)
+    a.mesh.set_members([a.id, b.id])
+    b.mesh.set_members([a.id, b.id])
+    clock.advance(5)
+    assert b.from_(a.id) == list(range(40))
+    assert a.from_(b.id) == [-i for i in range(1, 40)]
+    assert a.mesh.stats["unparked"] == 1 and b.mesh.stats["duplicates"] == 0
+
+
+def test_a_member_that_says_bye_is_dropped_not_parked() -> None:
+    clock, _, nodes = make_net("abc")
+    clock.advance(1)
+    a, c = nodes["a"], nodes["c"]
+    c.mesh.depart()
+    clock.advance(0.1)
+    a.mesh.set_members([mid("a"), mid("b")])
+    assert a.mesh.parked == [] and not a.mesh.has(mid("c"))
+    # and the other order: parked first, then the goodbye
+    b = nodes["b"]
+    b.mesh.set_members([mid("b")])
+    assert b.mesh.parked == [mid("a")]
+    a.mesh.depart()
+    clock.advance(0.1)
+    assert b.mesh.parked == [] and not b.mesh.has(mid("a"))
 
 
 def test_link_from_non_member_is_held_then_adopted() -> None:
