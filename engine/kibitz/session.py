@@ -66,7 +66,10 @@ EVENTS: frozenset[str] = frozenset(
 )
 Source = Literal["mic", "cam", "screen"]
 
-MEMBER_CLAIM_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+MEMBER_CLAIM_RETRY_S = (0.25, 0.5, 1.0, 2.0)
+"""Backoff (seconds, each scaled by a random 0.5–1.0) before claiming our member id again after the
+broker lost it or refused: short, so a restarted broker has everyone back within about two seconds,
+and jittered, so they do not all arrive in the same instant."""
 AGENT_RECLAIM_BIAS_S = 1.5
 
 
@@ -243,7 +246,7 @@ class Session:
         """Leave the call but stay connected to the room (the launcher still shows who is there)."""
         if self.room is not None and self._profile.on:
             self._update_profile(on=False)
-        self.mesh.set_members([self.self_id])
+        self.mesh.depart()
         self._emit_state()
 
     def close(self) -> None:
@@ -608,6 +611,7 @@ class Session:
 
     def _schedule_claim(self) -> None:
         delay = MEMBER_CLAIM_RETRY_S[min(self._claim_attempts, len(MEMBER_CLAIM_RETRY_S) - 1)]
+        delay *= self._rng.uniform(0.5, 1.0)
         self._claim_attempts += 1
         if self._claim_timer is not None:
             self._claim_timer.cancel()

@@ -14,7 +14,8 @@ a :class:`~kibitz.clock.FakeClock`:
   ``detect_delay`` (how long a real data channel takes to notice).
 
 Fault injection: :meth:`Bus.kill`, :meth:`Bus.drop_link`, :meth:`Bus.drop_links_between`,
-:meth:`Bus.freeze`/:meth:`Bus.thaw`, :meth:`Bus.partition`/:meth:`Bus.heal`.
+:meth:`Bus.freeze`/:meth:`Bus.thaw`, :meth:`Bus.partition`/:meth:`Bus.heal`,
+:meth:`Bus.restart_broker` (a deploy: every id is forgotten, claims fail for a while, links live on).
 
 Two simplifications, on purpose:
 
@@ -212,6 +213,7 @@ class Bus:
         self._groups: dict[str, int] | None = None
         self._ids = itertools.count(1)
         self._certs = itertools.count(1)
+        self._broker_down_until = -1.0
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -268,11 +270,17 @@ class Bus:
         )
         rest: deque[TransportEvent] = deque(maxlen=1000)
 
+        def reclaim() -> None:
+            if r.role != "left" and self.is_alive(name):
+                transport.claim(mid)
+
         def sink(ev: TransportEvent) -> None:
             if r.handle(ev):
                 return
             if isinstance(ev, IdentityLost) and ev.peer_id == mid and r.role != "left":
                 transport.claim(mid)
+            elif isinstance(ev, ClaimResult) and ev.peer_id == mid and ev.outcome == "error":
+                self.scheduler(name).call_later(0.5, reclaim)
             rest.append(ev)
 
         transport.bind(sink)
@@ -338,6 +346,27 @@ class Bus:
                 self._deliver(other.proc, PeerLeft(end.local_id), self.leave_delay)
             self._deliver(other.proc, LinkClosed(other.link_id, "peer-died"), self.detect_delay)
         proc.links.clear()
+
+    def restart_broker(self, down: float = 2.0) -> None:
+        """The broker process dies and is back ``down`` seconds later, knowing nobody (a deploy).
+
+        Every live process hears :class:`IdentityLost` for each id it held; claims fail
+        (``"error"``) until the broker is back; dials from an id that is not claimed again fail
+        (``"not-registered"``). Links already open are peer to peer and live on. The dead broker
+        sends no LEAVE to anyone.
+        """
+        self._broker_down_until = self.clock.now() + down
+        self._holders.clear()
+        for proc in self._procs.values():
+            if not proc.alive:
+                continue
+            for peer_id in sorted(proc.ids):
+                self._deliver(proc, IdentityLost(peer_id, "broker restarted"), self.latency)
+            proc.ids.clear()
+
+    @property
+    def broker_up(self) -> bool:
+        return self.clock.now() >= self._broker_down_until
 
     def drop_link(self, link: LinkId) -> None:
         """Tear one link (either end's id): both ends hear LinkClosed("dropped")."""
@@ -444,7 +473,9 @@ class Bus:
 
     def _claim(self, proc: _Proc, peer_id: str) -> None:
         self.stats["claims"] += 1
-        if not PEER_ID_PATTERN.match(peer_id):
+        if not self.broker_up:
+            outcome = ClaimResult(peer_id, "error", "cannot reach broker")
+        elif not PEER_ID_PATTERN.match(peer_id):
             outcome = ClaimResult(peer_id, "error", "invalid id")
         else:
             holder = self._holders.get(peer_id)

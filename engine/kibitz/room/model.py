@@ -30,7 +30,14 @@ FULL_ROSTER_EVERY = 4
 REAP_AFTER = 12.0
 FREEZE_GAP = 6.0
 CLAIM_TIMEOUT = 8.0
-CLAIM_RETRY = 3.0
+CLAIM_RETRY = (0.5, 1.5)
+"""Seconds (uniform) before claiming again after a claim failed (broker unreachable, error)."""
+RECLAIM_ID_RETRY = (0.3, 1.0)
+"""A coordinator that lost its hold on the room id (the broker went away) keeps coordinating over
+its peer-to-peer links and claims the id back, retrying this often (uniform) while it fails."""
+NOT_CLAIMED_RETRY = 0.5
+"""Our own member id is not registered yet (it is being claimed again): try joining this soon,
+without counting it as a failed attempt."""
 OPEN_TIMEOUT = 8.0
 COORDINATOR_SILENCE = 12.0
 REANNOUNCE_AFTER = (0.6, 1.8)

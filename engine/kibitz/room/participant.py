@@ -61,8 +61,9 @@ class ParticipantCore(RoomCore, Protocol):
     def checked_roster(self, roster: Roster) -> Roster:
         """``roster`` with its host cleared unless the host's claim checks out for us."""
 
-    def lost_coordinator(self) -> None:
-        """The link is gone (closed, never opened, or silent): end this tenure and reclaim."""
+    def lost_coordinator(self, reason: str = "") -> None:
+        """The link is gone (closed, never opened, or silent): end this tenure and reclaim.
+        ``reason`` is the link's close reason when there is one."""
 
     def kicked(self) -> None:
         """The coordinator removed us: end this tenure and leave the room for good."""
@@ -144,7 +145,7 @@ class Participant:
             core.retire(ev.link)
             self.link = None
             self.link_open = False
-            core.lost_coordinator()
+            core.lost_coordinator(ev.reason)
         elif isinstance(ev, LinkMessage):
             self._on_coordinator_frame(ev.data)
 

@@ -17,6 +17,12 @@ goes (link closed, the broker's LEAVE for the room id, or 12 s of silence) becom
 and races to claim after a short random delay; ``left`` is final. Every role change ends the old
 tenure (its timers die with it), so nothing from an old role can start a second one.
 
+Broker outages: the presence star runs over peer-to-peer links, so a coordinator that loses its hold
+on the room id (the broker restarted, or dropped its socket) goes on coordinating and claims the id
+back in the background. Only if someone else holds it by then (a newcomer reached the restarted
+broker first) does it step down and join that coordinator, so a deploy of the broker changes nobody's
+roster in the usual case.
+
 Routing contract with the session layer: ``handle`` returns True for the room's own claim (the room
 id), its ``kbz-presence`` links (current and retired), ``IdentityLost``/``PeerLeft`` of the room id.
 ``PeerLeft`` of a *member* id is acted on (the member is dropped at once) but returns False, because
@@ -47,9 +53,11 @@ from kibitz.room.model import (
     CLAIM_RETRY,
     CLAIM_TIMEOUT,
     DEFAULT_FEATURES,
+    NOT_CLAIMED_RETRY,
     PRESENCE_LABEL,
     PROFILE_FIELDS,
     RECLAIM_DELAY,
+    RECLAIM_ID_RETRY,
     RETIRED_LINKS_KEPT,
     Kicked,
     Knocker,
@@ -136,6 +144,8 @@ class Room:
         self._participant: Participant | None = None
         self._failures = 0
         self._retired: OrderedDict[LinkId, None] = OrderedDict()
+        self._holds_id = False
+        """A coordinator holds the room id at the broker (False while it claims it back)."""
 
     # --- public API -----------------------------------------------------------------------------
 
@@ -330,9 +340,12 @@ class Room:
 
     def _retry_claim(self) -> None:
         self._enter("reclaiming")
-        self._timers.set("retry", CLAIM_RETRY, self._claim)
+        self._timers.set("retry", self._rng.uniform(*CLAIM_RETRY), self._claim)
 
     def _on_claim(self, ev: ClaimResult) -> None:
+        if self._coordinator is not None and not self._holds_id:
+            self._on_reclaim_id(ev)
+            return
         if self.role != "claiming":
             # A late answer to a claim we gave up on: never let it start a second role.
             if ev.outcome == "claimed" and self.role != "coordinator":
@@ -347,11 +360,31 @@ class Room:
 
     def _on_identity_lost(self) -> None:
         if self._coordinator is not None:
-            # Someone else may hold the room now: step down, keep the roster to grandfather from.
-            self._coordinator.step_down()
-            self._schedule_reclaim()
+            # The star is peer to peer: keep coordinating and claim the id back (see the module doc).
+            self._holds_id = False
+            self._timers.set("reclaim-id", self._rng.uniform(*RECLAIM_ID_RETRY), self._reclaim_id)
         elif self.role == "claiming":
             self._retry_claim()
+
+    def _reclaim_id(self) -> None:
+        if self._coordinator is not None and not self._holds_id:
+            self.stats["claims"] += 1
+            self._transport.claim(self.room_id)
+            self._timers.set("reclaim-id-timeout", CLAIM_TIMEOUT, self._reclaim_id)
+
+    def _on_reclaim_id(self, ev: ClaimResult) -> None:
+        """The answer to a coordinator's claim for the id it lost."""
+        assert self._coordinator is not None
+        self._timers.cancel("reclaim-id-timeout")
+        if ev.outcome == "claimed":
+            self._holds_id = True
+        elif ev.outcome == "taken":
+            # Someone reached the broker first: hand over and join them (keep our roster: the
+            # members we knew are grandfathered by nobody, they re-announce to the new holder).
+            self._coordinator.step_down()
+            self._become_participant()
+        else:
+            self._timers.set("reclaim-id", self._rng.uniform(*RECLAIM_ID_RETRY), self._reclaim_id)
 
     def _schedule_reclaim(self) -> None:
         k = self._failures
@@ -367,6 +400,7 @@ class Room:
     def _become_coordinator(self) -> None:
         last = self.roster
         self._enter("coordinator")
+        self._holds_id = True
         self._coordinator = Coordinator(self)
         self._coordinator.begin(last)
 
@@ -510,7 +544,12 @@ class Room:
             self.lobby_status = status
             self.emit(LobbyStatus(status))
 
-    def lost_coordinator(self) -> None:
+    def lost_coordinator(self, reason: str = "") -> None:
+        if reason in ("not-claimed", "not-registered"):
+            # Our own member id is being claimed again (the broker came back): no failure, just soon.
+            self._enter("reclaiming")
+            self._timers.set("reclaim", NOT_CLAIMED_RETRY, self._claim)
+            return
         self._schedule_reclaim()
 
     def kicked(self) -> None:
