@@ -122,6 +122,9 @@ BACKOFF_BASE = 0.25
 BACKOFF_MAX = 8.0
 FALLBACK_DIAL = 4.0
 """The larger id dials itself after this long without a link (plus backoff)."""
+UNPARK_FALLBACK = 1.0
+"""The same, for a member back from a presence blip: its side of the old link may still look up to
+it (a stopped process, a frozen tab), so it may not dial for a while."""
 HOLD_SECONDS = 5.0
 MAX_HELD = 32
 MAX_HELD_FRAMES = 16
@@ -499,7 +502,7 @@ class Mesh:
             if p.dialer:
                 self._dial(p)
             else:
-                self._schedule_retry(p, FALLBACK_DIAL)
+                self._schedule_retry(p, UNPARK_FALLBACK)
 
     def _remove(self, peer_id: str) -> None:
         p = self._peers.pop(peer_id)

@@ -211,3 +211,28 @@ def test_frozen_member_comes_back_under_its_id_and_gets_everything(bus: Bus) -> 
     for m in members:
         assert len(m.session.get_participants()) == 3, "no duplicate participant"
     stop_and_check(bus, members)
+
+
+@pytest.mark.parametrize("frozen_for", [20.0, 23.5, 27.0, 30.0, 33.5, 37.0])
+def test_frozen_coordinator_is_waited_for_and_heals_at_once_on_thaw(frozen_for: float) -> None:
+    """A frozen coordinator still holds the room id at the broker (its socket lives until the
+    broker's 60 s alive timeout), so nobody can take over; participants keep their (peer-to-peer,
+    still open) presence links instead of tearing them down and dialling into the void, and the
+    roster is live again the moment it thaws."""
+    bus = Bus(FakeClock(), expire_after=60.0)
+    members = make_room(bus, "abc")
+    start_streams(members)
+    bus.clock.advance(2)
+    coordinator = next(m for m in members if m.session.get_state()["isCoordinator"])
+    others = [m for m in members if m is not coordinator]
+    dials = {m.name: m.session.room.stats["dials"] for m in others if m.session.room}
+    bus.freeze(coordinator.name)
+    bus.clock.advance(frozen_for)
+    for m in others:
+        assert m.session.room and m.session.room.stats["dials"] == dials[m.name], "no dials into the void"
+        assert m.session.get_state()["connected"], "the (open, peer-to-peer) presence link was kept"
+    bus.thaw(coordinator.name)
+    healed = run_until(bus, lambda: converged(members), timeout=30)
+    assert healed is not None and healed < 1.0, f"healed {healed} s after the thaw"
+    assert coordinator.session.get_state()["isCoordinator"]
+    stop_and_check(bus, members)

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from rtc_helpers import BROKERS, EXPIRE_MS, Broker, Events, Peer, claimed, connected, uid
 
+from kibitz.backends import rtc as rtc_mod
 from kibitz.backends.aio import make_aio_transport
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
@@ -382,13 +383,17 @@ class Rig:
         for _ in range(10):
             await asyncio.sleep(0)
 
-    async def claimed(self, peer_id: str) -> FakeSocket:
+    async def claimed(self, peer_id: str, *, keep_probe: bool = False) -> FakeSocket:
         self.transport.claim(peer_id)
         await self.settle()
         sock = self.broker.sockets[-1]
         sock.deliver({"type": "OPEN"})
         await self.settle()
         assert self.events[-1] == ClaimResult(peer_id, "claimed")
+        probe = {"type": "EXPIRE", "dst": peer_id, "payload": {"probe": 1}}
+        assert sock.sent == [probe]  # the first probe: does this broker echo?
+        if not keep_probe:
+            sock.sent.clear()
         return sock
 
 
@@ -408,23 +413,82 @@ def rig() -> Rig:
     return Rig(t, clock, fb, ff, events)
 
 
+PROBE = {"type": "EXPIRE", "dst": "me", "payload": {"probe": 1}}
+
+
+def beats(sock: FakeSocket) -> list[dict[str, Any]]:
+    return [f for f in sock.sent if f["type"] == "HEARTBEAT"]
+
+
 async def test_claim_url_heartbeat_and_token_reuse(rig: Rig) -> None:
     sock = await rig.claimed("me")
     assert sock.query["id"] == ["me"] and sock.query["key"] == ["peerjs"]
     token = sock.query["token"]
     rig.clock.advance(4.9)
-    assert sock.sent == []
+    assert beats(sock) == []
     rig.clock.advance(0.2)
-    assert sock.sent == [{"type": "HEARTBEAT"}]
+    assert beats(sock) == [{"type": "HEARTBEAT"}]
     rig.clock.advance(5.0)
-    assert sock.sent == [{"type": "HEARTBEAT"}] * 2
+    assert beats(sock) == [{"type": "HEARTBEAT"}] * 2
     sock.on_close("network down")
     await rig.settle()
     assert rig.events[-1] == IdentityLost("me", "network down")
     sock2 = await rig.claimed("me")
     assert sock2.query["token"] == token  # same token: our broker lets us take our session back
     rig.clock.advance(10.0)
-    assert len(sock.sent) == 2  # the dead socket's heartbeat stopped
+    assert len(beats(sock)) == 2  # the dead socket's heartbeat stopped
+
+
+def echo(sock: FakeSocket, peer_id: str = "me") -> None:
+    sock.deliver({"type": "EXPIRE", "src": peer_id, "dst": peer_id, "payload": {"probe": 1}})
+
+
+async def test_a_socket_whose_probe_is_not_echoed_is_dropped_and_claimed_again(rig: Rig) -> None:
+    """A broker socket that went dead without a close (the machine moved to another network) is
+    noticed by the probe, not after TCP's minutes-long timeout."""
+    sock = await rig.claimed("me", keep_probe=True)
+    echo(sock)  # this broker echoes
+    rig.clock.advance(15.1)  # the third beat sends the next probe
+    assert sock.sent.count(PROBE) == 2
+    echo(sock)
+    rig.clock.advance(15.0)
+    assert sock.sent.count(PROBE) == 3 and not sock.closed
+    # From here on nothing comes back.
+    rig.clock.advance(rtc_mod.PROBE_TIMEOUT_S + 0.1)
+    await rig.settle()
+    assert rig.events[-1] == IdentityLost("me", "broker unresponsive")
+    assert sock.closed and rig.transport.drops.by_reason["broker:probe-timeout"] == 1
+
+
+async def test_a_broker_that_never_echoes_is_not_probed_again(rig: Rig) -> None:
+    sock = await rig.claimed("me", keep_probe=True)
+    rig.clock.advance(60.0)
+    await rig.settle()
+    assert sock.sent.count(PROBE) == 1 and not sock.closed
+    assert not any(isinstance(e, IdentityLost) for e in rig.events)
+
+
+async def test_an_echo_is_not_a_peer_expiry(rig: Rig) -> None:
+    sock = await rig.claimed("me")
+    link = rig.transport.dial("me", "you", "kbz-data")
+    await rig.settle()
+    echo(sock)
+    await rig.settle()
+    assert not any(isinstance(e, PeerLeft | LinkClosed) for e in rig.events), rig.events
+    assert link in rig.transport._links
+
+
+async def test_real_brokers_echo_the_probe(peers: Callable[[], Peer]) -> None:
+    """Ours and the npm reference server both relay a frame addressed to its sender."""
+    a = peers()
+    ida = uid("a")
+    await claimed(a, ida)
+    ident = a.transport._identities[ida]
+    deadline = time.monotonic() + 5
+    while ident.echoes is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert ident.echoes is True
+    assert await a.events.quiet(0.2) == []  # the echo is not an event
 
 
 async def test_claim_outcomes(rig: Rig) -> None:

@@ -6,7 +6,10 @@ browser's ``RTCPeerConnection`` / ``WebSocket``) and CPython (aiortc + websocket
 
 Shape of the work:
 
-* every claimed broker id is one WebSocket to the broker (PeerJS protocol, heartbeats);
+* every claimed broker id is one WebSocket to the broker (PeerJS protocol, heartbeats), checked
+  for life with a probe the broker echoes (see :meth:`RtcTransport._probe`): a socket whose network
+  went away without a close (the machine changed networks, a NAT forgot it) is otherwise "open"
+  for many minutes while nothing reaches it;
 * every link is one ``RTCPeerConnection`` with one reliable, ordered data channel, negotiated
   through the broker with PeerJS-shaped OFFER/ANSWER/CANDIDATE frames and trickled candidates;
 * links whose label is in ``media_labels`` (when the factory ``supports_media``) also carry one
@@ -77,6 +80,12 @@ log = logging.getLogger(__name__)
 MAX_PENDING_CANDIDATES = 64
 """Remote candidates kept while the remote description is not set yet; more is abuse."""
 
+PROBE_EVERY_BEATS = 3
+"""Probe the broker every this many heartbeats (every 15 s with the default 5 s beat)."""
+PROBE_TIMEOUT_S = 5.0
+"""No echo this long after a probe: the socket is dead whatever its state says; drop it, so the
+identity is claimed again over a fresh one (same token: the broker hands the id over)."""
+
 PlaceholderTracks = Callable[[], Mapping[Lane, object]]
 """Makes a fresh set of flowing placeholder tracks (one per lane) for one link; the link owns and
 stops them when it closes."""
@@ -93,6 +102,11 @@ class _Identity:
     socket: SignalingSocket | None = None
     heartbeat: TimerHandle | None = None
     claim_timer: TimerHandle | None = None
+    beats: int = 0
+    echoes: bool | None = None
+    """Whether the broker echoes our probes: unknown until the first one after OPEN comes back
+    (a broker that does not relay frames addressed to their sender is never probed again)."""
+    probe_timer: TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -494,10 +508,10 @@ class RtcTransport:
         ident.state = "closed"
         if self._identities.get(ident.peer_id) is ident:
             del self._identities[ident.peer_id]
-        for timer in (ident.heartbeat, ident.claim_timer):
+        for timer in (ident.heartbeat, ident.claim_timer, ident.probe_timer):
             if timer is not None:
                 timer.cancel()
-        ident.heartbeat = ident.claim_timer = None
+        ident.heartbeat = ident.claim_timer = ident.probe_timer = None
         if ident.socket is not None:
             sock, ident.socket = ident.socket, None
             try:
@@ -526,7 +540,38 @@ class RtcTransport:
         if not self._is_current(ident) or ident.socket is None:
             return
         ident.socket.send(signaling.heartbeat_frame())
+        ident.beats += 1
+        if ident.beats % PROBE_EVERY_BEATS == 0:
+            self._probe(ident)
         ident.heartbeat = self._scheduler.call_later(self._heartbeat_s, lambda: self._heartbeat(ident))
+
+    def _probe(self, ident: _Identity) -> None:
+        """Send a frame addressed to ourselves; the broker relays it back (``EXPIRE`` is relayed by
+        every PeerJS broker and means nothing to a peer). No echo within :data:`PROBE_TIMEOUT_S`
+        on a broker known to echo: the socket is dead."""
+        if ident.echoes is False or ident.probe_timer is not None or ident.socket is None:
+            return
+        ident.socket.send(signaling.probe_frame(ident.peer_id))
+        ident.probe_timer = self._scheduler.call_later(PROBE_TIMEOUT_S, lambda: self._probe_timeout(ident))
+
+    def _probe_timeout(self, ident: _Identity) -> None:
+        ident.probe_timer = None
+        if not self._is_current(ident) or ident.state != "open":
+            return
+        if ident.echoes is None:
+            ident.echoes = False  # never echoed: a broker that does not relay to the sender
+            log.info("broker does not echo probes for %s; not probing it", ident.peer_id)
+            return
+        self.drops.drop("broker:probe-timeout")
+        log.warning("broker socket for %s is dead (no echo in %.0f s); reconnecting", ident.peer_id,
+                    PROBE_TIMEOUT_S)
+        self._lose_identity(ident, "broker unresponsive")
+
+    def _on_echo(self, ident: _Identity) -> None:
+        ident.echoes = True
+        if ident.probe_timer is not None:
+            ident.probe_timer.cancel()
+            ident.probe_timer = None
 
     def _on_frame(self, ident: _Identity, text: str) -> None:
         if not self._is_current(ident):
@@ -545,6 +590,7 @@ class RtcTransport:
                 ident.heartbeat = self._scheduler.call_later(
                     self._heartbeat_s, lambda: self._heartbeat(ident)
                 )
+                self._probe(ident)  # learn whether this broker echoes
         elif kind == "ID-TAKEN":
             if ident.state == "connecting":
                 self._claim_failed(ident, "taken", frame.message or "ID is taken")
@@ -561,6 +607,8 @@ class RtcTransport:
             self.drops.drop("broker:before-open")
         elif kind == "LEAVE":
             self._on_leave(frame)
+        elif kind == "EXPIRE" and frame.src == ident.peer_id:
+            self._on_echo(ident)
         elif kind == "EXPIRE":
             self._on_expire(ident, frame)
         elif isinstance(frame.payload, OfferPayload):
@@ -662,6 +710,12 @@ class RtcTransport:
             return
         self._unregister(link)
         self._emit(LinkClosed(link.link_id, reason))
+        if reason in ("timeout", "ice-failed"):
+            # Maybe it is our side that lost the network: check the broker socket now, not at the
+            # next periodic probe (a re-dial through a dead socket would only time out again).
+            ident = self._identities.get(link.local_id)
+            if ident is not None and ident.state == "open":
+                self._probe(ident)
 
     def _new_pc(self, link: _Link) -> PeerConnection:
         pc = self._factory.create(self._rtc_config)

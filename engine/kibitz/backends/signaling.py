@@ -70,6 +70,14 @@ def heartbeat_frame() -> str:
     return '{"type":"HEARTBEAT"}'
 
 
+def probe_frame(self_id: str) -> str:
+    """A frame to ourselves that the broker relays straight back: proof the socket still works.
+
+    ``EXPIRE`` because every PeerJS broker relays it to a connected ``dst`` and no peer acts on one
+    from itself."""
+    return _dump({"type": "EXPIRE", "dst": self_id, "payload": {"probe": 1}})
+
+
 def offer_frame(
     dst: str,
     *,

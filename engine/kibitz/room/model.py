@@ -35,6 +35,9 @@ CLAIM_RETRY = (0.5, 1.5)
 RECLAIM_ID_RETRY = (0.3, 1.0)
 """A coordinator that lost its hold on the room id (the broker went away) keeps coordinating over
 its peer-to-peer links and claims the id back, retrying this often (uniform) while it fails."""
+SILENT_RECHECK = 5.0
+"""A participant whose coordinator went silent (frozen, hung) but whose link is still open asks the
+broker this often whether the room id is free; while it is held, the link is kept."""
 NOT_CLAIMED_RETRY = 0.5
 """Our own member id is not registered yet (it is being claimed again): try joining this soon,
 without counting it as a failed attempt."""

@@ -5,6 +5,13 @@ A participant dials the room id from its member id over a ``kbz-presence`` link,
 it), and takes the roster, lobby verdicts, kicks and resets the coordinator sends. When the link closes,
 fails to open, or goes silent, the tenure ends and the :class:`~kibitz.room.Room` facade races to
 reclaim the room id.
+
+A coordinator that goes silent while its link stays open (a frozen tab, a stopped process: the
+browser's network stack keeps the link alive) still holds the room id at the broker, so nobody can
+take over; the participant keeps the link and asks the facade to check the id now and then
+(:meth:`ParticipantCore.coordinator_silent`). The moment the coordinator speaks again the tenure
+simply goes on; if the broker frees the id (the coordinator's socket expired, LEAVE), the facade
+takes over as usual.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from kibitz.room.model import (
     PRESENCE_LABEL,
     REANNOUNCE_AFTER,
     REANNOUNCE_MIN_GAP,
+    SILENT_RECHECK,
     STABLE_AFTER,
     ConnectedChanged,
     Knocker,
@@ -71,6 +79,10 @@ class ParticipantCore(RoomCore, Protocol):
     def mark_stable(self) -> None:
         """The link has held long enough: forget earlier failures when backing off next time."""
 
+    def coordinator_silent(self) -> None:
+        """The coordinator has been silent past :data:`COORDINATOR_SILENCE` on a link that is still
+        open: check whether the room id is still held (again every :data:`SILENT_RECHECK` s)."""
+
 
 class Participant:
     """One tenure as a participant (see the module docstring)."""
@@ -86,6 +98,8 @@ class Participant:
         self._in_roster_here = False
         self.knocks: tuple[Knocker, ...] = ()
         """The waiting room as the coordinator forwards it to us, the host."""
+        self.silent = False
+        """The coordinator has gone quiet on an open link (see the module docstring)."""
 
     def begin(self) -> None:
         core = self._core
@@ -204,9 +218,14 @@ class Participant:
         if gap > FREEZE_GAP:
             self._last_heard = now  # we were frozen, not the coordinator silent
         elif now - self._last_heard > COORDINATOR_SILENCE:
-            self.drop_link()
-            core.lost_coordinator()
-            return
+            if not self.link_open:
+                self.drop_link()
+                core.lost_coordinator()
+                return
+            if not self.silent or now - self._last_heard > COORDINATOR_SILENCE + SILENT_RECHECK:
+                self._last_heard = now - COORDINATOR_SILENCE  # next check in SILENT_RECHECK
+                self.silent = True
+                core.coordinator_silent()
         if self.link is not None:
             core.send(self.link, Ping())
             if core.lobby_status == "credential-in-use":
@@ -220,6 +239,7 @@ class Participant:
             return
         core.stats["received"] += 1
         self._last_heard = core.scheduler.now()
+        self.silent = False
         if isinstance(msg, RosterMsg):
             roster = core.checked_roster(
                 Roster(

@@ -146,6 +146,8 @@ class Room:
         self._retired: OrderedDict[LinkId, None] = OrderedDict()
         self._holds_id = False
         """A coordinator holds the room id at the broker (False while it claims it back)."""
+        self._checking_id = False
+        """A participant asked for the room id because its coordinator went silent."""
 
     # --- public API -----------------------------------------------------------------------------
 
@@ -346,6 +348,11 @@ class Room:
         if self._coordinator is not None and not self._holds_id:
             self._on_reclaim_id(ev)
             return
+        if self._checking_id:
+            if self._participant is not None:
+                self._on_id_check(ev)
+                return
+            self._checking_id = False
         if self.role != "claiming":
             # A late answer to a claim we gave up on: never let it start a second role.
             if ev.outcome == "claimed" and self.role != "coordinator":
@@ -560,3 +567,19 @@ class Room:
 
     def mark_stable(self) -> None:
         self._failures = 0
+
+    def coordinator_silent(self) -> None:
+        """Ask the broker whether the room id is still held (see :mod:`kibitz.room.participant`)."""
+        if self._participant is not None and not self._checking_id:
+            self._checking_id = True
+            self.stats["claims"] += 1
+            self._transport.claim(self.room_id)
+
+    def _on_id_check(self, ev: ClaimResult) -> None:
+        """The answer to a silent coordinator's participant asking for the room id."""
+        self._checking_id = False
+        if ev.outcome == "claimed":
+            # The broker let the old holder go: we take over (its link is of no more use).
+            assert self._participant is not None
+            self._participant.drop_link()
+            self._become_coordinator()
