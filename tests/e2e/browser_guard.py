@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, BrowserContext, Route, WebSocketRoute
@@ -9,12 +10,29 @@ from playwright.sync_api import Browser, BrowserContext, Route, WebSocketRoute
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
-def guarded_context(browser: Browser, outside: list[str], **kwargs: object) -> BrowserContext:
-    """A new context whose requests and WebSockets off loopback are aborted and recorded in ``outside``."""
+def guarded_context(
+    browser: Browser, outside: list[str], *, also_local: str | None = None, **kwargs: object
+) -> BrowserContext:
+    """A new context whose requests and WebSockets off loopback are aborted and recorded in ``outside``.
+
+    ``also_local``: a network (e.g. ``"198.18.64.0/20"``) that counts as on the machine too: the
+    private network a fault test builds from namespaces (tests/netlab.py).
+    """
+    lab = ipaddress.ip_network(also_local) if also_local else None
+
+    def local(host: str) -> bool:
+        if host in LOCAL_HOSTS:
+            return True
+        if lab is None:
+            return False
+        try:
+            return ipaddress.ip_address(host) in lab
+        except ValueError:
+            return False
 
     def guard(route: Route) -> None:
         host = urlsplit(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+        if route.request.url.startswith(("data:", "blob:")) or local(host):
             route.continue_()
         else:
             outside.append(route.request.url)
@@ -22,7 +40,7 @@ def guarded_context(browser: Browser, outside: list[str], **kwargs: object) -> B
 
     # route() does not see WebSockets: they get their own guard (loopback ones are left untouched).
     def off_loopback(url: str) -> bool:
-        return (urlsplit(url).hostname or "") not in LOCAL_HOSTS
+        return not local(urlsplit(url).hostname or "")
 
     def ws_guard(ws: WebSocketRoute) -> None:
         outside.append(ws.url)
