@@ -162,6 +162,26 @@ def test_broker_restart_presence_does_not_blip_when_the_coordinator_reclaims(bus
     stop_and_check(bus, members)
 
 
+def test_a_coordinator_that_forgot_a_live_link_is_found_again() -> None:
+    """The silent-coordinator wait must not strand a participant whose link the (live) coordinator
+    dropped from its books while the link itself stayed open: the spare dial finds it."""
+    bus = Bus(FakeClock(), expire_after=60.0)
+    members = make_room(bus, "abc")
+    coordinator = next(m for m in members if m.session.get_state()["isCoordinator"])
+    victim = next(m for m in members if m is not coordinator)
+    assert coordinator.session.room is not None and victim.session.room is not None
+    core = coordinator.session.room._coordinator
+    assert core is not None
+    link = next(lk for lk, mid in core.links.items() if mid == victim.id)
+    # A bookkeeping slip: the coordinator forgets the member and its link without closing it, so
+    # the victim hears only silence on a link that looks fine.
+    core.links.pop(link)
+    core._entries.pop(victim.id)
+    core.broadcast()
+    healed = run_until(bus, lambda: converged(members), timeout=60)
+    assert healed is not None and healed < 30, f"healed after {healed}"
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_broker_restart_heals_within_seconds_whatever_wins_the_room_id(bus: Bus, seed: int) -> None:
     """A newcomer (or a participant whose own link failed meanwhile) claims the room id first on
@@ -217,19 +237,17 @@ def test_frozen_member_comes_back_under_its_id_and_gets_everything(bus: Bus) -> 
 def test_frozen_coordinator_is_waited_for_and_heals_at_once_on_thaw(frozen_for: float) -> None:
     """A frozen coordinator still holds the room id at the broker (its socket lives until the
     broker's 60 s alive timeout), so nobody can take over; participants keep their (peer-to-peer,
-    still open) presence links instead of tearing them down and dialling into the void, and the
-    roster is live again the moment it thaws."""
+    still open) presence links instead of tearing them down, and the roster is live again the
+    moment it thaws."""
     bus = Bus(FakeClock(), expire_after=60.0)
     members = make_room(bus, "abc")
     start_streams(members)
     bus.clock.advance(2)
     coordinator = next(m for m in members if m.session.get_state()["isCoordinator"])
     others = [m for m in members if m is not coordinator]
-    dials = {m.name: m.session.room.stats["dials"] for m in others if m.session.room}
     bus.freeze(coordinator.name)
     bus.clock.advance(frozen_for)
     for m in others:
-        assert m.session.room and m.session.room.stats["dials"] == dials[m.name], "no dials into the void"
         assert m.session.get_state()["connected"], "the (open, peer-to-peer) presence link was kept"
     bus.thaw(coordinator.name)
     healed = run_until(bus, lambda: converged(members), timeout=30)

@@ -8,10 +8,12 @@ reclaim the room id.
 
 A coordinator that goes silent while its link stays open (a frozen tab, a stopped process: the
 browser's network stack keeps the link alive) still holds the room id at the broker, so nobody can
-take over; the participant keeps the link and asks the facade to check the id now and then
-(:meth:`ParticipantCore.coordinator_silent`). The moment the coordinator speaks again the tenure
-simply goes on; if the broker frees the id (the coordinator's socket expired, LEAVE), the facade
-takes over as usual.
+take over. The participant keeps the link, and every :data:`SILENT_RECHECK` s it dials the room id
+once more (a *spare* link) and asks the facade to check whether the id is free
+(:meth:`ParticipantCore.coordinator_silent`). The moment the coordinator speaks again on the old
+link the tenure simply goes on (the spare is dropped). If the spare opens, a live coordinator holds
+the id (one that had forgotten our link): the spare becomes the link. If the broker frees the id
+(the coordinator's socket expired), the facade takes over as usual.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class Participant:
         """The waiting room as the coordinator forwards it to us, the host."""
         self.silent = False
         """The coordinator has gone quiet on an open link (see the module docstring)."""
+        self.spare: LinkId | None = None
+        self._silent_checked = 0.0
 
     def begin(self) -> None:
         core = self._core
@@ -110,6 +114,7 @@ class Participant:
 
     def stop(self) -> None:
         self.timers.stop()
+        self._drop_spare()
 
     def leave(self) -> None:
         """Say goodbye (if the link is up) and close it."""
@@ -118,13 +123,40 @@ class Participant:
         self.drop_link()
 
     def drop_link(self) -> None:
+        self._drop_spare()
         if self.link is not None:
             self._core.close(self.link)
             self.link = None
             self.link_open = False
 
     def owns(self, link: LinkId) -> bool:
-        return link == self.link
+        return link == self.link or (self.spare is not None and link == self.spare)
+
+    def _drop_spare(self) -> None:
+        if self.spare is not None:
+            self._core.close(self.spare)
+            self.spare = None
+
+    def _dial_spare(self) -> None:
+        core = self._core
+        if self.spare is None:
+            core.stats["dials"] += 1
+            self.spare = core.transport.dial(core.self_id, core.room_id, PRESENCE_LABEL)
+
+    def _on_spare(self, ev: LinkOpened | LinkMessage | LinkClosed) -> None:
+        """An event on the spare link: it opening means a live coordinator answered; adopt it."""
+        if isinstance(ev, LinkClosed):
+            self._core.retire(ev.link)
+            self.spare = None
+            return
+        old, self.link, self.spare = self.link, self.spare, None
+        self.link_open = False
+        self.silent = False
+        if old is not None:
+            self._core.close(old)
+        if isinstance(ev, LinkMessage):
+            self.on_link(LinkOpened(ev.link))  # a message proves the link is open
+        self.on_link(ev)
 
     def profile_changed(self) -> None:
         if self.link_open:
@@ -141,6 +173,10 @@ class Participant:
 
     def on_link(self, ev: TransportEvent) -> None:
         core = self._core
+        if self.spare is not None and isinstance(ev, LinkOpened | LinkMessage | LinkClosed) \
+                and ev.link == self.spare:
+            self._on_spare(ev)
+            return
         if isinstance(ev, LinkOpened):
             if self.link_open:
                 return
@@ -222,9 +258,10 @@ class Participant:
                 self.drop_link()
                 core.lost_coordinator()
                 return
-            if not self.silent or now - self._last_heard > COORDINATOR_SILENCE + SILENT_RECHECK:
-                self._last_heard = now - COORDINATOR_SILENCE  # next check in SILENT_RECHECK
+            if not self.silent or now - self._silent_checked >= SILENT_RECHECK:
+                self._silent_checked = now
                 self.silent = True
+                self._dial_spare()
                 core.coordinator_silent()
         if self.link is not None:
             core.send(self.link, Ping())
@@ -239,7 +276,9 @@ class Participant:
             return
         core.stats["received"] += 1
         self._last_heard = core.scheduler.now()
-        self.silent = False
+        if self.silent:
+            self.silent = False
+            self._drop_spare()
         if isinstance(msg, RosterMsg):
             roster = core.checked_roster(
                 Roster(
