@@ -615,6 +615,39 @@ async def test_answering_queues_early_candidates_and_sends_ours_after_the_answer
     assert rig.events[-1] == LinkClosed(incoming.link, "ice-failed")
 
 
+async def open_link(rig: Rig) -> tuple[str, FakePC, FakeSocket]:
+    sock = await rig.claimed("me")
+    echo(sock)  # a broker that echoes probes
+    link = rig.transport.dial("me", "them", "mesh")
+    await rig.settle()
+    pc = rig.factory.pcs[-1]
+    pc.channels[0].fire("open")
+    await rig.settle()
+    assert rig.events[-1] == LinkOpened(link)
+    sock.sent.clear()
+    return link, pc, sock
+
+
+async def test_a_link_disconnected_for_long_is_closed_a_blip_is_not(rig: Rig) -> None:
+    link, pc, sock = await open_link(rig)
+    pc.connection_state = "disconnected"
+    pc.fire("connectionstatechange", "disconnected")
+    assert sock.sent[-1]["type"] == "EXPIRE"  # our broker socket is checked at once
+    echo(sock)
+    rig.clock.advance(rtc_mod.DISCONNECTED_GRACE_S - 1)
+    pc.connection_state = "connected"
+    pc.fire("connectionstatechange", "connected")
+    rig.clock.advance(10)
+    await rig.settle()
+    assert rig.events[-1] == LinkOpened(link), "a short blip keeps the link"
+    pc.connection_state = "disconnected"
+    pc.fire("connectionstatechange", "disconnected")
+    echo(sock)
+    rig.clock.advance(rtc_mod.DISCONNECTED_GRACE_S + 0.1)
+    await rig.settle()
+    assert rig.events[-1] == LinkClosed(link, "ice-disconnected")
+
+
 async def test_dial_times_out_when_nothing_answers(rig: Rig) -> None:
     sock = await rig.claimed("me")
     link = rig.transport.dial("me", "them", "mesh")

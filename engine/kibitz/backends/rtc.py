@@ -80,9 +80,13 @@ log = logging.getLogger(__name__)
 MAX_PENDING_CANDIDATES = 64
 """Remote candidates kept while the remote description is not set yet; more is abuse."""
 
+DISCONNECTED_GRACE_S = 5.0
+"""A link whose ICE stays ``disconnected`` this long is closed (and re-dialled by the mesh) instead
+of waiting for ``failed`` (~30 s in Chromium): after an address change a peer that cannot follow the
+move by itself (aiortc renominates nothing once connected) would otherwise stall for that long."""
 PROBE_EVERY_BEATS = 3
 """Probe the broker every this many heartbeats (every 15 s with the default 5 s beat)."""
-PROBE_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 3.0
 """No echo this long after a probe: the socket is dead whatever its state says; drop it, so the
 identity is claimed again over a fresh one (same token: the broker hands the id over)."""
 
@@ -127,6 +131,7 @@ class _Link:
     pending_remote: list[IceCandidateInit] = field(default_factory=list)
     pending_local: list[IceCandidateInit] = field(default_factory=list)
     open_timer: TimerHandle | None = None
+    disconnected_timer: TimerHandle | None = None
     media: bool = False
     """This link negotiates audio+video lanes (label in ``media_labels`` and a media factory)."""
     lanes: dict[Lane, LaneWant] = field(default_factory=dict)
@@ -668,9 +673,10 @@ class RtcTransport:
         self._links.pop(link.link_id, None)
         if self._by_key.get(link.key) is link:
             del self._by_key[link.key]
-        if link.open_timer is not None:
-            link.open_timer.cancel()
-            link.open_timer = None
+        for timer in (link.open_timer, link.disconnected_timer):
+            if timer is not None:
+                timer.cancel()
+        link.open_timer = link.disconnected_timer = None
         link.pending_local.clear()
         link.pending_remote.clear()
         link.pending_tracks.clear()
@@ -710,12 +716,15 @@ class RtcTransport:
             return
         self._unregister(link)
         self._emit(LinkClosed(link.link_id, reason))
-        if reason in ("timeout", "ice-failed"):
+        if reason in ("timeout", "ice-failed", "ice-disconnected"):
             # Maybe it is our side that lost the network: check the broker socket now, not at the
             # next periodic probe (a re-dial through a dead socket would only time out again).
-            ident = self._identities.get(link.local_id)
-            if ident is not None and ident.state == "open":
-                self._probe(ident)
+            self._probe_for(link)
+
+    def _probe_for(self, link: _Link) -> None:
+        ident = self._identities.get(link.local_id)
+        if ident is not None and ident.state == "open":
+            self._probe(ident)
 
     def _new_pc(self, link: _Link) -> PeerConnection:
         pc = self._factory.create(self._rtc_config)
@@ -848,6 +857,23 @@ class RtcTransport:
             self._fail(link, "ice-failed")
         elif state == "closed":
             self._fail(link, "closed")
+        elif state == "disconnected":
+            if link.disconnected_timer is None and link.state != "closed":
+                link.disconnected_timer = self._scheduler.call_later(
+                    DISCONNECTED_GRACE_S, lambda: self._still_disconnected(link)
+                )
+                # If it is our network that went, the re-dial will need a working broker socket:
+                # find out now, not after the grace.
+                self._probe_for(link)
+        elif link.disconnected_timer is not None:  # connected again (or connecting)
+            link.disconnected_timer.cancel()
+            link.disconnected_timer = None
+
+    def _still_disconnected(self, link: _Link) -> None:
+        link.disconnected_timer = None
+        pc = link.pc
+        if pc is not None and getattr(pc, "connection_state", None) == "disconnected":
+            self._fail(link, "ice-disconnected")
 
     def _on_local_candidate(self, link: _Link, cand: IceCandidateInit | None) -> None:
         if link.state == "closed" or not cand or not cand.get("candidate"):
