@@ -376,6 +376,15 @@ class LabServer:
         return rss_kb_tree(self.proc.pid)
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory (kB) of one process (0 when it is gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_kb_tree(pid: int) -> int:
     """RSS (kB) of the biggest process in ``pid``'s tree: ``ip netns exec`` execs, so usually ``pid``."""
     best = 0
@@ -448,6 +457,11 @@ class LabAgent:
 
     def continue_process(self) -> None:
         os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: the agent vanishes without a goodbye (its sockets close with the process)."""
+        kill_group(self.proc, signal.SIGKILL)
+        self._log.close()
 
     def rss_kb(self) -> int:
         return rss_kb_tree(self.proc.pid)

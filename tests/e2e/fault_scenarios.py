@@ -119,6 +119,24 @@ class World:
         delivered += bot["b"] * 3 + sum(bot["d"].values())
         return {"messages_delivered": delivered, "lost": 0, "duplicated": 0}
 
+    def flow(self, epoch: int, member: LabTab) -> dict[str, int]:
+        """How many directed messages ``member`` got from each other member, and each got from it."""
+        counts: dict[str, int] = {}
+        for sender, kinds in member.received(epoch).items():
+            counts[f"from:{sender}"] = len(kinds.get("d", []))
+        for t in self.tabs:
+            if t is not member:
+                counts[f"to:{t.id}"] = len(t.received(epoch).get(member.id, {}).get("d", []))
+        got = self.agent.request("report")["recv"].get(str(epoch), {}).get(member.id, {})
+        counts[f"to:{self.agent.id}"] = len(got.get("d", []))
+        return counts
+
+    def flowing(self, epoch: int, member: LabTab, before: dict[str, int]) -> bool:
+        now = self.flow(epoch, member)
+        others = self.ids - {member.id}
+        keys = {f"from:{o}" for o in others} | {f"to:{o}" for o in others}
+        return all(now.get(k, 0) > before.get(k, 0) for k in keys)
+
     # ---------------------------------------------------------------- presence gaps
 
     def gaps(self, since_ms: float, until_ms: float) -> dict[str, float]:
@@ -300,9 +318,14 @@ def network_change(w: World, epoch: int, *, stream_before: float = 3.0) -> dict[
     w.start(epoch)
     w.pump(stream_before)
     old = w.cat.host.ip
+    before = w.flow(epoch, w.cat)
     t_move = now_ms()
     new = w.lab.move(w.cat.host)
-    heal = w.wait_converged(90, "cat's links back after its address moved")
+    # Links "up" is no proof after a move (a dead link looks up until ICE gives up): wait until new
+    # messages arrive both ways between cat and every other member.
+    heal = wait_until(lambda: w.flowing(epoch, w.cat, before), 90, "data to and from cat after the move",
+                      interval=0.2, sleep=w.pump)
+    w.wait_converged(30)
     w.pump(3)
     gaps = w.gaps(t_move, now_ms())
     counts = w.stop_and_check(epoch)
