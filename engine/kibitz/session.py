@@ -650,9 +650,14 @@ class Session:
         metas: dict[str, Mapping[str, Any] | None] = (
             {m.id: m.meta for m in roster.members} if in_call else {self.self_id: self._profile.meta}
         )
-        self.identity.set_members([mid for mid in metas if mid != self.self_id])
+        others = [mid for mid in metas if mid != self.self_id]
+        # Members the mesh may park through a presence blip stay in the verified roster (away):
+        # a link of theirs that comes back on another certificate meanwhile is a change under their
+        # identity. First everyone the mesh may keep, then exactly those it parked.
+        self.identity.set_members(others, [*self.mesh.members, *self.mesh.parked])
         host = self.identity.verified_host(roster.host, self.self_id)
         self.content.update_room(metas, host=host or None, coordinator=roster.coordinator)
+        self.identity.set_members(others, self.mesh.parked)
         after = {m.id: m for m in roster.members}
         for mid in after.keys() - before.keys():
             self._emit("join", self._participant(mid))

@@ -226,8 +226,8 @@ class MemberIdentity:
         else:
             self.roster.refused(peer, got.reason)
 
-    def set_members(self, others: list[str]) -> None:
-        self.roster.set_members(others)
+    def set_members(self, others: list[str], away: list[str] | None = None) -> None:
+        self.roster.set_members(others, away or ())
 
     def _keys_arrived(self) -> None:
         if self._pending_token is not None:

@@ -11,6 +11,11 @@ data link they arrived on. The state the page's ``getState()`` shows:
 * ``compromised`` — a member verified on one certificate now shows another: the link was
   re-established by someone else (or the member's device changed mid-call). Sharing stops until that
   member leaves; it is never cleared silently.
+
+A member off the roster but kept by the mesh through a presence blip (*away*, see kibitz.mesh
+"Presence blips") keeps its entry: its link may stay up or come back while it is away, and a
+certificate change then is still a change under its identity. Away members do not hold sharing
+back (they may have crashed), but a compromise among them does.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class VerifiedRoster:
         self.self_identity: Identity | None = None
         self.peers: dict[str, PeerIdentity] = {}
         self.refusals: Counter[str] = Counter()
+        self.away: set[str] = set()
+        """Members off the roster the mesh keeps for now (see the module doc)."""
         self._seen: dict[str, Identity] = {}
         """Identities of members who left the roster: one that comes back (a flapping presence link)
         keeps its identity, and showing another certificate then is a change under it."""
@@ -49,11 +56,14 @@ class VerifiedRoster:
     def peer(self, peer: str) -> PeerIdentity:
         return self.peers.setdefault(peer, PeerIdentity())
 
-    def set_members(self, others: Iterable[str]) -> bool:
-        """The other members in the call now. A member who left takes its compromised flag with it;
-        its identity is remembered, so coming back on another certificate is still a change under a
-        verified identity. True when that changed what can be shared."""
+    def set_members(self, others: Iterable[str], away: Iterable[str] = ()) -> bool:
+        """The other members in the call now, and those ``away`` (off the roster, kept by the
+        mesh). A member who left takes its compromised flag with it; its identity is remembered, so
+        coming back on another certificate is still a change under a verified identity. True when
+        that changed what can be shared."""
         keep = set(others)
+        self.away = set(away) - keep
+        keep |= self.away
         before = self.can_share
         for gone in set(self.peers) - keep:
             state = self.peers.pop(gone)
@@ -108,7 +118,8 @@ class VerifiedRoster:
             return True
         if self.self_identity is None or self.compromised:
             return False
-        return all(p.identity is not None and p.identity.fp == p.fp for p in self.peers.values())
+        return all(p.identity is not None and p.identity.fp == p.fp
+                   for k, p in self.peers.items() if k not in self.away)
 
     @property
     def holding(self) -> bool:
