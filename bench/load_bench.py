@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     traffic = 30.0 if args.quick else args.seconds
     joins = 2 if args.quick else 3
     r: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M"), "peers": peers,
+                         "seconds": traffic,
                          "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)}
     outside: list[str] = []
     room = "room-load-" + secrets.token_hex(5)
@@ -201,7 +202,8 @@ def render(r: dict[str, Any]) -> str:
         f"registered in {r['connect_s']} s ({r['connect_errors']} errors), then each sent HEARTBEAT "
         "every 5 s, "
         "ran an OFFER → ANSWER + 2×2 CANDIDATE exchange with its partner about once a minute, and 10 sockets "
-        "a second reconnected. Meanwhile two tabs held a call on the same `kibitz serve` and streamed to "
+        f"a second reconnected, for {r['seconds']:.0f} s of traffic. Meanwhile two tabs held a call on "
+        "the same `kibitz serve` and streamed to "
         f"each other at 10/s ({r['call_messages']} messages, none lost or duplicated), and a third tab "
         "joined and left, timed from `join()` until every link was up both ways.",
         "",

@@ -87,7 +87,9 @@ def render(fig: dict[str, Any]) -> str:
     return "\n".join([
         SECTION,
         "",
-        f"Run {fig['started']} with `bench/soak_bench.py`: {fig['duration_s'] / 60:.0f} minutes. "
+        f"Run {fig['started']} with `bench/soak_bench.py`: {fig['duration_s'] / 60:.0f} minutes"
+        + (" (shortened with `--minutes` on a busy shared machine; the full soak is 30)"
+           if fig["duration_s"] < 29 * 60 else "") + ". "
         f"{fig['machine']}; "
         f"load average at the end {fig['finished_load']}. Raw figures: `docs/reliability-soak.json`.",
         "",
