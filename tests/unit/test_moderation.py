@@ -498,3 +498,12 @@ async def test_the_host_opens_the_sealed_key_from_the_link_mid_call() -> None:
     assert guest.get_state()["locked"]
     invite = hana.invite_link("https://app.example/call")
     assert "ghk=" not in invite and invite.startswith("https://app.example/call#" + made.room + "?g=open&gh=")
+
+
+def test_a_coordinator_remembers_a_bounded_number_of_admitted_members() -> None:
+    from kibitz.room.base import RecentSet
+
+    recent = RecentSet(3)
+    for key in ["a", "b", "c", "a", "d"]:  # "a" again: it becomes the most recent
+        recent.add(key)
+    assert len(recent) == 3 and "a" in recent and "d" in recent and "b" not in recent

@@ -96,3 +96,24 @@ class Timers:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
+
+
+class RecentSet:
+    """A set that keeps only its ``cap`` most recently added keys (memory a long-lived room needs
+    for who it has seen, without growing for ever)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._keys: dict[str, None] = {}
+
+    def add(self, key: str) -> None:
+        self._keys.pop(key, None)
+        self._keys[key] = None
+        if len(self._keys) > self.cap:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -43,7 +43,7 @@ from kibitz.protocol.presence import (
     Voice,
 )
 from kibitz.protocol.presence import Knocker as KnockerMsg
-from kibitz.room.base import RoomCore, Timers
+from kibitz.room.base import RecentSet, RoomCore, Timers
 from kibitz.room.model import (
     FREEZE_GAP,
     FULL_ROSTER_EVERY,
@@ -65,6 +65,9 @@ from kibitz.transport import (
     Payload,
     TransportEvent,
 )
+
+ADMITTED_MEMORY = 4096
+"""How many admitted member ids (and tab tokens) a coordinator remembers as let in already."""
 
 
 class CoordinatorCore(RoomCore, Protocol):
@@ -136,8 +139,10 @@ class Coordinator:
         self._subscribed: set[LinkId] = set()
         """Links that passed the gate with a voice (on or off): they get every roster."""
         self._waiting: dict[str, _Waiting] = {}
-        self._admitted_ids: set[str] = set()
-        self._admitted_tokens: set[str] = set()
+        # Who was let in during this tenure (a lock or the waiting room does not apply to them
+        # again): the most recent ADMITTED_MEMORY of each, so a long-lived room does not grow.
+        self._admitted_ids = RecentSet(ADMITTED_MEMORY)
+        self._admitted_tokens = RecentSet(ADMITTED_MEMORY)
         self._lobby = False
         self._locked = False
         self._host = ""
