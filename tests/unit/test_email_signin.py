@@ -7,22 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import secrets
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from redis_fixture import running_redis
 from server_fixture import ROOT, KibitzServer, running_kibitz_server
+from smtp_sink import Sink, running_smtp_sink
 
 from kibitz.identity import Identity, IdentityConfig, identity_nonce, verify_identity
 from kibitz.identity.jwt import parse_jwks
@@ -35,35 +32,10 @@ FP = ":".join(f"{i:02x}" for i in range(32))
 ROOM = "room-email-3f9k2mq7"
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def code_for(self, to: str) -> str:
-        for msg in reversed(self.messages):
-            if msg["To"] == to:
-                found = re.search(r"\b(\d{6})\b", msg.get_payload())
-                assert found
-                return found.group(1)
-        raise AssertionError(f"no mail to {to}")
-
-
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[tuple[Sink, int]]:
-    sink = Sink()
-    with socket.socket() as probe:  # aiosmtpd's start() dials its own port, so it cannot take 0
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield sink, port
-    finally:
-        controller.stop()
+    with running_smtp_sink() as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ per-sign-in salt the issue mentions for issuers that do not was not needed.)"""
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import time
 import urllib.parse
 import urllib.request
@@ -17,46 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oidc_provider_mock import User, run_server_in_thread
+from oidc_issuer import CLIENT, running_issuer, sign_in
 from server_fixture import KibitzServer
 
 from kibitz.agent import Agent, agent_identity_nonce
 from kibitz.identity import Identity, IdentityConfig, identity_nonce, verify_identity
 from kibitz.identity.keys import KeyDirectory
 
-CLIENT = "kibitz-test-app"
-REDIRECT = "http://127.0.0.1:9/callback"
 FP = ":".join(f"{i:02x}" for i in range(32))
 
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[str]:
-    users = [User(sub=f"{n}-sub", claims={"email": f"{n}@idp.example", "email_verified": True})
-             for n in ("ann", "bob", "cy")]
-    with run_server_in_thread(user_claims=users) as server:
-        yield f"http://localhost:{server.server_port}"
-
-
-def sign_in(issuer: str, sub: str, nonce: str) -> str:
-    """The browser's part of the code flow, done by hand: authorize (the mock's form), then the
-    token endpoint; returns the ID token."""
-    host = urllib.parse.urlsplit(issuer)
-    query = urllib.parse.urlencode({"response_type": "code", "client_id": CLIENT, "redirect_uri": REDIRECT,
-                                    "scope": "openid email", "nonce": nonce, "state": "s1"})
-    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
-    conn.request("POST", f"/oauth2/authorize?{query}", body=urllib.parse.urlencode({"sub": sub}),
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
-    resp = conn.getresponse()
-    resp.read()
-    location = resp.getheader("Location") or ""
-    if resp.status != 302 or "code=" not in location:
-        raise RuntimeError(f"the issuer refused the sign-in: {resp.status} {location}")
-    code = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["code"][0]
-    body = urllib.parse.urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-                                   "client_id": CLIENT, "client_secret": "any"}).encode()
-    req = urllib.request.Request(f"{issuer}/oauth2/token", data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as answer:
-        return str(json.loads(answer.read())["id_token"])
+    with running_issuer(("ann", "bob", "cy")) as url:
+        yield url
 
 
 def test_an_id_token_from_the_issuer_verifies_with_fetched_keys(issuer: str) -> None:

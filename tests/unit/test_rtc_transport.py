@@ -24,7 +24,7 @@ from rtc_helpers import BROKERS, EXPIRE_MS, Broker, Events, Peer, claimed, conne
 
 from kibitz.backends import rtc as rtc_mod
 from kibitz.backends.aio import make_aio_transport
-from kibitz.backends.rtc import RtcTransport
+from kibitz.backends.rtc import REMOTE_FP_WAIT_S, RtcTransport
 from kibitz.backends.rtc_api import (
     EventCallback,
     IceCandidateInit,
@@ -362,9 +362,10 @@ class FakeFactory:
     def __init__(self) -> None:
         self.pcs: list[FakePC] = []
         self.gate_remote = False
+        self.pc_class: type[FakePC] = FakePC
 
     def create(self, config: RtcConfig) -> FakePC:
-        pc = FakePC()
+        pc = self.pc_class()
         if self.gate_remote:
             pc.remote_gate.clear()
         self.pcs.append(pc)
@@ -700,3 +701,60 @@ async def test_messages_skip_the_loop_hop_only_when_nothing_is_queued_ahead(rig:
     ch.fire("message", "ping")
     await rig.settle()
     assert seen == ["ping", "pong"]
+
+
+class LateCertPC(FakePC):
+    """A peer connection whose far-end certificate is read a moment after its channel opens (the
+    page's: the connection lives on another thread than the engine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fp: str | None = None
+
+    def remote_fingerprint(self) -> str | None:
+        return self.fp
+
+    def remote_fingerprint_pending(self) -> bool:
+        return self.fp is None and not self.closed
+
+    def certify(self, fp: str) -> None:
+        self.fp = fp
+        self.fire("remotefingerprint")
+
+
+async def test_a_link_opens_only_once_the_far_end_certificate_is_read(rig: Rig) -> None:
+    """Identity checks read the certificate as the link opens, so a backend that reads it late holds
+    the open (and the messages that come meanwhile, in order) until it knows it, or gives up."""
+    rig.factory.pc_class = LateCertPC
+    sock = await rig.claimed("me")
+    fp = ":".join(["ab"] * 32)
+    links = []
+    for n in (1, 2):
+        offer = {"sdp": {"type": "offer", "sdp": "v=0 remote"}, "type": "data", "connectionId": f"dc_{n}"}
+        sock.deliver({"type": "OFFER", "src": f"them{n}", "dst": "me", "payload": offer})
+        await rig.settle()
+        incoming = rig.events[-1]
+        assert isinstance(incoming, IncomingLink)
+        ch = FakeChannel(f"dc_{n}")
+        pc = rig.factory.pcs[-1]
+        pc.fire("datachannel", ch)
+        ch.fire("open")
+        ch.fire("message", "first")
+        ch.fire("message", "second")
+        await rig.settle()
+        assert rig.events[-1] == incoming  # not open yet: the certificate is on its way
+        assert rig.transport.remote_fingerprint(incoming.link) is None
+        links.append((incoming.link, pc, ch))
+    (one, pc1, ch1), (two, _pc2, _ch2) = links
+    assert isinstance(pc1, LateCertPC)
+    pc1.certify(fp)
+    ch1.fire("message", "third")
+    await rig.settle()
+    assert rig.events[-4:] == [LinkOpened(one), LinkMessage(one, "first"), LinkMessage(one, "second"),
+                               LinkMessage(one, "third")]
+    assert rig.transport.remote_fingerprint(one) == fp
+    # The other never learns its certificate: it opens anyway after a while, without one.
+    rig.clock.advance(REMOTE_FP_WAIT_S + 0.1)
+    await rig.settle()
+    assert rig.events[-3:] == [LinkOpened(two), LinkMessage(two, "first"), LinkMessage(two, "second")]
+    assert rig.transport.remote_fingerprint(two) is None

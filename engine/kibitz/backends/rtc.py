@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_CANDIDATES = 64
 """Remote candidates kept while the remote description is not set yet; more is abuse."""
+REMOTE_FP_WAIT_S = 5.0
+"""How long an opened link waits for a backend that reads the far end's certificate late."""
 
 DISCONNECTED_GRACE_S = 5.0
 """A link whose ICE stays ``disconnected`` this long is closed (and re-dialled by the mesh) instead
@@ -144,6 +146,11 @@ class _Link:
     lanes_arrived: set[Lane] = field(default_factory=set)
     remote_fp: str | None = None
     """The far end's DTLS certificate fingerprint, read from the live connection when it opened."""
+    awaiting_fp: TimerHandle | None = None
+    """The channel opened but the backend reads the far end's certificate a moment later (the
+    page's peer connections live on another thread): the link opens when it arrives (or when this
+    timer gives up on it). Messages that come meanwhile wait in ``early``."""
+    early: list[Any] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -673,10 +680,11 @@ class RtcTransport:
         self._links.pop(link.link_id, None)
         if self._by_key.get(link.key) is link:
             del self._by_key[link.key]
-        for timer in (link.open_timer, link.disconnected_timer):
+        for timer in (link.open_timer, link.disconnected_timer, link.awaiting_fp):
             if timer is not None:
                 timer.cancel()
-        link.open_timer = link.disconnected_timer = None
+        link.open_timer = link.disconnected_timer = link.awaiting_fp = None
+        link.early.clear()
         link.pending_local.clear()
         link.pending_remote.clear()
         link.pending_tracks.clear()
@@ -732,6 +740,7 @@ class RtcTransport:
         pc.on("icecandidate", self._guard(lambda cand: self._on_local_candidate(link, cand)))
         pc.on("datachannel", self._guard(lambda ch: self._attach_channel(link, ch)))
         pc.on("connectionstatechange", self._guard(lambda state: self._on_pc_state(link, state)))
+        pc.on("remotefingerprint", self._guard(lambda *_: self._on_remote_fp(link)))
         if self._media:
             pc.on("track", self._guard(lambda ev: self._on_track(link, ev)))
         return pc
@@ -820,23 +829,56 @@ class RtcTransport:
             self._on_channel_open(link)
 
     def _on_channel_open(self, link: _Link) -> None:
+        if link.state != "new" or link.awaiting_fp is not None:
+            return
+        link.remote_fp = self._read_remote_fp(link)
+        if link.remote_fp is None and self._fp_pending(link):
+            # Identity checks read the certificate as the link opens: wait for it (briefly).
+            link.awaiting_fp = self._scheduler.call_later(
+                REMOTE_FP_WAIT_S, lambda: self._finish_open(link))
+            return
+        self._finish_open(link)
+
+    def _fp_pending(self, link: _Link) -> bool:
+        pending = getattr(link.pc, "remote_fingerprint_pending", None)
+        return bool(pending()) if callable(pending) else False
+
+    def _on_remote_fp(self, link: _Link) -> None:
+        if link.awaiting_fp is not None and link.state == "new":
+            link.remote_fp = self._read_remote_fp(link)
+            if link.remote_fp is not None:
+                self._finish_open(link)
+
+    def _finish_open(self, link: _Link) -> None:
         if link.state != "new":
             return
+        if link.awaiting_fp is not None:
+            link.awaiting_fp.cancel()
+            link.awaiting_fp = None
+            if link.remote_fp is None:
+                link.remote_fp = self._read_remote_fp(link)
+                if link.remote_fp is None:
+                    log.info("link %s opens without the far end's certificate", link.link_id)
         link.state = "open"
         if link.open_timer is not None:
             link.open_timer.cancel()
             link.open_timer = None
-        link.remote_fp = self._read_remote_fp(link)
         self._emit(LinkOpened(link.link_id))
         pending, link.pending_tracks = link.pending_tracks, []
         for arrived in pending:
             self._emit(arrived)
+        early, link.early = link.early, []
+        for data in early:
+            self._on_channel_message(link, data)
 
     def _on_channel_message(self, link: _Link, data: Any) -> None:
         if link.state != "open":
             if link.state != "new":
                 return
             self._on_channel_open(link)  # a message proves the channel is open; keep events ordered
+            if link.awaiting_fp is not None:  # still reading the far end's certificate
+                link.early.append(data)
+                return
         if type(data) is not str and type(data) is not bytes:
             if isinstance(data, bytearray | memoryview):
                 data = bytes(data)
