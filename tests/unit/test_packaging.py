@@ -25,6 +25,9 @@ import pytest
 import kibitz
 from kibitz.cli import main as kibitz_main
 
+# The dist fixture rebuilds dist/ when the engine changed (minutes on a busy machine; a no-op after
+# scripts/setup.sh), and tsc takes its time: more than the suite's default 120 s per test.
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]
 TSC = ROOT / "node_modules" / ".bin" / "tsc"
 EXAMPLE = ROOT / "examples" / "npm-app"
