@@ -10,7 +10,9 @@ nothing leaves the machine), through real faults:
 Every member streams numbered broadcasts and directed messages to every other at 10/s throughout
 each scenario, and each must end up with every message exactly once and in order. The scenarios
 run in order on one call (one room, the same four members), as a long call would see them; the
-figures they return are what bench/fault_bench.py records in docs/reliability.md.
+figures they return are what bench/fault_bench.py records in docs/reliability.md. The bounds here
+are for "healed at all" (a loaded CI box takes several times the bench's figures); how fast it heals
+is the bench's job.
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ def test_broker_killed_and_restarted_mid_call(world: World) -> None:
     fig = fs.broker_restart(world, 1)
     # The links are peer to peer and the coordinator keeps its star: nobody's presence may blip.
     assert all(gap < 1.0 for gap in fig["longest_presence_gap_s"].values()), fig
-    assert fig["ids_back_after_restart_s"] < 10, fig
+    assert fig["ids_back_after_restart_s"] < 30, fig
 
 
 def test_address_change_mid_call(world: World) -> None:
     fig = fs.network_change(world, 2)
-    assert fig["links_back_s"] < 30, fig
+    assert fig["links_back_s"] < 60, fig
     # cat's broker socket died silently with its old address; the probe noticed and it came back
     # (the broker saw the same id take its session over), so a newcomer could reach it.
     assert fig["broker_takeovers"] >= 1, fig
@@ -59,9 +61,9 @@ def test_lossy_then_slow_link(world: World) -> None:
 
 def test_frozen_tab_and_stopped_agent_come_back_without_duplicates(world: World) -> None:
     fig = fs.freeze(world, 4, target="participants", frozen_for=30)
-    assert fig["back_after_thaw_s"] < 15, fig
+    assert fig["back_after_thaw_s"] < 60, fig
 
 
 def test_frozen_coordinator_is_waited_for(world: World) -> None:
     fig = fs.freeze(world, 5, target="coordinator", frozen_for=15)
-    assert fig["back_after_thaw_s"] < 5, fig
+    assert fig["back_after_thaw_s"] < 30, fig
