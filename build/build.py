@@ -2,7 +2,8 @@
 
 Layout (the server serves ``dist/`` at ``/``; keep it stable)::
 
-    dist/widget.js                 the loader: shim + launcher + Kibitz.mount, one classic script
+    dist/widget.js                 one classic script: the page's part (launcher, Kibitz.mount, page
+                                   bridge, media shim) and the engine host its Worker runs
     dist/kibitz.d.ts               TypeScript declarations for MountOptions / MountedWidget
     dist/kibitz-sw.js              the offline service worker an embedding site copies and registers
     dist/pyodide-<ver>/            the Pyodide runtime files from node_modules/pyodide (npm pin)
@@ -86,10 +87,17 @@ PINS = BUILD / "pins.json"
 ENGINE = ROOT / "engine" / "kibitz"
 NODE_PYODIDE = ROOT / "node_modules" / "pyodide"
 STAMP_NAME = ".build-stamp"
-# JS sources concatenated into dist/widget.js, in this order, inside one IIFE.
-WIDGET_SOURCES = ["shim/shim.js", "widget/ui.css.js", "widget/moderation.js", "widget/ui.js",
-                  "widget/snapshot.js", "widget/loader.js"]
-STATIC_SOURCES = {"widget/kibitz.d.ts": "kibitz.d.ts", "widget/kibitz-sw.js": "kibitz-sw.js",
+# JS sources concatenated into dist/widget.js, in this order, inside one IIFE: first what runs on the
+# page's thread, then the engine host, wrapped in one function (ENGINE_HOST_HEAD) whose source the
+# page starts as a module Worker (or calls itself where no Worker can start).
+WIDGET_SOURCES = ["shim/page-shim.js", "widget/support.js", "widget/ui.css.js", "widget/moderation.js",
+                  "widget/ui.js", "widget/bridge.js", "widget/loader.js"]
+ENGINE_HOST_SOURCES = ["shim/worker-shim.js", "widget/snapshot-fetch.js", "widget/snapshot.js",
+                       "widget/engine-host.js"]
+ENGINE_HOST_HEAD = "function kibitzEngineHost(port, BUILD, SERVER, flags) {\n\"use strict\";\n"
+METHODS_MARKER = "/*__KIBITZ_METHODS__*/[]"
+DTS_MARKER = "  /* @engine-members: build/build.py writes kibitz.controller.ENGINE_MEMBERS here */"
+STATIC_SOURCES = {"widget/kibitz-sw.js": "kibitz-sw.js",
                   "widget/demo/index.html": "demo/index.html", "widget/demo/embed.html": "demo/embed.html",
                   "widget/demo/follow.html": "demo/follow.html"}
 # The reference game (apps/whist, served at /whist/): the page and the modules it imports; the
@@ -115,7 +123,7 @@ SNAPSHOT_IMPORTS = [
 # tests/e2e/test_boot_snapshot.py checks that opening a session imports nothing new). pyjwt is
 # installed (its files are in the page) but not held: nothing in the engine imports it, and holding
 # it (with the urllib, http and ssl modules it imports) cost 0.6 MB of download.
-ENGINE_IMPORTS = ["kibitz.backends.browser"]
+ENGINE_IMPORTS = ["kibitz.backends.browser", "kibitz.backends.worker_host"]
 # Run by Node with a JSON config: boot the npm runtime with _makeSnapshot, install the wheels by
 # hand, import the engine, describe every compiled side module it loaded (pydantic-core's), freeze
 # the objects made so far out of the garbage collector, and write the snapshot and that record.
@@ -161,7 +169,8 @@ def input_digest(pins: dict[str, Any]) -> str:
     """Hash of everything the output depends on: content for sources, size+mtime for big inputs."""
     h = hashlib.sha256()
     sources: list[Path] = [Path(__file__), BUILD / "ship.py", SNAPSHOT_SCRIPT, PINS, ROOT / "pyproject.toml"]
-    sources += [ROOT / s for s in WIDGET_SOURCES] + [ROOT / s for s in STATIC_SOURCES]
+    sources += [ROOT / s for s in WIDGET_SOURCES + ENGINE_HOST_SOURCES] + [ROOT / s for s in STATIC_SOURCES]
+    sources.append(ROOT / "widget" / "kibitz.d.ts")
     sources += engine_files()
     for p in sources:
         h.update(str(p.relative_to(ROOT)).encode() + b"\0")
@@ -776,18 +785,50 @@ def closure(lock: dict[str, Any], roots: Iterable[str]) -> list[str]:
     return sorted(seen)
 
 
+def controller_members() -> Any:
+    """kibitz.controller, from the engine's sources (the one list of the controller's engine members)."""
+    engine_dir = str(ROOT / "engine")
+    if engine_dir not in sys.path:
+        sys.path.insert(0, engine_dir)
+    import kibitz.controller as controller
+
+    controller.check_members()
+    return controller
+
+
+def engine_limits() -> dict[str, Any]:
+    """What the page checks before handing app data to the engine, as the engine checks it."""
+    controller_members()  # puts the engine's sources on the path
+    from kibitz.content import AGENT_ENVELOPE
+    from kibitz.protocol.content import MAX_APP_BYTES
+
+    return {"maxAppBytes": MAX_APP_BYTES, "agentEnvelope": AGENT_ENVELOPE}
+
+
+def _sources(rels: list[str]) -> str:
+    return "\n".join(f"// ---- {rel}\n{(ROOT / rel).read_text().rstrip()}\n" for rel in rels)
+
+
 def bundle_widget(build_info: dict[str, Any]) -> str:
-    parts = []
-    for rel in WIDGET_SOURCES:
-        src = (ROOT / rel).read_text()
-        parts.append(f"// ---- {rel}\n{src.rstrip()}\n")
-    body = "\n".join(parts)
+    host = ENGINE_HOST_HEAD + _sources(ENGINE_HOST_SOURCES) + "}\n"
+    body = _sources(WIDGET_SOURCES) + "\n// ---- the engine host (runs in the engine's Worker)\n" + host
     if BUILD_MARKER not in body:
         raise BuildError(f"{BUILD_MARKER} placeholder missing from the widget sources")
+    if METHODS_MARKER not in body:
+        raise BuildError(f"{METHODS_MARKER} placeholder missing from the widget sources")
     body = body.replace(BUILD_MARKER, json.dumps(build_info, sort_keys=True))
+    body = body.replace(METHODS_MARKER, json.dumps(list(controller_members().ENGINE_METHODS)))
     header = ("/*! Kibitz widget.js — account-free P2P calls; the engine is Python (Pyodide).\n"
               " * Built by build/build.py; sources in shim/ and widget/. */\n")
     return header + "(() => {\n\"use strict\";\n" + body + "})();\n"
+
+
+def typescript_declarations() -> str:
+    """widget/kibitz.d.ts with the controller's engine members written in (kibitz.controller)."""
+    text = (ROOT / "widget" / "kibitz.d.ts").read_text()
+    if DTS_MARKER not in text:
+        raise BuildError(f"widget/kibitz.d.ts lacks the line {DTS_MARKER.strip()!r}")
+    return text.replace(DTS_MARKER, controller_members().typescript())
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -848,8 +889,10 @@ def build(stage: Path, pins: dict[str, Any]) -> dict[str, Any]:
         "preload": preload,
         "expect": expect,
         "snapshot": snapshot_info,
+        "limits": engine_limits(),
     }
     (stage / "widget.js").write_text(bundle_widget(build_info))
+    (stage / "kibitz.d.ts").write_text(typescript_declarations())
     for rel, out in STATIC_SOURCES.items():
         dst = stage / out
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,13 @@
 # `--tests` adds what only the tests need (coturn, the TURN relay the e2e tests run on loopback;
 # redis-server, which the multi-node tests start on free ports: never the system service;
 # iproute2, whose `ip netns` builds the offline-LAN and fault tests' private networks; nftables, with
-# which the fault tests impair links).
+# which the fault tests impair links; and firefox-esr, the second browser of the e2e suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 APT_PACKAGES=(chromium)
-if [ "${1:-}" = "--tests" ]; then APT_PACKAGES+=(coturn redis-server iproute2 nftables); fi
+if [ "${1:-}" = "--tests" ]; then APT_PACKAGES+=(coturn redis-server iproute2 nftables firefox-esr); fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

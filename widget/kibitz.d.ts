@@ -198,9 +198,13 @@ export interface WidgetEvents {
   chat: (line: ChatLine | null) => void;
   /** Your own capability grant changed. */
   caps: (grant: Grant) => void;
-  /** The page came back from the back/forward cache: a fresh session was opened (your id changes)
-   * and, if you were in the call, it is being joined again with the same mic and camera. */
+  /** The page came back from the back/forward cache, or the engine was restarted: a fresh session
+   * was opened (your id changes) and, if you were in the call, it is being joined again with the
+   * same mic and camera. */
   resume: (info: { rejoined: boolean }) => void;
+  /** The call engine (its own Worker) stopped (crashed or hung; the page is unaffected), or is
+   * running again after `restartEngine()`. */
+  engine: (info: { state: "stopped" | "ready"; reason?: string }) => void;
 }
 
 export interface Timings {
@@ -214,10 +218,10 @@ export interface Timings {
   bootMs: number | null;
   /** Milliseconds spent asking /api/signal for the room's broker (in parallel with the boot). */
   signalMs: number | null;
+  /** Where the engine runs: "worker" (its own thread), or "page" where no Worker could start. */
+  engineIn?: "worker" | "page";
   /** How the engine booted: "snapshot", "plain", or "fallback" (the snapshot failed; see console). */
   bootPath: "snapshot" | "plain" | "fallback" | null;
-  /** Where the snapshot was inflated: "worker", or "page" when no worker could start. */
-  inflatedIn?: "worker" | "page";
   /** performance.now() marks of a snapshot boot: started, snapshot bytes ready, restored. */
   restoreStart?: number;
   snapshotAt?: number;
@@ -242,7 +246,9 @@ export interface MountedWidget {
   broadcast(data: unknown): void;
   /** Send a value to one participant, directly peer-to-peer (no one relays it). Throws an Error
    * with the reason when refused: the addressee is not in the call, or may not receive directed
-   * messages under its capability grant. A no-op before the engine is ready. */
+   * messages under its capability grant (checked against the engine's last word; a refusal the
+   * engine makes later, a grant changing in that instant, is logged and counted in
+   * `refusedByEngine`). A no-op before the engine is ready. */
   sendTo(id: string, data: unknown): void;
   /** Additive; returns an unsubscribe function. */
   onMessage(cb: (data: unknown, from: string) => void): () => void;
@@ -252,46 +258,14 @@ export interface MountedWidget {
   getKnocks(): Knock[];
   /** Chat lines seen since mount (sent and received), oldest first. */
   getChat(): ChatLine[];
-  /** Post a chat line to everyone, or directly to participant `to`. */
-  sendChat(text: string, to?: string): Promise<ChatLine>;
-  join(opts?: { mic?: boolean; cam?: boolean }): Promise<void>;
-  leave(): Promise<void>;
-  toggleMic(): Promise<boolean>;
-  toggleCam(): Promise<boolean>;
-  shareScreen(): Promise<void>;
-  shareTrack(track: MediaStreamTrack): Promise<void>;
-  stopShare(): Promise<void>;
-  setName(name: string): Promise<void>;
-  setAvatar(avatar: string): Promise<void>;
-  setMeta(meta: Record<string, unknown>): Promise<void>;
-  /** Host only (a no-op that resolves false for anyone else, the coordinator included). */
-  setLobby(on: boolean): Promise<boolean>;
-  admit(id: string): Promise<boolean>;
-  deny(id: string): Promise<boolean>;
-  /** Host: remove and keep out (a signed record every coordinator enforces). */
-  remove(id: string): Promise<boolean>;
-  /** Host: let a removed participant back in. */
-  unban(id: string): Promise<boolean>;
-  setLocked(on: boolean): Promise<boolean>;
-  resetRoom(): Promise<boolean>;
-  /** Answer the door: the room's code, or your invite token. */
-  setJoinCredential(credential: string): Promise<void>;
-  /** Open the host key the link carries sealed, with the host password; rejects if it is wrong. */
-  claimHost(password: string): Promise<void>;
-  knock(name: string, avatar?: string): Promise<void>;
-  getCapabilityGrant(id: string): Promise<Grant | null>;
-  setCapabilityGrant(id: string, grant: Grant | null): Promise<void>;
-  getAgentAudit(id?: string, n?: number): Promise<unknown[]>;
-  signInIdentity(el: HTMLElement, method: "google" | "email"): Promise<void>;
-  identityNonce(): Promise<string>;
-  provideIdentityToken(jwt: string): Promise<void>;
-  /** This page's address as an invite link, with the room's settings in the fragment when it has
-   * any (never a secret). A member with a licenseKey gets a fresh room grant
-   * in it (?grant=, 10 minutes to use): the joiners' relay is then billed to that licence.
-   * Rejects with the server's reason when a licensed member cannot mint one. */
-  createInviteLink(): Promise<string>;
+  /** Sends the engine refused after the page had let them through (see sendTo). */
+  readonly refusedByEngine: number;
+  /** After the engine stopped (an "engine" event with state "stopped"): start a fresh engine, open
+   * this mount's session again and rejoin the call if it was in one. The page never reloads. */
+  restartEngine(): Promise<void>;
   /** Turn Hide my IP on or off for this mount: reconnects (and rejoins) with the new policy. */
   setRelayOnly(on: boolean): Promise<void>;
+  /* @engine-members: build/build.py writes kibitz.controller.ENGINE_MEMBERS here */
 }
 
 export interface KibitzGlobal {

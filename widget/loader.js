@@ -1,9 +1,14 @@
 // window.Kibitz: mount() returns a controller at once and draws the launcher synchronously; the
-// Python engine (Pyodide + the kibitz wheel) boots in the background, from the server that served
-// this very script, so an embedding page on another origin needs no configuration.
+// Python engine (Pyodide + the kibitz wheel) boots in a dedicated Worker (widget/engine-host.js),
+// from the server that served this very script, so an embedding page on another origin needs no
+// configuration and its main thread never runs Python.
 //
 // This file only marshals. Every decision (room, mesh, media lanes, capabilities, speaking) is
-// made by kibitz.backends.browser.PageSession over kibitz.session.Session, in Python.
+// made by kibitz.backends.page_session.PageSession over kibitz.session.Session, in the Worker.
+// Controller methods that run there go by name through one generic call (the list is
+// kibitz.controller.ENGINE_MEMBERS, written in by build/build.py); the page keeps mirrors of what
+// the engine last said (state, participants, chat, what may be sent) so the synchronous members
+// answer without a round trip.
 
 const BUILD = /*__KIBITZ_BUILD__*/null;
 const T_SCRIPT = performance.now();
@@ -24,16 +29,13 @@ const STATE_DEFAULTS = Object.freeze({
   isHost: false, lobbyOn: false, locked: false, lobbyStatus: "none",
 });
 const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "chat", "knocks", "lobby",
-  "message", "caps", "resume"]);
+  "message", "caps", "resume", "engine"]);
+// Controller methods that run in the engine (kibitz.controller.ENGINE_MEMBERS); each returns a
+// promise that settles once it has.
+const ENGINE_METHODS = /*__KIBITZ_METHODS__*/[];
 const KNOWN_OPTIONS = new Set(["room", "name", "startOpen", "preview", "headless", "identity", "meta",
   "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase", "relayOnly",
   "hostKey", "hostPassword", "galaxy"]);
-// Controller methods that run in the engine; each returns a promise that settles once it has.
-const ENGINE_METHODS = ["join", "leave", "toggleMic", "toggleCam", "shareScreen", "shareTrack", "stopShare",
-  "setName", "setAvatar", "setMeta", "sendChat", "setLobby", "admit", "deny", "remove", "setLocked",
-  "resetRoom", "knock", "getCapabilityGrant", "setCapabilityGrant", "getAgentAudit", "signInIdentity",
-  "identityNonce", "provideIdentityToken", "unban", "setJoinCredential", "claimHost"];
-
 // An "opener pays" invite carries a room grant as ?grant= (or ?k=), in the query or in a query
 // inside the fragment. It is adopted now, before anything connects, and taken out of the address
 // bar so it is not bookmarked or shared on; the engine sends it to /api/turn (kibitz/relay.py).
@@ -230,207 +232,346 @@ const encodeData = (data) => {
 const TAG_KEY = JSON.stringify(TAG);
 const decodeData = (text) => (text.includes(TAG_KEY) ? JSON.parse(text, reviver) : JSON.parse(text));
 
-// ---- the engine (one Pyodide per page, shared by every mount)
+// ---- the engine: one dedicated Worker per page, shared by every mount
 
-let enginePromise = null;
+/** Test and diagnostics flags, set before widget.js runs: `window.__KIBITZ_ENGINE__ = { relay: true }`
+ * relays data channels through the page instead of transferring them; `inPage: true` runs the
+ * engine on the page's thread (as where no Worker can start); `pingMs` / `hangMs` / `bootHangMs`
+ * tune the watchdog; `growTable: n` grows the runtime's wasm function table by n entries before the
+ * snapshot check (a runtime whose table cannot take the snapshot, as WebKit's).
+ * `window.__KIBITZ_BOOT__ = "plain"` boots without the memory snapshot. */
+const FLAGS = Object.freeze({ pingMs: 1000, hangMs: 8000, bootHangMs: 60000, ...(globalThis.__KIBITZ_ENGINE__ || {}) });
 
-/** The snapshot to restore, or null: none built, or turned off for diagnostics and benchmarks
- * (`window.__KIBITZ_BOOT__ = "plain"` before widget.js runs). */
+/** Whether the page has the engine's build snapshot to offer (the UI sizes its progress from it). */
 function snapshotInfo() {
   if (!BUILD.snapshot) return null;
   if (globalThis.__KIBITZ_BOOT__ === "plain") return null;
   return BUILD.snapshot;
 }
 
-/** A side module, compiled while it downloads (and kept compiled in the browser's code cache); a
- * host that serves it without `application/wasm` gets the slower buffered compile. */
-async function compileSideModule(url) {
-  try {
-    return await WebAssembly.compileStreaming(fetch(url));
-  } catch (_) {
-    const r = await fetch(url);
-    if (!r.ok) throw new Error(`HTTP ${r.status} for ${url}`);
-    return WebAssembly.compile(await r.arrayBuffer());
-  }
+const fetchWatchers = new Set();
+/** Engine files the engine has fetched (its Worker's requests are not in this page's Resource
+ * Timing); `cb(names)` for each batch. Returns the unsubscribe. */
+function engineFetches(cb) {
+  fetchWatchers.add(cb);
+  return () => fetchWatchers.delete(cb);
 }
 
-async function fetchBytes(url) {
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`HTTP ${r.status} for ${url}`);
-  return new Uint8Array(await r.arrayBuffer());
-}
+const BRIDGE_OPS = new Set(["new", "call", "get", "set", "on", "off", "drop"]);
 
-/** Start every download the snapshot boot needs, all at once. */
-function fetchSnapshotAssets(info) {
-  const parts = {
-    // The snapshot is stored unpacked with compressed copies beside it: the server picks the one the
-    // browser accepts (brotli on https and loopback) and the browser decodes it off this thread.
-    bytes: fetchBytes(SERVER + info.url).then((b) => { timings.snapshotAt = performance.now(); return b; }),
-    modules: Promise.all(info.libs.map((lib) => compileSideModule(SERVER + lib.url))),
-    pack: fetchBytes(SERVER + info.pack),
-  };
-  for (const p of Object.values(parts)) p.catch(() => {}); // awaited (and reported) in bootFromSnapshot
-  return parts;
-}
+function createEngine() {
+  let port = null;
+  let worker = null;
+  let bridge = null;
+  let where = null; // "worker" | "page"
+  let state = "idle"; // idle → booting → ready; failed (boot) or stopped (crash/hang) → booting again
+  let booted = null;
+  let settle = null;
+  const mounts = new Map();
+  const calls = new Map();
+  let nextCall = 0;
+  let pingTimer = null;
+  let unanswered = null; // performance.now() of the oldest ping not answered yet
+  let generation = 0;
 
-function checkPackages(pyodide) {
-  // loadPackage never rejects on a failed download: check what really arrived.
-  const missing = BUILD.expect.filter((n) => !(n in pyodide.loadedPackages));
-  if (missing.length) {
-    const err = new Error(`Kibitz: engine packages failed to load: ${missing.join(", ")} ` +
-      `(from ${SERVER + BUILD.packages}; the console shows the failed requests)`);
-    err.kibitzFatal = true; // the snapshot is not to blame: do not boot again without it
-    throw err;
-  }
-}
-
-/** Restore the engine snapshot (engine and wheels already imported), bind pydantic-core's compiled
- * module again, and put the wheels' files back for later lazy imports (widget/snapshot.js). */
-async function bootFromSnapshot(loadPyodide, options, info, assets) {
-  const t0 = performance.now();
-  timings.restoreStart = t0;
-  const { default: createModule } = await import(options.indexURL + "pyodide.asm.mjs");
-  const pyodide = await loadPyodide({
-    ...options,
-    stdLibURL: SERVER + info.stdlib, // only what the snapshot does not hold imported
-    _loadSnapshot: new Uint8Array(16), // a stand-in: the factory restores the real one once it is here
-    createPyodideModule: snapshotModuleFactory(createModule, assets.bytes),
-  });
-  timings.restoredAt = performance.now();
-  // Pyodide keeps its config, whose factory still holds the snapshot's ~28 MB: let them go.
-  try {
-    pyodide._api.config._loadSnapshot = undefined;
-    pyodide._api.config.createPyodideModule = undefined;
-  } catch (_) { /* internals moved: only memory */ }
-  const t1 = performance.now();
-  timings.runtimeMs = t1 - t0;
-  await rebindSideModules(pyodide._module, info, await assets.modules);
-  unpackTar(pyodide.FS, await assets.pack, info.sitePackages);
-  // The snapshot froze `random`'s state: without a reseed every page would draw the same numbers.
-  pyodide.runPython("import random; random.seed()");
-  // The rebound extension must really work before the engine leans on it (else: plain boot).
-  pyodide.runPython("import pydantic_core\n" +
-    "assert pydantic_core.SchemaValidator({'type': 'int'}).validate_python('7') == 7");
-  // What the snapshot holds counts as loaded: a later loadPackage of it must be a no-op.
-  for (const name of BUILD.expect) pyodide.loadedPackages[name] = "snapshot";
-  timings.packagesMs = performance.now() - t1;
-  return pyodide;
-}
-
-function bootEngine() {
-  if (enginePromise) return enginePromise;
-  enginePromise = (async () => {
-    const t0 = performance.now();
-    timings.bootPath = null;
-    const runtime = SERVER + BUILD.pyodide;
-    const snapInfo = snapshotInfo();
-    // Started first, so they download while pyodide.mjs, the wasm and the stdlib do.
-    const assets = snapInfo ? fetchSnapshotAssets(snapInfo) : null;
-    const { loadPyodide } = await import(runtime + "pyodide.mjs");
-    const options = {
-      indexURL: runtime,
-      lockFileURL: SERVER + BUILD.lock,
-      packageBaseUrl: SERVER + BUILD.packages,
-      stdout: (s) => console.debug("[kibitz]", s),
-      stderr: (s) => console.warn("[kibitz]", s),
-    };
-    let pyodide = null;
-    let browser = null;
-    if (assets) {
+  /** The engine host in a module Worker made from its own source (widget.js's origin does not
+   * matter: a blob has the page's), or, with `inPage` or where no Worker can start, on this thread
+   * behind a MessageChannel. */
+  function spawn(inPage) {
+    const workerFlags = { boot: globalThis.__KIBITZ_BOOT__ === "plain" ? "plain" : null,
+      growTable: FLAGS.growTable || 0 };
+    if (!inPage && typeof Worker === "function") {
       try {
-        pyodide = await bootFromSnapshot(loadPyodide, options, snapInfo, assets);
-        const t1 = performance.now();
-        pyodide.registerJsModule("kibitz_shim", shim);
-        browser = pyodide.pyimport("kibitz.backends.browser");
-        timings.importMs = performance.now() - t1;
-        timings.bootPath = "snapshot";
+        const args = `${JSON.stringify(BUILD)}, ${JSON.stringify(SERVER)}, ${JSON.stringify(workerFlags)}`;
+        const source = `(${kibitzEngineHost})(self, ${args});\n`;
+        const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+        const w = new Worker(url, { type: "module", name: "kibitz-engine" });
+        return { kind: "worker", port: w, worker: w, url, hello: false };
       } catch (err) {
-        if (err && err.kibitzFatal) throw err;
-        console.warn(`Kibitz: the runtime snapshot did not work (${err && err.message}); booting without it`);
-        pyodide = browser = null;
-        timings.bootPath = "fallback";
+        console.warn(`Kibitz: no Worker for the engine here (${err && err.message}); running it on the page`);
       }
     }
-    if (!browser) {
-      const t1 = performance.now();
-      pyodide = await loadPyodide({ ...options, packages: BUILD.preload });
-      timings.runtimeMs = performance.now() - t1; // runtime and packages: Pyodide loads both here
-      timings.packagesMs = 0;
-      checkPackages(pyodide);
-      const t2 = performance.now();
-      pyodide.registerJsModule("kibitz_shim", shim);
-      browser = pyodide.pyimport("kibitz.backends.browser");
-      timings.importMs = performance.now() - t2;
-      if (!timings.bootPath) timings.bootPath = "plain";
-    }
-    timings.bootMs = performance.now() - t0;
-    return { pyodide, browser };
-  })();
-  enginePromise.catch(() => { enginePromise = null; }); // a later mount may retry
-  return enginePromise;
-}
+    const channel = new MessageChannel();
+    kibitzEngineHost(channel.port2, BUILD, SERVER, workerFlags);
+    return { kind: "page", port: channel.port1, worker: null, url: null, hello: true };
+  }
 
-/** Which broker this room uses: `<server>/api/signal` (or the signalHost's), fetched while Pyodide
- * boots. A ws(s):// signalHost names the broker directly. */
-async function discoverSignal(cfg) {
-  const t0 = performance.now();
-  if (cfg.galaxy) return { galaxy: cfg.galaxy }; // a LAN hub: nothing to ask, nothing leaves the LAN
-  try {
-    if (cfg.signalHost && /^wss?:\/\//i.test(cfg.signalHost)) {
-      const url = cfg.signalHost.endsWith("/") ? cfg.signalHost : cfg.signalHost + "/";
-      return { url, key: "peerjs" };
+  function start() {
+    if (state === "booting" || state === "ready") return booted;
+    const unsupported = browserSupport(globalThis);
+    if (unsupported) {
+      state = "failed";
+      booted = Promise.reject(new Error(unsupported));
+      booted.catch(() => {});
+      return booted;
     }
-    const base = cfg.signalBase;
-    // The engine asks this again (adding &failed=<broker>) when its broker goes away: a service
-    // of several nodes then names the room's next node.
-    const signal = `${base}api/signal?room=${encodeURIComponent(cfg.room)}`;
-    try {
-      const r = await fetch(signal, { cache: "no-store" });
-      if (!r.ok) throw new Error(`HTTP ${r.status}`);
-      const info = await r.json();
-      const key = typeof info.key === "string" ? info.key : "peerjs";
-      if (typeof info.url === "string" && info.url) return { url: info.url, key, signal };
-      if (info.host) {
-        const host = info.host.includes(":") && !info.host.startsWith("[") ? `[${info.host}]` : info.host;
-        return { url: `${info.secure ? "wss" : "ws"}://${host}:${info.port}${info.path || "/"}`, key, signal };
+    state = "booting";
+    booted = new Promise((resolve, reject) => { settle = { resolve, reject }; });
+    booted.catch(() => {});
+    timings.bootPath = null;
+    const begin = (made) => {
+      const gen = ++generation;
+      where = made.kind;
+      worker = made.worker;
+      port = made.port;
+      const send = (msg, transfer) => port.postMessage(msg, transfer || []);
+      bridge = createPageBridge(send, pageShim, { relay: !!FLAGS.relay || where === "page" });
+      // Silence for the audio placeholders is written by the engine, off this thread (page-shim.js).
+      pageShim.pump = (writable) => { try { port.postMessage({ k: "pump", writable }, [writable]); } catch (_) { /* none */ } };
+      port.onmessage = (e) => { if (gen === generation) onEngine(e.data, made); };
+      if (!worker) return;
+      worker.onerror = (e) => {
+        if (gen !== generation) return;
+        e.preventDefault();
+        if (!made.hello && state === "booting") { // the Worker never ran (a strict CSP, say): run it here
+          console.warn("Kibitz: the engine's Worker could not start; running the engine on the page");
+          worker.terminate();
+          if (made.url) URL.revokeObjectURL(made.url);
+          begin(spawn(true));
+        } else {
+          console.error("Kibitz: the engine's Worker reported an error:", e.message);
+        }
+      };
+    };
+    begin(spawn(!!FLAGS.inPage));
+    startWatchdog();
+    return booted;
+  }
+
+  function onEngine(m, made) {
+    if (typeof m === "string") {
+      let msg;
+      try { msg = JSON.parse(m); } catch (err) { console.warn("Kibitz: unreadable engine message", err); return; }
+      if (BRIDGE_OPS.has(msg.t)) bridge.receive(msg);
+      else if (msg.t === "done") {
+        const c = calls.get(msg.id);
+        if (!c) return;
+        calls.delete(msg.id);
+        if (msg.ok) c.resolve(bridge.fromWire(msg.v));
+        else c.reject(engineError(msg.e));
+      } else if (msg.t === "emit") {
+        const rec = mounts.get(msg.mount);
+        if (rec) rec.emit(msg.event, bridge.fromWire(msg.args || []));
+      } else if (msg.t === "refused") {
+        const rec = mounts.get(msg.mount);
+        if (rec) rec.refused(msg.peer, msg.reason);
       }
-      console.warn(`Kibitz: ${base}api/signal names no broker; trying the default layout`);
-    } catch (err) {
-      console.warn(`Kibitz: ${base}api/signal failed (${err.message}); trying the default layout`);
+      return;
     }
-    // kibitz serve's default: the broker on the HTTP port + 1.
-    const u = new URL(base);
-    const port = Number(u.port || (u.protocol === "https:" ? 443 : 80)) + 1;
-    return { url: `${u.protocol === "https:" ? "wss" : "ws"}://${u.host.replace(/:\d+$/, "")}:${port}/`, key: "peerjs" };
-  } finally {
-    timings.signalMs = performance.now() - t0;
+    if (Array.isArray(m)) {
+      if (m[0] === "m") { const rec = mounts.get(m[1]); if (rec) rec.message(m[2], m[3]); }
+      else if (m[0] === "r") bridge.relaySend(m[1], m[2]);
+      return;
+    }
+    switch (m && m.k) {
+      case "hello":
+        made.hello = true;
+        if (made.url) { URL.revokeObjectURL(made.url); made.url = null; }
+        break;
+      case "fetched": for (const cb of [...fetchWatchers]) { try { cb(m.names); } catch (_) { /* a watcher */ } } break;
+      case "booted": {
+        const t = m.timings;
+        for (const key of ["restoreStart", "snapshotAt", "restoredAt"]) if (typeof t[key] === "number") t[key] -= performance.timeOrigin;
+        Object.assign(timings, t, { engineIn: where });
+        state = "ready";
+        unanswered = null;
+        settle.resolve();
+        break;
+      }
+      case "failed": state = "failed"; stopWorker(); settle.reject(engineError(m.error, m.fatal)); break;
+      case "opened": {
+        const rec = mounts.get(m.id);
+        if (rec && rec.opening) {
+          const o = rec.opening;
+          rec.opening = null;
+          if (m.error) o.reject(engineError(m.error)); else o.resolve(m);
+        }
+        break;
+      }
+      case "pong": unanswered = null; break;
+      case "py": {
+        const c = calls.get(m.id);
+        if (c) { calls.delete(m.id); if (m.ok) c.resolve(m.v); else c.reject(engineError(m.e)); }
+        break;
+      }
+      default: break;
+    }
   }
+
+  function engineError(e, fatal) {
+    const [name, message] = Array.isArray(e) ? e : ["Error", String(e)];
+    const err = new Error(String(message || name));
+    err.name = String(name || "Error");
+    if (fatal) err.kibitzFatal = true;
+    return err;
+  }
+
+  // ---- crash and hang: the page keeps running, the widget says so and can restart the engine
+
+  /** Ping the engine every `pingMs`; no answer to a ping for `hangMs` once it is up (`bootHangMs`
+   * while it boots: a cold plain boot on a loaded machine takes a while) means it is gone. The
+   * Worker's thread answers between its tasks, so only a real hang or a dead Worker trips this. */
+  function startWatchdog() {
+    clearInterval(pingTimer);
+    unanswered = null;
+    let n = 0;
+    pingTimer = setInterval(() => {
+      const now = performance.now();
+      const limit = state === "ready" ? FLAGS.hangMs : FLAGS.bootHangMs;
+      if (unanswered !== null && now - unanswered > limit) {
+        stopped(state === "ready" ? "the call engine stopped responding" : "the call engine stopped responding while it started");
+        return;
+      }
+      if (unanswered === null) unanswered = now;
+      port.postMessage({ k: "ping", n: ++n });
+    }, FLAGS.pingMs);
+  }
+
+  function stopWorker() {
+    clearInterval(pingTimer);
+    pingTimer = null;
+    if (worker) worker.terminate();
+    worker = null;
+    if (port && where === "page") port.close();
+    generation++;
+  }
+
+  /** The engine is gone (killed, crashed, hung): free what it held on the page, fail what waits. */
+  function stopped(reason) {
+    if (state !== "ready" && state !== "booting") return;
+    const wasReady = state === "ready";
+    state = wasReady ? "stopped" : "failed";
+    stopWorker();
+    if (bridge) bridge.closeAll(true);
+    const err = new Error(`Kibitz: ${reason}`);
+    for (const c of calls.values()) c.reject(err);
+    calls.clear();
+    if (!wasReady) { settle.reject(err); return; }
+    for (const rec of mounts.values()) rec.stopped(reason);
+  }
+
+  function post(msg) {
+    if (state !== "ready" && state !== "booting") return false;
+    port.postMessage(msg);
+    return true;
+  }
+
+  return {
+    get state() { return state; },
+    get where() { return where; },
+    get bridge() { return bridge; },
+    start,
+    /** Open `rec`'s session (booting the engine first if need be); resolves with the open's timings.
+     * The engine starts in a task of its own: the script that mounts (and draws the launcher) stays
+     * short, and the launcher is up before the Worker is made. */
+    open(rec) {
+      mounts.set(rec.id, rec);
+      const begun = state === "idle" ? new Promise((r) => setTimeout(r, 0)).then(start) : start();
+      return begun.then(() => new Promise((resolve, reject) => {
+        rec.opening = { resolve, reject };
+        post({ k: "mount", id: rec.id, cfg: rec.cfg });
+      }));
+    },
+    close(id) {
+      mounts.delete(id);
+      post({ k: "close", id });
+    },
+    call(id, method, args) {
+      if (state !== "ready") return Promise.reject(new Error(`Kibitz: ${method}() while the call engine is ${state}`));
+      return new Promise((resolve, reject) => {
+        const callId = ++nextCall;
+        calls.set(callId, { resolve, reject });
+        post(JSON.stringify({ t: "ctl", mount: id, id: callId, m: method, args: bridge.toWire(args) }));
+      });
+    },
+    send: post,
+    /** One of the engine's page-facing functions that need no mount (worker_host.FUNCTIONS). */
+    fn(name, args) {
+      return start().then(() => new Promise((resolve, reject) => {
+        const callId = ++nextCall;
+        calls.set(callId, { resolve, reject });
+        post(JSON.stringify({ t: "fn", id: callId, name, args }));
+      }));
+    },
+    py(code, isAsync) {
+      return start().then(() => new Promise((resolve, reject) => {
+        const callId = ++nextCall;
+        calls.set(callId, { resolve, reject });
+        post({ k: "py", id: callId, code, async: !!isAsync });
+      }));
+    },
+    hide() {
+      if (state !== "ready") return;
+      post({ k: "hide" });
+      bridge.closeAll(false); // now, not when the engine gets to it: the bfcache decides right away
+    },
+    /** Test hook: stop the Worker as a crash would (the watchdog notices). */
+    kill() { if (worker) worker.terminate(); else if (port) port.close(); },
+    /** A fresh engine after a crash or hang; every mount it stopped opens again and rejoins. */
+    async restart() {
+      await start();
+      await Promise.all([...mounts.values()].map((rec) => rec.resume()));
+    },
+  };
 }
 
-function fromPy(value) {
-  if (value && typeof value.toJs === "function") {
-    const out = value.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
-    value.destroy();
-    return out;
+const engine = createEngine();
+addEventListener("pagehide", () => engine.hide());
+
+// ---- refusing what the engine would refuse, at once (the engine checks again)
+
+const LIMITS = BUILD.limits;
+const LONE_SURROGATE = /(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}/;
+const utf8Length = (text) => {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    n += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xd800 && c <= 0xdbff ? (i++, 4) : 3;
   }
-  return value;
+  return n;
+};
+
+/** Why the engine would refuse app data `text` (its JSON) from this mount, or null. `policy` is the
+ * engine's last word on what this participant may send and to whom (PageSession.send_policy). */
+function sendRefusal(text, data, policy, doing, peer) {
+  // JSON.stringify writes a lone surrogate as an escape (\udXXX); a paired one never.
+  if (text.includes("\\u") && LONE_SURROGATE.test(text)) {
+    return "app data holds a lone surrogate (text that is not valid UTF-16 cannot be sent)";
+  }
+  if (text.length * 3 > LIMITS.maxAppBytes) {
+    const size = utf8Length(text);
+    if (size > LIMITS.maxAppBytes) return `app data of ${size} bytes exceeds ${LIMITS.maxAppBytes}`;
+  }
+  if (!policy) return null;
+  if (!policy.send) return `this participant may not ${doing}: its grant lacks send-chat`;
+  if (!policy.act && data !== null && typeof data === "object" && data[LIMITS.agentEnvelope] === "act") {
+    return "this participant may not act: its grant lacks act";
+  }
+  if (peer !== undefined) {
+    if (!Object.prototype.hasOwnProperty.call(policy.peers, peer)) return `'${peer}' is not in the room`;
+    if (policy.peers[peer]) return policy.peers[peer];
+  }
+  return null;
 }
 
 // ---- the controller
 
 const mounted = new Set();
+let nextMount = 0;
 
 function mount(options) {
   const cfg = validate(options);
+  const id = ++nextMount;
   const listeners = new Map([...EVENTS].map((e) => [e, new Set()]));
   let state = { ...STATE_DEFAULTS };
   let participants = [];
   let knocks = [];
   let chat = [];
-  let session = null; // PyProxy of kibitz.backends.browser.PageSession
-  let py = null; // its bound methods, looked up once
+  let policy = null; // what the engine says this mount may send, and to whom
+  let open = false; // a session is open in the engine
   let closed = false;
   let dropped = 0;
+  let refusedLate = 0;
 
   const fire = (event, ...args) => {
     for (const cb of [...(listeners.get(event) || [])]) {
@@ -438,43 +579,63 @@ function mount(options) {
     }
   };
 
-  // What Python calls to reach the page (see PageSession.emit). Values arrive as plain JS.
-  const emit = (event, a, b) => {
-    if (closed) return;
-    if (event === "state") { state = { ...STATE_DEFAULTS, ...a }; fire("state", { ...state }); }
-    else if (event === "participants") { participants = a || []; fire("participants", participants.slice()); }
-    else if (event === "knocks") { knocks = a || []; fire("knocks", knocks.slice()); }
-    else if (event === "message") {
+  // What the engine tells this mount (see PageSession.emit). Values arrive as plain JS; page
+  // objects (a participant's MediaStream) arrive as themselves.
+  const rec = {
+    id, cfg, opening: null,
+    emit(event, [a, b]) {
+      if (closed) return;
+      if (event === "state") { state = { ...STATE_DEFAULTS, ...a }; fire("state", { ...state }); }
+      else if (event === "participants") { participants = a || []; fire("participants", participants.slice()); }
+      else if (event === "knocks") { knocks = a || []; fire("knocks", knocks.slice()); }
+      else if (event === "policy") policy = a;
+      else if (event === "chat") {
+        if (a === null || a === undefined) chat = []; else chat.push(a);
+        fire("chat", a === undefined ? null : a);
+      } else fire(event, a, b);
+    },
+    message(text, from) {
+      if (closed) return;
       let data;
-      try { data = decodeData(a); } catch (err) { console.warn("Kibitz: undecodable message dropped", err); return; }
-      fire("message", data, b);
-    } else if (event === "chat") {
-      if (a === null || a === undefined) chat = []; else chat.push(a);
-      fire("chat", a === undefined ? null : a);
-    } else fire(event, a, b);
+      try { data = decodeData(text); } catch (err) { console.warn("Kibitz: undecodable message dropped", err); return; }
+      fire("message", data, from);
+    },
+    refused(peer, reason) {
+      refusedLate += 1;
+      console.warn(`Kibitz: the engine refused ${peer === "*" ? "a broadcast" : `a sendTo(${peer})`}: ${reason}`);
+    },
+    /** After the engine restarted: open again (once), rejoining if this mount was in the call. */
+    resume() {
+      if (closed || !resumeAs) return Promise.resolve();
+      const was = resumeAs;
+      resumeAs = null;
+      return reopen(was).then(() => fire("engine", { state: "ready" }));
+    },
+    stopped(reason) {
+      if (closed) return;
+      open = false;
+      resumeAs = { inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn };
+      state = { ...STATE_DEFAULTS };
+      participants = [];
+      policy = null;
+      fire("state", { ...state });
+      fire("participants", []);
+      fire("engine", { state: "stopped", reason });
+      if (ui && ui.setState) ui.setState("stopped", reason);
+    },
   };
 
-  // The relay (/api/turn: licence, grant, relayOnly, fresh credentials) is asked by the engine.
-  const openSession = (browser, broker) => {
-    session = browser.open_session(JSON.stringify({ ...cfg, broker }), emit);
-    py = { call: session.call, broadcast: session.broadcast_json, sendTo: session.send_json, close: session.close };
-  };
-  const dropSession = () => {
-    if (!session) return;
-    try { py.close(); } catch (err) { console.error("Kibitz: close failed", err); }
-    for (const fn of Object.values(py)) fn.destroy();
-    session.destroy();
-    session = py = null;
+  const openSession = async () => {
+    const opened = await engine.open(rec);
+    if (closed) { engine.close(id); throw new Error("Kibitz: unmounted before the engine was ready"); }
+    open = true;
+    return opened;
   };
 
-  let engine = null; // what `ready` found: { browser, broker }, kept for a resume from the bfcache
   const ready = (async () => {
-    const [{ browser }, broker] = await Promise.all([bootEngine(), cfg.preview ? null : discoverSignal(cfg)]);
-    if (closed) throw new Error("Kibitz: unmounted before the engine was ready");
-    const tOpen = performance.now();
-    openSession(browser, broker);
-    timings.openMs = performance.now() - tOpen;
-    engine = { browser, broker };
+    const opened = await openSession();
+    timings.signalMs = opened.signalMs;
+    timings.openMs = opened.openMs;
     if (timings.engineReady === null) { timings.engineReady = performance.now(); mark("kibitz:ready"); }
     if (ui && ui.setState) ui.setState("ready", "Kibitz call: open");
   })();
@@ -487,7 +648,18 @@ function mount(options) {
   const callEngine = async (method, args) => {
     await ready;
     if (closed) throw new Error(`Kibitz: ${method}() after unmount()`);
-    return fromPy(await py.call(method, args));
+    return engine.call(id, method, args);
+  };
+
+  /** Open a fresh session in the engine (after the back/forward cache, or a restarted engine) and,
+   * if this mount was in the call, join again with the same microphone and camera. */
+  let resumeAs = null;
+  const reopen = async (was) => {
+    open = false;
+    await openSession();
+    if (ui && ui.setState) ui.setState("ready", "Kibitz call: open");
+    fire("resume", { rejoined: was.inCall });
+    if (was.inCall) await engine.call(id, "join", [{ mic: was.mic, cam: was.cam }]);
   };
 
   const controller = {
@@ -496,8 +668,9 @@ function mount(options) {
     get options() { return { ...cfg }; },
     unmount() {
       if (closed) return;
-      dropSession();
       closed = true;
+      if (open) engine.close(id);
+      open = false;
       removeEventListener("pagehide", onHide);
       removeEventListener("pageshow", onShow);
       mounted.delete(controller);
@@ -506,14 +679,17 @@ function mount(options) {
     },
     broadcast(data) {
       const text = encodeData(data); // throws for values that cannot be sent, like postMessage
-      if (!session || closed) { dropped += 1; return; } // no-op until the data link is up
-      py.broadcast(shim.pyText(text));
+      if (!open || closed || !state.inCall) { dropped += 1; return; } // a no-op until in the call
+      const refused = sendRefusal(text, data, policy, "broadcast");
+      if (refused) throw new Error(`Kibitz: broadcast refused: ${refused}`);
+      engine.send(["b", id, text]);
     },
-    sendTo(id, data) {
+    sendTo(to, data) {
       const text = encodeData(data);
-      if (!session || closed) { dropped += 1; return; }
-      const refused = py.sendTo(String(id), shim.pyText(text));
-      if (refused) throw new Error(`Kibitz: sendTo(${id}) refused: ${refused}`);
+      if (!open || closed || !state.inCall) { dropped += 1; return; }
+      const refused = sendRefusal(text, data, policy, "send", String(to));
+      if (refused) throw new Error(`Kibitz: sendTo(${to}) refused: ${refused}`);
+      engine.send(["s", id, String(to), text]);
     },
     onMessage(cb) { return controller.on("message", cb); },
     on(event, cb) {
@@ -527,33 +703,44 @@ function mount(options) {
     getKnocks() { return knocks.slice(); },
     getChat() { return chat.slice(); },
     get droppedBeforeReady() { return dropped; },
-    /** This page's address as an invite; a licensed opener's carries a fresh ?grant= (opener pays). */
-    createInviteLink() { return callEngine("createInviteLink", [location.href]); },
-    /** Hide my IP: every connection through the relay (or none). Applied by reopening the session. */
-    async setRelayOnly(on) {
-      if (cfg.relayOnly === !!on) return;
-      cfg.relayOnly = !!on;
-      if (cfg.preview || !engine || closed) return;
-      await reopen();
+    get refusedByEngine() { return refusedLate; },
+    /** After the engine stopped (the "engine" event, or the widget's button): a fresh engine, this
+     * mount's session again, and the call rejoined if it was in one. The page never reloads. */
+    async restartEngine() {
+      if (closed) throw new Error("Kibitz: restartEngine() after unmount()");
+      if (open) return;
+      if (!resumeAs) resumeAs = { inCall: false, mic: false, cam: false };
+      const was = resumeAs;
+      if (ui && ui.setState) ui.setState("loading", "Restarting the call engine");
+      try {
+        await engine.restart(); // every stopped mount of this page comes back, this one included
+      } catch (err) {
+        resumeAs = resumeAs || was;
+        if (ui && ui.setState) ui.setState("stopped", err.message);
+        throw err;
+      }
     },
   };
   for (const method of ENGINE_METHODS) controller[method] = (...args) => callEngine(method, args);
+  // The engine cannot see this page's address: the invite is made from the address as it is now.
+  controller.createInviteLink = () => callEngine("createInviteLink", [location.href]);
+  /** Hide my IP: every connection through the relay (or none). Applied by reopening the session
+   * (and rejoining if this mount was in the call). */
+  controller.setRelayOnly = async (on) => {
+    if (cfg.relayOnly === !!on) return;
+    cfg.relayOnly = !!on;
+    if (cfg.preview || !open || closed) return;
+    await reopen({ inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn });
+  };
 
   // The back/forward cache: pagehide says goodbye and closes the session (the others drop this tab
-  // at once); when the browser shows the page again from the cache, open a fresh session with the
-  // same options (the engine asks /api/turn again: TURN credentials are short-lived) and, if this tab
-  // was in the call, join again with the same microphone and camera. Registered before the
-  // session's own pagehide hook, so the state read here is the state before the goodbye.
+  // at once; the engine client also closes the page's peer connections itself); when the browser
+  // shows the page again from the cache, open a fresh session with the same options (ICE servers
+  // fetched again: TURN credentials are short-lived) and, if this tab was in the call, join again.
   let hidden = null;
-  const onHide = () => { hidden = { inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn }; };
-  const reopen = async (was = { inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn }) => {
-    dropSession();
-    openSession(engine.browser, engine.broker);
-    fire("resume", { rejoined: was.inCall });
-    if (was.inCall) await callEngine("join", [{ mic: was.mic, cam: was.cam }]);
-  };
+  const onHide = () => { hidden = { inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn }; open = false; };
   const onShow = async (ev) => {
-    if (!ev.persisted || closed || !engine || !hidden) return;
+    if (!ev.persisted || closed || !hidden) return;
     const was = hidden;
     hidden = null;
     try {
@@ -582,35 +769,25 @@ function mount(options) {
  * baseUrl (default: this page without its fragment).
  */
 async function createRoom(options) {
-  const { pyodide } = await bootEngine();
-  const rooms = pyodide.pyimport("kibitz.backends.page_rooms");
   try {
-    const made = JSON.parse(await rooms.create_room_json(JSON.stringify(options || {}), location.href));
+    const made = JSON.parse(await engine.fn("create_room_json", [JSON.stringify(options || {}), location.href]));
     made.mintInvite = (name, ttl) => mintInvite(made, name, ttl);
     return made;
   } catch (err) {
-    throw new Error(`Kibitz.createRoom: ${errorLine(err)}`);
+    throw new Error(`Kibitz.createRoom: ${err.message}`);
   }
 }
 
 /** Kibitz.mintInvite(room, name, ttlSeconds): an invite for one guest to an invite-gated room made
  * by createRoom (`room` holds its room, joinGate, link and inviteKey): resolves to { token, link }. */
 async function mintInvite(room, name, ttl) {
-  const { pyodide } = await bootEngine();
-  const rooms = pyodide.pyimport("kibitz.backends.page_rooms");
   const { room: id, joinGate, link, inviteKey } = room || {};
   try {
-    return JSON.parse(rooms.mint_invite_json(JSON.stringify({ room: id, joinGate, link, inviteKey }),
-      String(name), Number(ttl)));
+    return JSON.parse(await engine.fn("mint_invite_json",
+      [JSON.stringify({ room: id, joinGate, link, inviteKey }), String(name), Number(ttl)]));
   } catch (err) {
-    throw new Error(`Kibitz.mintInvite: ${errorLine(err)}`);
+    throw new Error(`Kibitz.mintInvite: ${err.message}`);
   }
-}
-
-/** The last line of a Python traceback, without the exception's class: what to show a person. */
-function errorLine(err) {
-  const lines = String((err && err.message) || err).trim().split("\n").filter(Boolean);
-  return (lines[lines.length - 1] || "").replace(/^[A-Za-z_.]*(Error|Exception):\s*/, "");
 }
 
 // ---- window.Kibitz and the one-liner
@@ -620,13 +797,27 @@ if (!(window.Kibitz && window.Kibitz.__kibitz)) {
     __kibitz: true,
     version: BUILD.version,
     mount,
+    createRoom,
+    mintInvite,
     server: SERVER,
     get timings() { return { ...timings }; },
     auto: null,
-    /** The page's Pyodide (for diagnostics and tests): resolves once the engine has booted. */
-    _engine: () => bootEngine().then((e) => e.pyodide),
-    createRoom,
-    mintInvite,
+    /** The engine, for diagnostics and tests: resolves once it has booted. `runPython(code)` and
+     * `runPythonAsync(code)` run in the engine and resolve with the result as a plain value
+     * (`globals.set(name, value)` hands them a plain value first);
+     * `ref(obj)` gives a page object a handle Python can take (`page_bridge().ref(h)`);
+     * `terminate()` stops the engine's Worker as a crash would. */
+    _engine: () => engine.start().then(() => ({
+      where: engine.where,
+      runPython: (code) => engine.py(code, false),
+      runPythonAsync: (code) => engine.py(code, true),
+      /** `globals.set(name, value)`: a plain value (structured-clone) as a Python global. */
+      globals: { set: (name, value) => engine.send({ k: "pyset", name: String(name), value }) },
+      ref: (obj) => engine.bridge.handleOf(obj),
+      terminate: () => engine.kill(),
+      get relaying() { return engine.bridge.relaying; },
+      get liveHandles() { return engine.bridge.live; },
+    })),
   };
 }
 if (SCRIPT && SCRIPT.dataset && SCRIPT.dataset.room !== undefined) {

@@ -1,4 +1,5 @@
-// Restoring the engine snapshot that build/make_snapshot.mjs made: the interpreter with the engine,
+// Restoring the engine snapshot that build/make_snapshot.mjs made (in the engine's Worker, see
+// widget/engine-host.js): the interpreter with the engine,
 // pydantic and pydantic-core already imported. Pyodide restores the wasm heap; a compiled side
 // module (pydantic-core's) lives partly outside it (its code, its function-table entries, the
 // loader's bookkeeping), so it is bound again here, at the memory and table bases the build
@@ -7,15 +8,17 @@
 /** loadPyodide's `createPyodideModule`, restoring build/build.py's packed snapshot (`KZS2`: Pyodide's
  * header and only the heap pages the page must write) from `snapshot`, a promise: the runtime
  * compiles and instantiates while the snapshot still downloads (Pyodide itself would wait for the
- * bytes first, and loadPyodide is given a stand-in). The runtime's data segments already hold what
- * many pages of the heap hold (the build left those pages out): they are checked against the hash
- * the build recorded before anything is written, and a mismatch throws (the loader then boots
- * plainly). The wasm memory is grown to the heap (the runtime starts smaller than a heap that holds
- * the engine), Pyodide restores its JS state from the header, and the pages are written straight
- * into the heap, all-zero pages as fills. */
-function snapshotModuleFactory(createModule, snapshot) {
+ * bytes first, and loadPyodide is given a stand-in). `check(M)` runs on the fresh runtime first and
+ * may refuse it (a function table too long for the snapshot's slots). The runtime's data segments
+ * already hold what many pages of the heap hold (the build left those pages out): they are checked
+ * against the hash the build recorded before anything is written, and a mismatch throws (the loader
+ * then boots plainly). The wasm memory is grown to the heap (the runtime starts smaller than a heap
+ * that holds the engine), Pyodide restores its JS state from the header, and the pages are written
+ * straight into the heap, all-zero pages as fills. */
+function snapshotModuleFactory(createModule, snapshot, check) {
   return async (settings) => {
     const M = await createModule(settings);
+    if (check) check(M); // may throw (and stop the downloads) before the bytes are awaited
     const bytes = await snapshot;
     const restore = M.API.restoreSnapshot;
     M.API.restoreSnapshot = () => {

@@ -178,6 +178,8 @@ function watchProgress(onProgress) {
     obs = new PerformanceObserver((list) => take(list.getEntries()));
     obs.observe({ type: "resource", buffered: true });
   } catch (_) { /* no Resource Timing: progress stays indeterminate */ }
+  // The engine's own downloads happen in its Worker, which reports them (loader.js).
+  const stopEngine = engineFetches((names) => take(names.map((name) => ({ name }))));
   fetch(UI_SERVER + "manifest.json").then((r) => (r.ok ? r.json() : null)).then((m) => {
     if (!m || !m.files) return;
     for (const [path, info] of Object.entries(m.files)) {
@@ -185,7 +187,7 @@ function watchProgress(onProgress) {
     }
     report();
   }).catch(() => { /* the size estimate is optional */ });
-  return () => { if (obs) obs.disconnect(); };
+  return () => { if (obs) obs.disconnect(); stopEngine(); };
 }
 
 function createLauncher(opts) {
@@ -201,7 +203,7 @@ function createLauncher(opts) {
   // ---- state the view is drawn from (all of it read from the controller or the user)
   let ctl = null;
   let options = { name: opts.name || "", preview: !!opts.preview, room: opts.room || "" };
-  let engine = "loading"; // loading | ready | error
+  let engine = "loading"; // loading | ready | error (failed to start) | stopped (crashed or hung)
   let engineError = "";
   let progress = { loaded: 0, total: 0, files: 0 };
   let open = false;
@@ -230,7 +232,8 @@ function createLauncher(opts) {
 
   const launcherLabel = () => {
     const what = open ? "Close the call panel" : "Open the call panel";
-    const status = engine === "error" ? " (the call failed to start)" : engine === "loading" ? " (loading)" :
+    const status = engine === "error" ? " (the call failed to start)" : engine === "stopped" ? " (the call engine stopped)" :
+      engine === "loading" ? " (loading)" :
       state.inCall ? ` (in call, ${people.length} here)` : "";
     launcher.setAttribute("aria-label", `Kibitz call: ${what}${status}`);
   };
@@ -355,6 +358,11 @@ function createLauncher(opts) {
       await ctl.join({ mic: false, cam: false });
       refresh();
     });
+  }
+
+  function restartEngine() {
+    if (!ctl || typeof ctl.restartEngine !== "function") { location.reload(); return; }
+    act("restart", "restart", async () => { await ctl.restartEngine(); refresh(); });
   }
 
   function doLeave() {
@@ -499,6 +507,10 @@ function createLauncher(opts) {
     if (engine === "error") {
       return { text: `The call engine failed to start (${engineError}). Check your connection, then reload the page.`,
         kind: "error", action: ["Reload page", () => location.reload()] };
+    }
+    if (engine === "stopped") {
+      return { text: `The call engine stopped (${engineError}). The page is fine: restart the engine to get back into the call.`,
+        kind: "error", action: ["Restart call engine", restartEngine] };
     }
     if (engine === "loading") {
       const pct = progress.total ? Math.min(99, Math.floor((progress.loaded / progress.total) * 100)) : null;
@@ -650,7 +662,8 @@ function createLauncher(opts) {
 
   function render() {
     launcherLabel();
-    launcher.dataset.state = engine === "error" ? "error" : engine === "ready" ? (state.inCall ? "call" : "ready") : "loading";
+    launcher.dataset.state = engine === "error" || engine === "stopped" ? "error"
+      : engine === "ready" ? (state.inCall ? "call" : "ready") : "loading";
     const badge = launcher.querySelector(".badge");
     badge.hidden = !state.inCall || options.preview;
     badge.textContent = String(people.length);
@@ -725,6 +738,8 @@ function createLauncher(opts) {
     setState(s, label) {
       if (s === "ready" && engine !== "ready") { engine = "ready"; refresh(); if (open) markPanelReady(); }
       if (s === "error") { engine = "error"; engineError = String(label || "").replace(/^Kibitz call failed to start: /, ""); }
+      if (s === "stopped") { engine = "stopped"; engineError = errorText(label); refresh(); }
+      if (s === "loading") { engine = "loading"; progress = { loaded: 0, total: 0, files: 0 }; }
       if (engine !== "loading" && stopProgress) { stopProgress(); stopProgress = null; }
       render();
     },

@@ -230,3 +230,23 @@ def test_missing_package_fails_loudly(
              () => 'resolved', (e) => e.message)"""
     )
     assert "pyjwt" in message and "failed to load" in message, message
+
+
+def test_firefox_boots_the_cross_origin_one_liner_offline(
+    firefox_context: Callable[..., BrowserContext], widget_server: StaticServer, page_server: StaticServer
+) -> None:
+    """The same third-party page in Firefox (Debian's firefox-esr): the launcher at once, the engine
+    from the snapshot in its Worker, data channels transferred there (no relay needed)."""
+    page = firefox_context().new_page()
+    page.goto(f"{page_server.url}/host.html")
+    box = launcher_box(page)
+    assert box is not None and box["w"] >= 40 and box["hit"] is True, box
+    timings = boot_timings(page)
+    assert timings["launcher_ms"] < 100, timings
+    boot = page.evaluate("() => { const t = Kibitz.timings; return [t.bootPath, t.engineIn]; }")
+    assert boot == ["snapshot", "worker"], boot
+    probe = "import json, sys, pydantic_core\njson.dumps([sys.platform, pydantic_core.__version__])"
+    info = run_py(page, probe)
+    assert info == ["emscripten", "2.50.4"]
+    errors = [e for e in widget_server.errors() if not e[0].startswith("/api/")]
+    assert errors == [], errors

@@ -1,8 +1,9 @@
-"""The page backend (kibitz.backends.browser) against real Chromium WebRTC.
+"""The browser backend (kibitz.backends.browser, in the engine's Worker) against real Chromium WebRTC.
 
-1. Python in one tab opens a data channel to a plain-JS RTCPeerConnection in another browser
-   context (manual signalling through Playwright), text and binary both ways, and every callback
-   proxy is freed after close.
+1. Python in one tab's engine opens a data channel to a plain-JS RTCPeerConnection in another
+   browser context (manual signalling through Playwright), text and binary both ways, and every
+   callback proxy is freed after close. The peer connection lives on the page's thread, driven
+   over the page bridge; the channel is transferred to the engine's Worker.
 2. Two tabs each run RtcTransport with the browser adapters against the npm reference broker
    (PeerJS server) and exchange messages over a link.
 """
@@ -71,10 +72,10 @@ def test_python_datachannel_to_plain_js_peer(
     offer = py(
         a,
         """
-from kibitz.backends.browser import BrowserPeerConnectionFactory
+from kibitz.backends.browser import peer_connection_factory
 from kibitz.backends.rtc_api import RtcConfig, SessionDescription
 import kibitz_shim
-pc = BrowserPeerConnectionFactory().create(RtcConfig())
+pc = peer_connection_factory().create(RtcConfig())
 got, cands, states, events = [], [], [], []
 gathered = asyncio.Event()
 pc.on("icecandidate", lambda c: cands.append(c) if c else gathered.set())
@@ -125,16 +126,19 @@ for c in ans["cands"]:
 await pc.add_ice_candidate(None)
 await wait_until(lambda: "open" in events)
 open_ms = (asyncio.get_event_loop().time() - t_offer) * 1000
+transferred = type(dc.bound).__name__ == "BrowserDataChannel"
 dc.send("hello from python")
 dc.send(b"\\x00\\x01\\xff" * 1000)
 await wait_until(lambda: len(got) >= 2)
 json.dumps({{"got": [g if isinstance(g, str) else list(g) for g in got], "states": states,
-            "open_ms": open_ms, "live": kibitz_shim.liveProxies(), "pc": pc.connection_state}})
+            "open_ms": open_ms, "live": kibitz_shim.liveProxies(), "pc": pc.connection_state,
+            "transferred": transferred}})
 """,
     )
     assert result["got"] == ["hello from js", [1, 2, 255]]
     assert result["pc"] == "connected" and "connected" in result["states"]
     assert result["live"] > 0
+    assert result["transferred"] is True  # the channel lives in the engine's Worker
     b.wait_for_function("() => window.got.length >= 2")
     got_b = b.evaluate("() => window.got")
     assert got_b[0] == "hello from python"
@@ -146,8 +150,8 @@ json.dumps({{"got": [g if isinstance(g, str) else list(g) for g in got], "states
         a,
         """
 fired = []
-real_fire = dc._events.fire
-dc._events.fire = lambda name, *args: (fired.append(name), real_fire(name, *args))[1]
+real_fire = dc.bound._events.fire
+dc.bound._events.fire = lambda name, *args: (fired.append(name), real_fire(name, *args))[1]
 for i in range(20):
     dc.send(f"quiet {i}")
     await asyncio.sleep(0.01)
@@ -308,8 +312,8 @@ def test_level_meter_hears_short_sounds_between_ticks(
     12 ms out of every 100) — why speaking detection missed Chromium's beeping fake microphone.
     """
     page = engine_page(new_context(), site)
-    page.evaluate(
-        """() => {
+    handle = page.evaluate(
+        """async () => {
           const ctx = new AudioContext();
           const osc = ctx.createOscillator(), gate = ctx.createGain();
           const out = ctx.createMediaStreamDestination();
@@ -323,15 +327,18 @@ def test_level_meter_hears_short_sounds_between_ticks(
           }
           osc.start();
           window.clicks = out.stream.getAudioTracks()[0];
+          return (await Kibitz._engine()).ref(window.clicks);
         }"""
     )
+    # The meter runs on the page's thread (Web Audio); the engine in its Worker gets the levels.
     ticks = py(
         page,
-        """
-import js, kibitz_shim
+        f"""
+from kibitz.backends.browser import page_bridge
+from kibitz.backends.page_media import PageMeter
 ticks = []
-meter = kibitz_shim.levelMeter(lambda levels: ticks.append(levels.to_py()["click"]), 100)
-meter.add("click", js.window.clicks)
+meter = PageMeter(page_bridge(), lambda levels: ticks.append(levels["click"]), 100)
+meter.add("click", page_bridge().decode({{"$ref": {handle}, "$t": "track"}}))
 await asyncio.sleep(3.2)
 meter.stop()
 json.dumps(ticks)

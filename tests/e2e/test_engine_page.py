@@ -1,9 +1,14 @@
-"""The engine in the page, end to end: three tabs on the real ``kibitz serve`` (pages, broker, Pyodide
-and wheels all from 127.0.0.1), each a separate browser context driving the headless controller.
+"""The engine behind the page, end to end: three tabs on the real ``kibitz serve`` (pages, broker,
+Pyodide and wheels all from 127.0.0.1), each a separate browser context driving the headless
+controller.
 
-The tabs are booted once for the module (each Pyodide boot costs seconds) and the tests run in
-order on the same call: converge → app data → camera without renegotiation → speaking → a cut link
-recovers with nothing lost → follow-me → the coordinator's tab closes and the call goes on.
+The tabs are booted once per mode (each Pyodide boot costs seconds) and the tests run in order on
+the same call: converge → app data → camera without renegotiation → speaking → a cut link
+recovers with nothing lost → follow-me → the coordinator's tab closes and the call goes on. The
+whole sequence runs four times: in Chromium with the data channels transferred to the engine's
+Worker (what both browsers here do), in Chromium with the transfer turned off by the test flag so
+the page relays them, in Firefox, and in a mixed room (Firefox, Chromium, Firefox; the Firefox tabs
+relaying).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 from server_fixture import KibitzServer
 
 ROOM = "room-e2e-" + format(int(time.time() * 1000) % 36**6, "x")
+RELAY = "window.__KIBITZ_ENGINE__ = { relay: true };"
 
 # Counts every offer/answer negotiation a page takes part in: media changes must add none.
 COUNT_NEGOTIATIONS = """(() => {
@@ -36,6 +42,7 @@ class Tab:
     ctx: BrowserContext
     page: Page
     errors: list[str]
+    kind: str = "chromium"
 
     def js(self, code: str, arg: Any = None) -> Any:
         return self.page.evaluate(code, arg)
@@ -65,17 +72,29 @@ def _guarded(browser: Browser, outside: list[str]) -> BrowserContext:
     return ctx
 
 
-@pytest.fixture(scope="module")
-def tabs(browser: Browser, kibitz_server: KibitzServer, offline_guard: list[str]) -> Iterator[list[Tab]]:
+MODES = {  # mode → (browser, relay) for ann, bob and cy
+    "transfer": [("chromium", False)] * 3,
+    "relay": [("chromium", True)] * 3,
+    "firefox": [("firefox", False)] * 3,
+    "mixed": [("firefox", True), ("chromium", False), ("firefox", True)],
+}
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def tabs(request: pytest.FixtureRequest, browser: Browser, firefox: Browser, kibitz_server: KibitzServer,
+         offline_guard: list[str]) -> Iterator[list[Tab]]:
     """Three headless tabs in one room, mounted but not yet in the call (open=0)."""
     made: list[Tab] = []
-    for name in ("ann", "bob", "cy"):
-        ctx = _guarded(browser, offline_guard)
+    room = f"{ROOM}-{request.param}"
+    for name, (kind, relay) in zip(("ann", "bob", "cy"), MODES[request.param], strict=True):
+        ctx = _guarded(firefox if kind == "firefox" else browser, offline_guard)
+        if relay:
+            ctx.add_init_script(RELAY)
         page = ctx.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
-        page.goto(f"{kibitz_server.http}/demo/follow.html?room={ROOM}&name={name}&open=0#/home")
-        made.append(Tab(name, ctx, page, errors))
+        page.goto(f"{kibitz_server.http}/demo/follow.html?room={room}&name={name}&open=0#/home")
+        made.append(Tab(name, ctx, page, errors, kind))
     for tab in made:
         tab.page.wait_for_function("() => window.call", timeout=10_000)
         tab.js("() => window.call.ready")
@@ -119,7 +138,21 @@ def test_headless_presence_then_three_tabs_converge(tabs: list[Tab]) -> None:
         assert state["inCall"] is True and state["micOn"] is False and state["camOn"] is False
     coordinators = {tab.js("() => window.call.getState().coordinator") for tab in tabs}
     assert len(coordinators) == 1 and coordinators <= ids
+    # Where the data channels live: in the engine's Worker, or on the page (relayed) when asked.
+    for tab in tabs:
+        relay = tab.js("() => window.__KIBITZ_ENGINE__ !== undefined")
+        assert tab.js("() => Kibitz.timings.engineIn") == "worker"
+        kinds = tab.js("async (code) => (await Kibitz._engine()).runPython(code)", CHANNEL_KINDS)
+        assert kinds and set(kinds) == {"RelayedDataChannel" if relay else "BrowserDataChannel"}, kinds
+        assert tab.js("async () => (await Kibitz._engine()).relaying") is relay
     print(f"\nthree tabs converged {converged_s:.2f} s after join()")
+
+
+CHANNEL_KINDS = """
+from kibitz.backends.browser import SESSIONS
+links = SESSIONS[-1].session._transport._links.values()
+sorted({type(getattr(lk.channel, "bound", lk.channel)).__name__ for lk in links if lk.channel is not None})
+"""
 
 
 def test_broadcast_reaches_others_and_send_to_only_its_addressee(tabs: list[Tab]) -> None:
@@ -202,6 +235,8 @@ def test_camera_toggle_changes_camon_and_frames_without_renegotiation(tabs: list
 
 def test_screen_share_swaps_the_video_lane_without_renegotiation(tabs: list[Tab]) -> None:
     ann, bob, cy = tabs
+    if bob.kind == "firefox":
+        pytest.skip("headless Firefox has no fake screen to share (the mixed room shares from Chromium)")
     before = [tab.js("() => ({ ...window.__neg })") for tab in tabs]
     bob.js("() => window.call.shareScreen()")  # the fake UI picks the (fake) whole screen
     assert bob.js("() => window.call.getState().sharing") is True

@@ -388,11 +388,15 @@ def tile(page: Page, name: str) -> Locator:
     return panel(page).get_by_role("listitem", name=re.compile(rf"^{re.escape(name)}(,| \(you\))"))
 
 
+@pytest.mark.parametrize("ana_in", ["chromium", "firefox"])
 def test_click_through_two_people(
-    new_context: Callable[..., BrowserContext], kibitz_server: Any, page_server: StaticServer
+    ana_in: str, new_context: Callable[..., BrowserContext], firefox_context: Callable[..., BrowserContext],
+    kibitz_server: Any, page_server: StaticServer,
 ) -> None:
+    """Two people click through a call; with ``firefox`` Ana's tab is Firefox and Ben's Chromium."""
     room = new_room()
-    ana = open_member(new_context, kibitz_server, page_server, room, "Ana")
+    ana = open_member(firefox_context if ana_in == "firefox" else new_context, kibitz_server, page_server,
+                      room, "Ana")
     expect(panel(ana).get_by_role("status")).to_contain_text("alone in the room", timeout=BOOT_MS)
     ben = open_member(new_context, kibitz_server, page_server, room, "Ben")
     for page in (ana, ben):

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from kibitz.backends import browser
-from kibitz.backends.browser import BrowserMedia, PageSession, SpeakingDetector
+from kibitz.backends.browser import PageSession, SpeakingDetector
+from kibitz.backends.page_session import NoMedia
 from kibitz.clock import FakeClock
 from kibitz.session import Source
 from kibitz.testing import Bus
@@ -39,7 +40,7 @@ class FakeTrack:
         self.stopped = True
 
 
-class FakeMedia(BrowserMedia):
+class FakeMedia(NoMedia):
     def __init__(self, deny: set[str] | None = None) -> None:
         super().__init__()
         self.deny = deny or set()
@@ -51,6 +52,16 @@ class FakeMedia(BrowserMedia):
         self.tracks[source] = track
         self._changed()
         return track
+
+    def release(self, source: Source) -> None:
+        track = self.tracks.pop(source, None)
+        if track is not None:
+            track.stop()
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
 
 class FakeStreams:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,24 @@ def test_dist_layout_and_widget_bundle(dist: Path) -> None:
         subprocess.run(["node", "--check", str(dist / "widget.js")], check=True)
     for text in ["MountOptions", "MountedWidget", "broadcast(data: unknown)", "headless?: boolean"]:
         assert text in (dist / "kibitz.d.ts").read_text()
+
+
+def test_widget_and_types_follow_the_controller_member_list(dist: Path) -> None:
+    """widget.js's engine method list and kibitz.d.ts's declarations come from one Python list
+    (kibitz.controller.ENGINE_MEMBERS): adding an engine method is one line there."""
+    controller = build.controller_members()
+    widget = (dist / "widget.js").read_text()
+    listed = re.search(r"const ENGINE_METHODS = (\[.*?\]);", widget)
+    assert listed is not None and json.loads(listed.group(1)) == list(controller.ENGINE_METHODS)
+    assert build.METHODS_MARKER not in widget
+    dts = (dist / "kibitz.d.ts").read_text()
+    assert controller.typescript() in dts and "@engine-members" not in dts
+    for m in controller.ENGINE_MEMBERS:
+        assert f"  {m.name}{m.ts};" in dts
+    # The engine host is one function the page starts as a Worker from its own source.
+    assert "function kibitzEngineHost(port, BUILD, SERVER, flags) {" in widget
+    limits = json.loads((dist / "manifest.json").read_text())["build"]["limits"]
+    assert limits == {"maxAppBytes": 16 * 1024 * 1024, "agentEnvelope": "__kib_agent"}
 
 
 def test_noop_rebuild_is_fast(dist: Path) -> None:

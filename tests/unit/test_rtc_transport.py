@@ -26,6 +26,7 @@ from kibitz.backends import rtc as rtc_mod
 from kibitz.backends.aio import make_aio_transport
 from kibitz.backends.rtc import REMOTE_FP_WAIT_S, RtcTransport
 from kibitz.backends.rtc_api import (
+    CloseReason,
     EventCallback,
     IceCandidateInit,
     OnSignalingClose,
@@ -505,6 +506,19 @@ async def test_claim_outcomes(rig: Rig) -> None:
     rig.broker.sockets[-1].deliver({"type": "ERROR", "payload": {"msg": "Invalid key provided"}})
     await rig.settle()
     assert rig.events[-1] == ClaimResult("y", "error", "Invalid key provided")
+
+    # The broker closes with 1008 after ID-TAKEN; a browser may report the close alone (Firefox).
+    rig.transport.claim("w")
+    await rig.settle()
+    rig.broker.sockets[-1].on_close(CloseReason("closed by broker (code 1008)", 1008))
+    await rig.settle()
+    assert rig.events[-1] == ClaimResult("w", "taken", "ID is taken (the broker closed with 1008: "
+                                                       "closed by broker (code 1008))")
+    rig.transport.claim("v")
+    await rig.settle()
+    rig.broker.sockets[-1].on_close(CloseReason("closed by broker (code 1011)", 1011))
+    await rig.settle()
+    assert rig.events[-1].outcome == "error"  # type: ignore[union-attr]
 
     rig.broker.refuse = True
     rig.transport.claim("z")

@@ -54,6 +54,7 @@ from kibitz.backends.aio_media import FanoutRegistry, RemoteLane, SenderLane, pl
 from kibitz.backends.hub_signaling import HUB_BROKER_URL, HubConnector
 from kibitz.backends.rtc import RtcTransport
 from kibitz.backends.rtc_api import (
+    CloseReason,
     ConnectSignaling,
     EventListeners,
     IceCandidateInit,
@@ -469,7 +470,7 @@ class AioSignalingSocket:
             if not self._closed:
                 if exc.rcvd is not None:
                     detail = f" {exc.rcvd.reason}" if exc.rcvd.reason else ""
-                    reason = f"closed by broker (code {exc.rcvd.code}{detail})"
+                    reason = CloseReason(f"closed by broker (code {exc.rcvd.code}{detail})", exc.rcvd.code)
                 else:
                     reason = "connection to broker lost"
         except Exception as exc:

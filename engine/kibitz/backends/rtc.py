@@ -39,6 +39,7 @@ from typing import Any, Literal, cast
 
 from kibitz.backends import signaling
 from kibitz.backends.rtc_api import (
+    CLOSE_POLICY_VIOLATION,
     ClosesAtOnce,
     ConnectSignaling,
     DataChannel,
@@ -500,7 +501,10 @@ class RtcTransport:
         try:
             sock = await self._connect(url, on_message, on_close)
         except Exception as exc:
-            self._claim_failed(ident, "error", f"cannot reach broker: {exc}")
+            if getattr(exc, "code", None) == CLOSE_POLICY_VIOLATION:  # closed before we saw it open
+                self._claim_failed(ident, "taken", f"ID is taken (the broker closed with 1008: {exc})")
+            else:
+                self._claim_failed(ident, "error", f"cannot reach broker: {exc}")
             return
         if not self._is_current(ident):
             sock.close()
@@ -544,6 +548,11 @@ class RtcTransport:
         if not self._is_current(ident):
             return
         if ident.state == "connecting":
+            if getattr(reason, "code", None) == CLOSE_POLICY_VIOLATION:
+                # What our broker (and PeerJS's) closes with after ID-TAKEN; a browser may not have
+                # delivered the frame before the close (Firefox, when the socket is dropped at once).
+                self._claim_failed(ident, "taken", f"ID is taken (the broker closed with 1008: {reason})")
+                return
             self._claim_failed(ident, "error", f"broker closed the socket before OPEN: {reason}")
         else:
             self._lose_identity(ident, reason or "closed")

@@ -297,6 +297,25 @@ class SignalingSocket(Protocol):
         """Close the socket. ``on_close`` still fires (once), with reason ``"closed"``."""
 
 
+class CloseReason(str):
+    """Why a broker socket closed, in words, with the WebSocket close code when the broker sent one.
+
+    A ``str`` (callbacks that only log it keep working); ``code`` lets the transport act on it: a
+    broker closes with 1008 (policy violation) right after ``ID-TAKEN``, and a browser may report
+    only the close, without the frame before it (Firefox, when the broker drops the connection at
+    once), so a 1008 while claiming means the id is taken.
+    """
+
+    code: int | None
+
+    def __new__(cls, text: str, code: int | None = None) -> CloseReason:
+        made = super().__new__(cls, text)
+        made.code = code
+        return made
+
+
+CLOSE_POLICY_VIOLATION = 1008
+
 OnSignalingMessage = Callable[[str], None]
 OnSignalingClose = Callable[[str], None]
 
@@ -304,7 +323,8 @@ ConnectSignaling = Callable[[str, OnSignalingMessage, OnSignalingClose], Awaitab
 """``connect_signaling(url, on_message, on_close)``: opens the socket or raises.
 
 ``on_message(text)`` is called for every text frame (binary frames are dropped by the adapter),
-``on_close(reason)`` exactly once after a successful open, when the socket closes for any reason.
+``on_close(reason)`` exactly once after a successful open, when the socket closes for any reason
+(a :class:`CloseReason` carrying the broker's close code where there is one).
 Neither is called before the awaitable resolves.
 """
 
