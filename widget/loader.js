@@ -729,6 +729,7 @@ function mount(options) {
   controller.setRelayOnly = async (on) => {
     if (cfg.relayOnly === !!on) return;
     cfg.relayOnly = !!on;
+    if (state.relayOnly !== undefined) { state = { ...state, relayOnly: !!on }; fire("state", { ...state }); }
     if (cfg.preview || !open || closed) return;
     await reopen({ inCall: !!state.inCall, mic: !!state.micOn, cam: !!state.camOn });
   };

@@ -704,7 +704,8 @@ function createLauncher(opts) {
     els.mic.disabled = busy.has("mic");
     els.cam.disabled = busy.has("cam");
     els.copy.hidden = !!options.preview;
-    els.hideIp.checked = state.relayOnly === undefined ? hideIpStored() : !!state.relayOnly;
+    // While a switch is being applied (the engine reopens the session) the box keeps the user's click.
+    if (!busy.has("relay")) els.hideIp.checked = state.relayOnly === undefined ? hideIpStored() : !!state.relayOnly;
     els.hideIp.disabled = !live || !!options.preview || busy.has("relay");
     // The field shows the name the room knows us by (a setName() from page JS included), but never
     // overwrites an edit the user has not committed yet.
