@@ -257,8 +257,16 @@ async def test_a_new_channel_is_bound_when_it_arrives_transferred_or_relayed() -
 
     native = Native()
     page.reply(made, {"$dc": 0}, extras=[native])
-    await asyncio.sleep(0)
+    # Bound in the task that delivered it, with no loop turn in between: a transferred channel
+    # dispatches its events from the next task on, and one made on a live connection (the LAN
+    # hub's identity channels) may open and hear its peer before an asyncio callback runs.
     assert slot.bound is native and native.on_calls == ["open"] and channels == [("native", native)]
+
+    # A page that could not make it: the slot closes.
+    failing = pc.create_data_channel("dc_x")
+    page.reply(page.last("call"), ["OperationError", "no"], ok=False)
+    await asyncio.sleep(0)
+    assert failing.ready_state == "closed" and failing.bound is None
 
     # The answerer's side: a relayed channel from a datachannel event.
     got: list[Any] = []

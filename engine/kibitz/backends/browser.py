@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
+from kibitz.backends.hub_signaling import HUB_BROKER_URL, HubConnector
 from kibitz.backends.page_bridge import Bridge, PageRef
 from kibitz.backends.page_media import (
     BrowserMedia,
@@ -34,7 +35,6 @@ from kibitz.backends.page_media import (
     placeholder_tracks,
     stop_placeholder_sources,
 )
-from kibitz.backends.hub_signaling import HUB_BROKER_URL, HubConnector
 from kibitz.backends.page_relay import PageRelay, page_fetch, relay_settings
 from kibitz.backends.page_rtc import (
     BrowserPeerConnection,

@@ -89,8 +89,14 @@ class PageRef:
         self.h = h
         self.desc: dict[str, Any] = desc or {}
 
-    def call(self, method: str, *args: Any) -> asyncio.Future[Any]:
-        return self._bridge._request({"t": "call", "h": self.h, "m": method, "args": list(args)}, self)
+    def call(self, method: str, *args: Any,
+             on_reply: Callable[[bool, Any], None] | None = None) -> asyncio.Future[Any]:
+        """``method(*args)`` on the page object; the future settles with its result. ``on_reply(ok,
+        value)``, if given, runs synchronously in the task that delivers the reply, before the
+        future's callbacks (which asyncio runs a loop turn later): a transferred data channel must
+        get its listeners in that very task, or an ``open``/``message`` event in between is lost."""
+        return self._bridge._request({"t": "call", "h": self.h, "m": method, "args": list(args)}, self,
+                                     on_reply)
 
     def fire(self, method: str, *args: Any) -> None:
         self._bridge._send({"t": "call", "h": self.h, "m": method, "args": list(args)})
@@ -167,6 +173,7 @@ class Bridge:
         self._seen: dict[int, int] = {}
         """How often the page sent each handle (kept for the handle's life: a drop must say it)."""
         self._pending: dict[int, tuple[asyncio.Future[Any], PageRef | None]] = {}
+        self._on_reply_now: dict[int, Callable[[bool, Any], None]] = {}
         self._listeners: dict[int, tuple[PageRef, Callable[[dict[str, Any]], None]]] = {}
         self._callbacks: dict[int, PageCallback] = {}
         self._extras: Any = None
@@ -207,6 +214,7 @@ class Bridge:
         """The page is gone: fail every pending call, forget every listener."""
         self.closed = True
         pending, self._pending = self._pending, {}
+        self._on_reply_now.clear()
         for fut, _ in pending.values():
             if not fut.done():
                 fut.set_exception(PageError("InvalidStateError", "the page bridge closed"))
@@ -290,7 +298,8 @@ class Bridge:
             return
         self._post(json.dumps(msg, separators=(",", ":"), default=encode_default))
 
-    def _request(self, msg: dict[str, Any], target: PageRef | None) -> asyncio.Future[Any]:
+    def _request(self, msg: dict[str, Any], target: PageRef | None,
+                 on_reply: Callable[[bool, Any], None] | None = None) -> asyncio.Future[Any]:
         loop = self._loop or asyncio.get_event_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if self.closed:
@@ -299,17 +308,25 @@ class Bridge:
         self._next += 1
         msg["id"] = self._next
         self._pending[self._next] = (fut, target)
+        if on_reply is not None:
+            self._on_reply_now[self._next] = on_reply
         self._send(msg)
         return fut
 
     def _on_reply(self, msg: dict[str, Any]) -> None:
         entry = self._pending.pop(int(msg["id"]), None)
+        hook = self._on_reply_now.pop(int(msg["id"]), None)
         value, desc = self.decode(msg.get("v")), self.decode(msg.get("d"))
         if entry is None:
             return
         fut, target = entry
         if target is not None and desc is not None:
             target.desc = desc
+        if hook is not None:
+            try:
+                hook(bool(msg.get("ok")), value)
+            except Exception:
+                log.exception("reply hook raised")
         if fut.done():
             return
         if msg.get("ok"):

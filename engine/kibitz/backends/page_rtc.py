@@ -358,16 +358,22 @@ class BrowserPeerConnection:
     def create_data_channel(self, label: str, *, ordered: bool = True) -> ChannelSlot:
         slot = ChannelSlot(label)
         self._channels.append(slot)
-        made = self._ref.call("createDataChannel", label, {"ordered": ordered})
 
-        def arrived(fut: Any) -> None:
+        def arrived(ok: bool, value: Any) -> None:
+            # In the task that delivered the channel (a transferred one dispatches its events here
+            # from the next task on: a channel made on a live connection may open, and its peer
+            # speak, before an asyncio callback would run).
+            if ok:
+                slot.bind(self._channel(value))
+
+        made = self._ref.call("createDataChannel", label, {"ordered": ordered}, on_reply=arrived)
+
+        def failed(fut: Any) -> None:
             if fut.cancelled() or fut.exception() is not None:
                 log.warning("createDataChannel failed: %r", None if fut.cancelled() else fut.exception())
                 slot.close()
-                return
-            slot.bind(self._channel(fut.result()))
 
-        made.add_done_callback(arrived)
+        made.add_done_callback(failed)
         return slot
 
     def restart_ice(self) -> None:
