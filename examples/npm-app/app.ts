@@ -54,7 +54,12 @@ export async function everything(call: MountedWidget, Kibitz: KibitzGlobal): Pro
     call.on("chat", (line: ChatLine | null) => console.log(line?.text)),
     call.on("caps", (grant: Grant) => console.log(grant.perceive)),
     call.on("resume", (info: { rejoined: boolean }) => console.log(info.rejoined)),
+    call.on("engine", (info: { state: "stopped" | "ready"; reason?: string }) => {
+      // The engine's Worker crashed or hung (the page is fine): start it again.
+      if (info.state === "stopped") call.restartEngine().catch((err: Error) => console.error(err.message, info.reason));
+    }),
   ];
+  console.log(call.refusedByEngine);
   offs.forEach((off) => off());
 
   // ... and the ones that run in the engine (each a promise).
