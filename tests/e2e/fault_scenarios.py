@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -359,20 +359,23 @@ def freeze(
     """``target="participants"``: cat's tab frozen and the agent SIGSTOPped, together;
     ``"coordinator"``: ann's tab (she holds the room id) frozen.
 
-    A tab is frozen with CDP ``Page.setWebLifecycleState`` *and* a paused debugger: in headless
-    Chromium 156 the lifecycle state alone leaves a visible page's timers running (measured), while
-    a paused debugger stops all of its JavaScript, the engine included, as a frozen tab is stopped;
-    the browser's network stack (ICE, DTLS, SCTP) keeps running in both."""
+    A tab is frozen with CDP ``Page.setWebLifecycleState`` *and* a paused debugger, in the page and
+    in its engine's Worker: in headless Chromium 156 the lifecycle state alone leaves a visible
+    page's timers running (measured), while a paused debugger stops all of its JavaScript, as a
+    frozen tab is stopped (the page's debugger does not stop its Workers: the engine's is paused
+    on its own); the browser's network stack (ICE, DTLS, SCTP) keeps running in both."""
     w.start(epoch)
     w.pump(stream_before)
     tabs = [w.cat] if target == "participants" else [w.tabs[0]]
     sessions = []
+    resumes: list[Callable[[], None]] = []
     for tab in tabs:
         cdp = tab.cdp()
         cdp.send("Page.enable")
         cdp.send("Debugger.enable")
         cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
         cdp.send("Debugger.pause")
+        resumes.append(tab.pause_engine())
         w.frozen.add(tab.name)
         sessions.append(cdp)
     if target == "participants":
@@ -392,6 +395,8 @@ def freeze(
     finally:
         if target == "participants":
             w.agent.continue_process()
+        for resume in resumes:
+            resume()
         for cdp in sessions:
             cdp.send("Debugger.resume")
             cdp.send("Page.setWebLifecycleState", {"state": "active"})

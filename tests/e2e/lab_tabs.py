@@ -10,9 +10,11 @@ SHA-256, arrival time). The checks live in Python (:func:`check_stream`).
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,41 @@ class LabTab:
 
     def cdp(self) -> CDPSession:
         return self.ctx.new_cdp_session(self.page)
+
+    def pause_engine(self) -> Callable[[], None]:
+        """Pause this tab's engine Worker (all its JavaScript, Python included) and return resume().
+
+        A page's paused debugger does not stop the dedicated Worker the engine runs in, and
+        Playwright opens CDP sessions on pages only: the browser's session attaches to the Worker
+        target of this tab's context instead."""
+        browser = self.ctx.browser
+        assert browser is not None
+        cdp = browser.new_browser_cdp_session()
+        targets = cdp.send("Target.getTargets")["targetInfos"]
+        pages = [t for t in targets if t["type"] == "page" and t["url"] == self.page.url]
+        contexts = {t.get("browserContextId") for t in pages}
+        workers = [t for t in targets if t["type"] == "worker" and t["title"] == "kibitz-engine"
+                   and t.get("browserContextId") in contexts]
+        assert len(workers) == 1, f"{self.name}: engine workers {workers} (pages {pages})"
+        attach = {"targetId": workers[0]["targetId"], "flatten": False}
+        sid = cdp.send("Target.attachToTarget", attach)["sessionId"]
+        ids = itertools.count(1)
+
+        def send(method: str) -> None:
+            message = json.dumps({"id": next(ids), "method": method})
+            cdp.send("Target.sendMessageToTarget", {"sessionId": sid, "message": message})
+
+        send("Debugger.enable")
+        send("Debugger.pause")
+
+        def resume() -> None:
+            send("Debugger.resume")
+            send("Debugger.disable")
+            with contextlib.suppress(Exception):
+                cdp.send("Target.detachFromTarget", {"sessionId": sid})
+            cdp.detach()
+
+        return resume
 
 
 class LabBrowser:
