@@ -318,14 +318,15 @@ class PageSession:
     def send_policy(self) -> dict[str, Any]:
         """What the page needs to refuse a ``broadcast``/``sendTo`` synchronously, as the engine would:
         whether our own grant lets us send app data (``send``) and agent actions (``act``), and for
-        each member we keep a link to, ``None`` or why a directed message to it is refused. The
-        page throws those at once; the engine still checks every message it is handed."""
+        each member we keep a link to (parked ones included: their streams are kept through a
+        presence blip), ``None`` or why a directed message to it is refused. The page throws those
+        at once; the engine still checks every message it is handed."""
         session = self.session
         if session is None or self.closed:
             return {"send": True, "act": True, "peers": {}}
         book, mesh, content = session.book, session.mesh, session.content
         peers: dict[str, str | None] = {}
-        for peer in mesh.members:
+        for peer in dict.fromkeys([*mesh.members, *mesh.parked]):
             try:
                 content._require_directed(peer)
                 peers[peer] = None
