@@ -91,7 +91,7 @@ STAMP_NAME = ".build-stamp"
 # page's thread, then the engine host, wrapped in one function (ENGINE_HOST_HEAD) whose source the
 # page starts as a module Worker (or calls itself where no Worker can start).
 WIDGET_SOURCES = ["shim/page-shim.js", "widget/support.js", "widget/ui.css.js", "widget/moderation.js",
-                  "widget/ui.js", "widget/bridge.js", "widget/loader.js"]
+                  "widget/ui.js", "widget/identity.js", "widget/bridge.js", "widget/loader.js"]
 ENGINE_HOST_SOURCES = ["shim/worker-shim.js", "widget/snapshot-fetch.js", "widget/snapshot.js",
                        "widget/engine-host.js"]
 ENGINE_HOST_HEAD = "function kibitzEngineHost(port, BUILD, SERVER, flags) {\n\"use strict\";\n"

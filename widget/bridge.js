@@ -51,7 +51,8 @@ function createPageBridge(send, root, opts) {
   function describe(obj, out) {
     switch (kindOf(obj)) {
       case "pc": return { connectionState: obj.connectionState, iceConnectionState: obj.iceConnectionState,
-        signalingState: obj.signalingState, transceivers: obj.getTransceivers().map((t) => ref(t, out)) };
+        signalingState: obj.signalingState, transceivers: obj.getTransceivers().map((t) => ref(t, out)),
+        remoteFingerprint: remoteFingerprintOf(obj) };
       case "transceiver": return { mid: obj.mid, direction: obj.direction, currentDirection: obj.currentDirection,
         kind: obj.receiver.track.kind, track: ref(obj.receiver.track, out) };
       case "track": return { kind: obj.kind, id: obj.id, readyState: obj.readyState, enabled: obj.enabled };
@@ -229,7 +230,13 @@ function createPageBridge(send, root, opts) {
     switch (msg.t) {
       case "new": {
         if (!CTORS.has(msg.ctor) || typeof G[msg.ctor] !== "function") throw new Error(`no ${msg.ctor} here`);
-        store(msg.h, new G[msg.ctor](...fromWire(msg.args || [])));
+        const args = fromWire(msg.args || []);
+        const cert = msg.ctor === "RTCPeerConnection" && opts.certificate ? opts.certificate() : null;
+        // Every peer connection presents this page's one certificate (widget/identity.js).
+        if (cert) args[0] = { ...(args[0] || {}), certificates: [cert] };
+        const made = new G[msg.ctor](...args);
+        if (msg.ctor === "RTCPeerConnection") watchRemoteCertificate(made);
+        store(msg.h, made);
         break;
       }
       case "call": call(msg); break;

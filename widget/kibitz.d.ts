@@ -5,7 +5,7 @@ export type JoinGateMode = "open" | "names" | "code" | "email" | "google" | "inv
 
 /** A room's settings, as `Kibitz.createRoom` returns them and its link carries them. Unknown
  * fields, unknown modes and a mode without what it needs are refused (a gated room never falls back
- * to open). `email` and `google` need verified identity, which this build refuses. */
+ * to open). `email` and `google` admit members verified by that provider (`allowed` narrows it). */
 export interface JoinGate {
   mode: JoinGateMode;
   /** names: who may enter (no security: anyone can type a listed name). */
@@ -96,6 +96,29 @@ export interface MountOptions {
   hostPassword?: string;
   /** Base URL of the email-code backend; default: the widget's server. */
   apiBase?: string;
+  /** Verified identity: whose sign-ins this tab trusts ("email" is the apiBase server's codes),
+   * who is allowed, and whether content waits until every peer is verified (`require`). Tokens
+   * are bound to this page's own DTLS certificate (kept in IndexedDB, the same after a reload). */
+  verifyIdentity?: VerifyIdentity;
+}
+
+export type IdentityProvider =
+  | "email"
+  | { type: "email"; apiBase?: string }
+  | { type: "google"; clientId: string }
+  | { type: "oidc"; issuer: string; clientId: string };
+
+export interface VerifyIdentity {
+  providers: IdentityProvider[];
+  allowedEmails?: string[];
+  allowedDomains?: string[];
+  require?: boolean;
+}
+
+/** What `signInIdentity` and `provideIdentityToken` resolve with. */
+export interface SignedIn {
+  status: "verified" | "pending";
+  email?: string;
 }
 
 /** Where you stand at the door: stable words an app can switch on. */
@@ -161,6 +184,12 @@ export interface Participant {
   kind?: "human" | "agent";
   /** The direct data link to this participant is up (always true for yourself). */
   linkUp?: boolean;
+  /** The address this participant's identity token proved on your link to it, else null. */
+  verifiedEmail?: string | null;
+  /** The safety code with this participant: 4 emoji from both certificates (the same on both
+   * ends; compare them out loud), and their names. null for yourself or before the link is up. */
+  safetyCode?: string | null;
+  safetyWords?: string[] | null;
 }
 
 export interface ChatLine {

@@ -35,7 +35,7 @@ const EVENTS = new Set(["participants", "join", "leave", "speaking", "state", "c
 const ENGINE_METHODS = /*__KIBITZ_METHODS__*/[];
 const KNOWN_OPTIONS = new Set(["room", "name", "startOpen", "preview", "headless", "identity", "meta",
   "signalHost", "turnHost", "licenseKey", "grant", "joinGate", "joinCredential", "apiBase", "relayOnly",
-  "hostKey", "hostPassword", "galaxy"]);
+  "hostKey", "hostPassword", "galaxy", "verifyIdentity"]);
 // An "opener pays" invite carries a room grant as ?grant= (or ?k=), in the query or in a query
 // inside the fragment. It is adopted now, before anything connects, and taken out of the address
 // bar so it is not bookmarked or shared on; the engine sends it to /api/turn (kibitz/relay.py).
@@ -156,6 +156,7 @@ function validate(options) {
     signalBase: /^wss?:\/\//i.test(options.signalHost || "") ? SERVER : baseUrl(options.signalHost, SERVER),
     turnBase: baseUrl(options.turnHost, SERVER),
     apiBase: baseUrl(options.apiBase, SERVER),
+    verifyIdentity: options.verifyIdentity || null,
   };
 }
 
@@ -315,7 +316,8 @@ function createEngine() {
       worker = made.worker;
       port = made.port;
       const send = (msg, transfer) => port.postMessage(msg, transfer || []);
-      bridge = createPageBridge(send, pageShim, { relay: !!FLAGS.relay || where === "page" });
+      bridge = createPageBridge(send, pageShim, { relay: !!FLAGS.relay || where === "page",
+        certificate: () => (pageCert ? pageCert.cert : null) });
       // Silence for the audio placeholders is written by the engine, off this thread (page-shim.js).
       pageShim.pump = (writable) => { try { port.postMessage({ k: "pump", writable }, [writable]); } catch (_) { /* none */ } };
       port.onmessage = (e) => { if (gen === generation) onEngine(e.data, made); };
@@ -467,7 +469,12 @@ function createEngine() {
     open(rec) {
       mounts.set(rec.id, rec);
       const begun = state === "idle" ? new Promise((r) => setTimeout(r, 0)).then(start) : start();
-      return begun.then(() => new Promise((resolve, reject) => {
+      // This page's certificate (IndexedDB) is read while the engine boots; the engine learns its
+      // fingerprint (identity tokens are bound to it), every peer connection presents it.
+      return Promise.all([begun, kibitzCertificate()]).then(([, cert]) => new Promise((resolve, reject) => {
+        pageCert = cert;
+        rec.cfg.certFingerprint = cert ? cert.fp : null;
+        rec.cfg.readsRemoteCertificates = KBZ_READS_REMOTE_CERTS;
         rec.opening = { resolve, reject };
         post({ k: "mount", id: rec.id, cfg: rec.cfg });
       }));
@@ -515,6 +522,7 @@ function createEngine() {
   };
 }
 
+let pageCert = null; // { cert, fp } once widget/identity.js has it
 const engine = createEngine();
 addEventListener("pagehide", () => engine.hide());
 
@@ -722,6 +730,15 @@ function mount(options) {
     },
   };
   for (const method of ENGINE_METHODS) controller[method] = (...args) => callEngine(method, args);
+  // Sign-in draws on this page (an element cannot go to the engine); the engine gives the plan
+  // (provider, nonce, room) and checks the token it ends with.
+  controller.signInIdentity = async (el, method) => {
+    if (!el || typeof el.replaceChildren !== "function") {
+      throw new TypeError("Kibitz: signInIdentity(el, method) needs an element to draw the sign-in into");
+    }
+    const plan = await callEngine("signInIdentity", [method || "email"]);
+    return drawSignIn(el, plan, (jwt) => callEngine("provideIdentityToken", [jwt]));
+  };
   // The engine cannot see this page's address: the invite is made from the address as it is now.
   controller.createInviteLink = () => callEngine("createInviteLink", [location.href]);
   /** Hide my IP: every connection through the relay (or none). Applied by reopening the session

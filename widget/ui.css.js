@@ -142,5 +142,20 @@ header { display: flex; align-items: center; gap: 8px; min-height: 32px; }
 .tag.agent { background: #8250df; }
 .tile-tools { position: absolute; right: 6px; top: 6px; display: flex; gap: 4px; align-items: center;
   flex-wrap: wrap; justify-content: flex-end; max-width: calc(100% - 12px); }
+.verified { position: absolute; left: 6px; bottom: 30px; max-width: calc(100% - 12px); padding: 1px 6px;
+  border-radius: 6px; background: #1a7f37; color: #fff; font-size: 11px; font-weight: 600;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.safety { position: absolute; right: 6px; bottom: 32px; padding: 1px 5px; border-radius: 6px;
+  background: rgba(0,0,0,.55); font-size: 14px; letter-spacing: 2px; }
+.signin { display: flex; flex-direction: column; gap: 6px; }
+.kbz-signin-box { display: flex; flex-direction: column; gap: 6px; }
+.kbz-signin-label { font-size: 13px; color: var(--muted); }
+.kbz-signin input { flex: 1; min-width: 0; height: 36px; padding: 0 10px; border-radius: 8px;
+  border: 1px solid var(--line); background: var(--bg); color: var(--fg); }
+.kbz-signin .primary { height: 36px; padding: 0 14px; }
+.kbz-signin-hint { margin: 0; font-size: 12px; color: var(--muted); }
+.kbz-signin-hint:empty { display: none; }
+.kbz-signin-hint[data-kind="error"] { color: var(--danger); }
+.kbz-signin-done { margin: 0; font-size: 13px; color: #1a7f37; }
 .tile-tools .confirm { padding: 2px 6px; border-radius: 6px; background: rgba(0,0,0,.7); color: #fff; font-size: 11px; }
 `;

@@ -295,7 +295,9 @@ function createLauncher(opts) {
     els.chat = h("div", { class: "chat", role: "region", "aria-label": "Chat" }, els.log, form, els.hint);
     mod = createModeration({ h, icon, act, render, getCtl: () => ctl, getState: () => state,
       getPeople: () => people, getKnocks: () => (ctl && ctl.getKnocks ? ctl.getKnocks() || [] : []) });
-    panel.append(header, els.status, mod.door, els.tiles, nameRow, hideIpRow, els.controls, mod.hostTools,
+    // Verified identity: the email sign-in, drawn by the controller's own signInIdentity.
+    els.signin = h("div", { class: "signin", role: "region", "aria-label": "Sign in", hidden: true });
+    panel.append(header, els.status, mod.door, els.signin, els.tiles, nameRow, hideIpRow, els.controls, mod.hostTools,
       mod.consent, els.chat);
     panel.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape") { ev.stopPropagation(); setOpen(false, true); }
@@ -520,6 +522,10 @@ function createLauncher(opts) {
     if (notice) return { ...notice, action: ["Dismiss", () => { notice = null; render(); }] };
     const door = doorStatus(state);
     if (door) return door;
+    if (state.rosterCompromised) {
+      return { text: "Someone's connection changed under their verified identity: nothing is shared until they leave. " +
+        "Compare safety codes before you trust this call.", kind: "error" };
+    }
     if (state.brokerError) return { text: explain(new Error(String(state.brokerError))), kind: "error" };
     if (state.relayError) return { text: relayAdvice(String(state.relayError)), kind: "error" };
     if (state.connected === false) {
@@ -579,6 +585,21 @@ function createLauncher(opts) {
       if (!audio) { audio = h("audio", { autoplay: true }); tile.append(audio); }
       bindStream(audio, p.stream);
     } else if (audio) { audio.srcObject = null; audio.remove(); }
+    decorateIdentity(tile, p);
+  }
+
+  // null: not drawn yet; "drawing": the form is up; "unavailable": this room has no email sign-in.
+  let signIn = null;
+  function renderSignIn() {
+    const want = engine === "ready" && !!ctl && !options.preview && !!state.identityEnabled && !state.selfEmail;
+    els.signin.hidden = !want || signIn === "unavailable";
+    if (!want || signIn !== null) return;
+    signIn = "drawing";
+    ctl.signInIdentity(els.signin, "email").then(() => { signIn = null; render(); }, (err) => {
+      signIn = /no (email )?sign-in|verifies no identity|trusts no/.test(String(err && err.message)) ? "unavailable" : null;
+      if (signIn === null) { notice = { text: `Sign-in failed: ${errorText(err)}`, kind: "error" }; }
+      render();
+    });
   }
 
   function renderTiles() {
@@ -690,6 +711,7 @@ function createLauncher(opts) {
       els.statusAction.hidden = !st.action;
       if (st.action) { els.statusAction.textContent = st.action[0]; els.statusAction.onclick = st.action[1]; }
     }
+    renderSignIn();
     renderTiles();
     const inCall = !!state.inCall;
     const live = engine === "ready" && !!ctl;

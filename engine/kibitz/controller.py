@@ -65,9 +65,10 @@ ENGINE_MEMBERS: tuple[Member, ...] = (
     Member("setCapabilityGrant", "(id: string, grant: Grant | null): Promise<void>", "session.set_capability_grant", "Host: change what participant `id` may perceive and do."),
     Member("getAgentAudit", "(id?: string, n?: number): Promise<unknown[]>", "get_agent_audit", "The last `n` refused actions of an agent."),
     Member("createInviteLink", "(): Promise<string>", "create_invite_link", "This page's address as an invite link (the room's settings in the fragment, never a secret; a licensed member's carries a fresh ?grant=)."),
-    Member("signInIdentity", '(el: HTMLElement, method: "google" | "email"): Promise<void>', None, "Prove who you are to the room (identity gate)."),
-    Member("identityNonce", "(): Promise<string>", None, "The nonce an identity token must carry."),
-    Member("provideIdentityToken", "(jwt: string): Promise<void>", None, "Hand the engine an identity token."),
+    Member("signInIdentity", '(el: HTMLElement, method?: "email"): Promise<SignedIn>', "sign_in_identity", "Draw the email sign-in into `el` (address, then the mailed code); resolves once this tab is verified. Google/OIDC: sign in with the provider's own library, nonce from identityNonce(), then provideIdentityToken."),
+    Member("identityNonce", "(): Promise<string>", "session.identity_nonce", "The nonce an identity token for this tab must carry: b64url(SHA-256(fingerprint of this page's certificate | room))."),
+    Member("provideIdentityToken", "(jwt: string): Promise<SignedIn>", "session.provide_identity_token", "Adopt an identity token minted elsewhere (a popup, another origin); rejects with the reason when it is not bound to this tab's certificate in this room."),
+    Member("getIdentityStats", "(): Promise<Record<string, unknown>>", "session.get_identity_stats", "Identity refusals counted by reason (peers' tokens, the door, our own), and key fetches."),
 )
 """Every engine method of the controller, in the order ``kibitz.d.ts`` lists them."""
 

@@ -15,6 +15,8 @@ from kibitz.backends import browser
 from kibitz.backends.browser import PageSession, SpeakingDetector
 from kibitz.backends.page_session import NoMedia
 from kibitz.clock import FakeClock
+from kibitz.identity import identity_nonce
+from kibitz.identity.member import IdentityError
 from kibitz.session import Source
 from kibitz.testing import Bus
 
@@ -231,3 +233,25 @@ def test_bad_configs_fail_clearly() -> None:
         browser.open_session("[1, 2]", lambda *a: None)
     with pytest.raises(ValueError, match="transport"):
         PageSession({"room": ROOM}, lambda *a: None)
+
+
+async def test_identity_members_give_the_page_a_sign_in_plan_and_adopt_tokens(bus: Bus) -> None:
+    """signInIdentity's engine half: the provider and the nonce for this tab's certificate; the page
+    draws from it and hands the token to provideIdentityToken, which checks it like any peer."""
+    plain = Page(bus, "plain")
+    with pytest.raises(IdentityError, match="verifies no identity"):
+        await plain.s.call("signInIdentity", ["email"])
+    ann = Page(bus, "ann", startOpen=True, apiBase="https://kibitz.example/",
+               verifyIdentity={"providers": ["email"]})
+    plan = await ann.s.call("signInIdentity", ["email"])
+    nonce = identity_nonce(bus.fingerprint("ann"), ROOM)
+    assert plan == {"method": "email", "nonce": nonce, "room": ROOM, "apiBase": "https://kibitz.example/"}
+    assert await ann.s.call("identityNonce", []) == nonce
+    with pytest.raises(IdentityError, match="no google sign-in"):
+        await ann.s.call("signInIdentity", ["google"])
+    with pytest.raises(IdentityError, match="sign-in method"):
+        await ann.s.call("signInIdentity", ["carrier-pigeon"])
+    with pytest.raises(IdentityError):  # not a token of a trusted issuer
+        await ann.s.call("provideIdentityToken", ["a.b.c"])
+    stats = await ann.s.call("getIdentityStats", [])
+    assert sum(stats["refusals"].values()) == 1

@@ -159,7 +159,7 @@ async def test_offer_answer_and_candidates_cross_as_json() -> None:
     assert made["args"] == [{"iceServers": [{"urls": "stun:x"}], "iceTransportPolicy": "all"}]
     assert {m["type"]: m["pick"] for m in page.sent if m["t"] == "on"} == {
         "icecandidate": ["candidate"], "datachannel": ["channel"], "connectionstatechange": [],
-        "iceconnectionstatechange": [], "track": ["track", "transceiver"]}
+        "iceconnectionstatechange": [], "track": ["track", "transceiver"], "kbzremotecert": []}
     offer = asyncio.ensure_future(pc.create_offer())
     await asyncio.sleep(0)
     page.reply(page.last("call"), {"type": "offer", "sdp": "v=0"})

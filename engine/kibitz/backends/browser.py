@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from kibitz.backends.hub_signaling import HUB_BROKER_URL, HubConnector
 from kibitz.backends.page_bridge import Bridge, PageRef
+from kibitz.backends.page_identity import page_key_fetch
 from kibitz.backends.page_media import (
     BrowserMedia,
     PageMeter,
@@ -263,8 +264,14 @@ def data_channel(value: Any) -> Any:
     return BrowserDataChannel(value)
 
 
-def peer_connection_factory() -> BrowserPeerConnectionFactory:
-    return BrowserPeerConnectionFactory(page_bridge(), channel_relay(), data_channel)
+def peer_connection_factory(
+    certificate_fp: str | None = None, reads_remote: bool = False
+) -> BrowserPeerConnectionFactory:
+    """``certificate_fp``: the fingerprint of the page's persistent certificate (widget.js keeps it
+    in IndexedDB and gives it to every peer connection it makes); ``reads_remote``: the page reads
+    the far end's certificate off each live connection (links wait for it before they open)."""
+    return BrowserPeerConnectionFactory(page_bridge(), channel_relay(), data_channel, certificate_fp,
+                                        reads_remote=reads_remote)
 
 
 def on_pagehide(callback: Callable[[], None]) -> Callable[[], None]:
@@ -401,7 +408,10 @@ async def connect_signaling(
     sock.attach(on_message, on_close)
     return sock
 
-def make_browser_transport(broker_url: str, *, galaxy: Galaxy | None = None, **options: Any) -> RtcTransport:
+def make_browser_transport(
+    broker_url: str, *, galaxy: Galaxy | None = None, certificate_fp: str | None = None,
+    reads_remote: bool = False, **options: Any
+) -> RtcTransport:
     """An :class:`~kibitz.backends.rtc.RtcTransport` on the Worker's WebLoop with browser adapters.
 
     ``broker_url`` is the broker's ws(s):// URL (from ``/api/signal``); with ``galaxy`` the page
@@ -413,7 +423,7 @@ def make_browser_transport(broker_url: str, *, galaxy: Galaxy | None = None, **o
     """
     options.setdefault("rtc_config", RtcConfig())
     options.setdefault("placeholder_tracks", lambda: placeholder_tracks(page_bridge()))
-    factory = peer_connection_factory()
+    factory = peer_connection_factory(certificate_fp, reads_remote)
     connect: ConnectSignaling = connect_signaling
     if galaxy is not None:
         connect, broker_url = HubConnector(factory, galaxy), HUB_BROKER_URL
@@ -492,12 +502,15 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
         broker = config.get("broker") or {}
         settings = relay_settings(config)
         policy: Final = "relay" if settings.relay_only else "all"
+        fp = config.get("certFingerprint")
+        cert_fp, reads = (fp if isinstance(fp, str) else None), config.get("readsRemoteCertificates") is True
         galaxy_value = broker.get("galaxy")
         fetch = page_fetch
         if isinstance(galaxy_value, str) and galaxy_value:
             # A LAN hub: no broker, no /api/*. Fail closed on a bad link (GalaxyError says why).
             galaxy = parse_galaxy(galaxy_value)
-            transport = make_browser_transport(HUB_BROKER_URL, galaxy=galaxy,
+            transport = make_browser_transport(HUB_BROKER_URL, galaxy=galaxy, certificate_fp=cert_fp,
+                                               reads_remote=reads,
                                                rtc_config=RtcConfig(ice_transport_policy=policy))
             fetch = _no_relay_on_a_hub
         else:
@@ -505,6 +518,7 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
             if not isinstance(url, str) or not url:
                 raise ValueError("no signaling broker: /api/signal named none and no signalHost given")
             transport = make_browser_transport(url, key=str(broker.get("key") or "peerjs"),
+                                               certificate_fp=cert_fp, reads_remote=reads,
                                                rtc_config=RtcConfig(ice_transport_policy=policy))
             signal = broker.get("signal")
             if isinstance(signal, str) and signal:
@@ -512,6 +526,7 @@ def open_session(config_json: str, emit: Callable[..., Any]) -> PageSession:
         page = PageSession(
             config, emit, transport=transport, scheduler=AsyncioScheduler(asyncio.get_event_loop()),
             media=media, streams=PageStreams(bridge), meter=lambda cb: PageMeter(bridge, cb),
+            fetch=page_key_fetch,
         )
         page.signaling = "hub" if fetch is _no_relay_on_a_hub else "broker"
         page.relay = PageRelay(settings, transport, fetch=fetch, on_change=page._emit_state)

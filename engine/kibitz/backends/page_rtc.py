@@ -18,6 +18,7 @@ functions that need them, so CPython can import this module and drive it with a 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,12 +36,16 @@ from kibitz.backends.rtc_api import (
 
 log = logging.getLogger(__name__)
 
+FINGERPRINT = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){31}$")
+"""A certificate's SHA-256 as peers compare it: lower-case colon-hex."""
+
 PC_PICKS: dict[str, tuple[str, ...]] = {
     "icecandidate": ("candidate",),
     "datachannel": ("channel",),
     "connectionstatechange": (),
     "iceconnectionstatechange": (),
     "track": ("track", "transceiver"),
+    "kbzremotecert": (),
 }
 """The peer connection events the engine hears, and which fields of each cross."""
 
@@ -298,11 +303,12 @@ class BrowserPeerConnection:
     lives on the page's thread."""
 
     def __init__(self, config: RtcConfig, bridge: Bridge, relay: ChannelRelay,
-                 channel: Callable[[Any], Any]) -> None:
+                 channel: Callable[[Any], Any], *, certified: bool = False) -> None:
         conf = {
             "iceServers": [dict(server) for server in config.ice_servers],
             "iceTransportPolicy": config.ice_transport_policy,
         }
+        self._certified = certified
         self._bridge = bridge
         self._relay = relay
         self._channel = channel
@@ -320,6 +326,8 @@ class BrowserPeerConnection:
             self._ref.on("iceconnectionstatechange",
                          lambda _v: self._events.fire("iceconnectionstatechange", self.ice_connection_state)),
             self._ref.on("track", self._on_track, PC_PICKS["track"]),
+            # The page read the far end's certificate off the live DTLS transport (widget/bridge.js).
+            self._ref.on("kbzremotecert", lambda _v: self._events.fire("remotefingerprint")),
         ]
 
     @property
@@ -334,6 +342,16 @@ class BrowserPeerConnection:
     @property
     def ice_connection_state(self) -> str:
         return str(self._ref.desc.get("iceConnectionState", "new"))
+
+    def remote_fingerprint(self) -> str | None:
+        """The SHA-256 (colon-hex) of the certificate the far end presented in the DTLS handshake,
+        as the page read it with ``getRemoteCertificates()`` (never from SDP); None before."""
+        fp = self._ref.desc.get("remoteFingerprint")
+        return fp if isinstance(fp, str) and FINGERPRINT.match(fp) else None
+
+    def remote_fingerprint_pending(self) -> bool:
+        """The page keeps a certificate and reads the far end's (not yet): worth waiting for."""
+        return self._certified and not self._closed and self.remote_fingerprint() is None
 
     async def create_offer(self) -> SessionDescription:
         desc = await self._ref.call("createOffer")
@@ -460,13 +478,21 @@ class BrowserPeerConnectionFactory:
 
     supports_media = True
 
-    def __init__(self, bridge: Bridge, relay: ChannelRelay, channel: Callable[[Any], Any]) -> None:
+    def __init__(self, bridge: Bridge, relay: ChannelRelay, channel: Callable[[Any], Any],
+                 certificate_fp: str | None = None, *, reads_remote: bool = False) -> None:
         self.bridge = bridge
         self.relay = relay
         self._channel = channel
+        self._fp = certificate_fp if certificate_fp and FINGERPRINT.match(certificate_fp) else None
+        self._reads_remote = reads_remote
+
+    def local_fingerprint(self) -> str | None:
+        """The page's persistent certificate (IndexedDB) that every peer connection presents."""
+        return self._fp
 
     def create(self, config: RtcConfig) -> BrowserPeerConnection:
-        return BrowserPeerConnection(config, self.bridge, self.relay, self._channel)
+        return BrowserPeerConnection(config, self.bridge, self.relay, self._channel,
+                                     certified=self._fp is not None and self._reads_remote)
 
 
 __all__ = [

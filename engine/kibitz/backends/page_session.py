@@ -17,11 +17,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from kibitz.backends.page_identity import sign_in_plan
 from kibitz.backends.page_relay import PageRelay
 from kibitz.backends.page_rooms import MountRoom, host_key_of, mount_room, prepared_credential
 from kibitz.backends.rtc import RtcTransport
 from kibitz.clock import Scheduler
 from kibitz.controller import ENGINE_MEMBERS
+from kibitz.identity.keys import Fetch
 from kibitz.ids import room_peer_id
 from kibitz.relay import invite_link, strip_grant
 from kibitz.session import LocalMedia, Session, Source
@@ -163,7 +165,9 @@ class PageSession:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         convert: Callable[[Any], Any] | None = None,
+        fetch: Fetch | None = None,
     ) -> None:
+        """``fetch``: how issuers' keys are loaded (:mod:`.page_identity`); none, no keys."""
         self.config = dict(config)
         self.room_id = room_peer_id(str(config.get("room", "")))
         self.preview = bool(config.get("preview"))
@@ -210,6 +214,9 @@ class PageSession:
                 wall_clock=wall_clock,
                 gate=rooms.gate,
                 host_key=rooms.host_key,
+                verify_identity=config.get("verifyIdentity") or None,
+                api_base=str(config["apiBase"]).rstrip("/") if config.get("apiBase") else None,
+                fetch=fetch,
             )
             for event in ("participants", "join", "leave", "state", "chat", "knocks", "lobby", "caps",
                           "message", "tracks"):
@@ -474,6 +481,10 @@ class PageSession:
         self._shared = None
         self._need().stop_share()
         self._local_media_changed()
+
+    def sign_in_identity(self, method: str) -> dict[str, Any]:
+        """``signInIdentity(el, method)``: the page draws the sign-in into ``el`` from this plan."""
+        return sign_in_plan(self._need(), str(method))
 
     def get_agent_audit(self, peer: str | None = None, n: int = 6) -> list[dict[str, Any]]:
         return self._need().get_agent_audit(peer, n)

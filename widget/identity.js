@@ -1,0 +1,268 @@
+// Verified identity on the page's side (the engine's side: kibitz.identity, kibitz.backends.page_identity).
+//
+// * One persistent DTLS certificate for this page (`kibitzCertificate()`): an ECDSA P-256
+//   RTCCertificate kept in IndexedDB and handed to every RTCPeerConnection the bridge makes, so
+//   every peer sees one fingerprint for this browser profile on this origin, and an identity token
+//   bound to it (nonce = b64url(SHA-256(fingerprint | room))) still holds after a reload. Renewed a
+//   month before it expires (a new fingerprint: tokens bound to the old one must be minted again).
+//   Where IndexedDB is blocked the certificate lives as long as the page (said once in the console).
+// * The far end's fingerprint, read from the live connection (`watchRemoteCertificate(pc)`):
+//   `pc.sctp.transport.getRemoteCertificates()` once the connection is up, SHA-256 in lower-case
+//   colon-hex, never from SDP (which the signaling path could rewrite). The bridge describes it to
+//   the engine, which opens a link only once it knows it (kibitz.backends.rtc).
+// * The sign-in element (`drawSignIn(el, plan, provide)`): the email code flow against the plan's
+//   apiBase (/api/email/start → a code by mail → /api/email/verify → a token); the token goes to the
+//   engine (`provideIdentityToken`), which checks it as peers will. The plan (provider, nonce, room)
+//   comes from the engine: the page decides nothing. Google/OIDC sign-in is the app's (its
+//   provider's library, with identityNonce() as the nonce), handed over with provideIdentityToken.
+// * The tile pieces: a verified badge and the safety code (`decorateIdentity(tile, p)`).
+
+const KBZ_CERT_DB = "kibitz";
+const KBZ_CERT_STORE = "certificates";
+const KBZ_CERT_KEY = "dtls";
+const KBZ_CERT_VALID_MS = 365 * 86400e3;
+const KBZ_CERT_RENEW_MS = 30 * 86400e3;
+
+let kbzCertificate = null;
+/** Whether this browser reads the far end's certificate off a live connection (Chromium 156 and
+ * Firefox 153 do); where not, links open at once and tokens on them are refused (no-fingerprint). */
+const KBZ_READS_REMOTE_CERTS = typeof RTCDtlsTransport === "function" &&
+  typeof RTCDtlsTransport.prototype.getRemoteCertificates === "function";
+
+/** This page's certificate: resolves to `{ cert, fp }` (fp: lower-case colon-hex SHA-256), or null
+ * where this browser cannot make one (the engine then binds nothing). Made once per page. */
+function kibitzCertificate() {
+  if (!kbzCertificate) {
+    kbzCertificate = loadCertificate().catch((err) => {
+      console.warn("Kibitz: no DTLS certificate of our own (identity tokens cannot be bound):", err);
+      return null;
+    });
+  }
+  return kbzCertificate;
+}
+
+function idbRequest(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+async function openCertStore() {
+  if (typeof indexedDB === "undefined") throw new Error("no IndexedDB here");
+  const open = indexedDB.open(KBZ_CERT_DB, 1);
+  open.onupgradeneeded = () => { open.result.createObjectStore(KBZ_CERT_STORE); };
+  return idbRequest(open);
+}
+
+function certStore(db, mode) {
+  return db.transaction(KBZ_CERT_STORE, mode).objectStore(KBZ_CERT_STORE);
+}
+
+function certEntry(cert) {
+  const sha = (cert.getFingerprints() || []).find((f) => String(f.algorithm).toLowerCase() === "sha-256");
+  if (!sha) throw new Error("the certificate has no SHA-256 fingerprint");
+  return { cert, fp: String(sha.value).toLowerCase() };
+}
+
+async function loadCertificate() {
+  const PC = globalThis.RTCPeerConnection;
+  if (typeof PC !== "function" || typeof PC.generateCertificate !== "function") return null;
+  let db = null;
+  try {
+    db = await openCertStore();
+    const found = await idbRequest(certStore(db, "readonly").get(KBZ_CERT_KEY));
+    if (found && typeof found.getFingerprints === "function" && found.expires - Date.now() > KBZ_CERT_RENEW_MS) {
+      return certEntry(found);
+    }
+  } catch (err) {
+    console.warn("Kibitz: this page's certificate cannot be kept (IndexedDB: " + (err && err.message) +
+      "); a reload changes it, and identity tokens must be minted again");
+    db = null;
+  }
+  const cert = await PC.generateCertificate({ name: "ECDSA", namedCurve: "P-256", expires: KBZ_CERT_VALID_MS });
+  if (db) {
+    try {
+      await idbRequest(certStore(db, "readwrite").put(cert, KBZ_CERT_KEY));
+    } catch (err) {
+      console.warn("Kibitz: could not keep this page's certificate:", err);
+    }
+  }
+  return certEntry(cert);
+}
+
+const kbzRemoteFps = new WeakMap();
+
+function colonHex(buffer) {
+  return [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** Read the far end's certificate off `pc` once its connection is up; fires `kbzremotecert` on the
+ * peer connection when known (the bridge relays it and describes `remoteFingerprint`). */
+function watchRemoteCertificate(pc) {
+  const read = () => {
+    if (kbzRemoteFps.has(pc) || pc.connectionState !== "connected") return;
+    const transport = pc.sctp && pc.sctp.transport;
+    const certs = transport && typeof transport.getRemoteCertificates === "function"
+      ? transport.getRemoteCertificates() : [];
+    if (!certs || !certs.length) return;
+    kbzRemoteFps.set(pc, null); // reading
+    crypto.subtle.digest("SHA-256", certs[0]).then((digest) => {
+      kbzRemoteFps.set(pc, colonHex(digest));
+      pc.dispatchEvent(new Event("kbzremotecert"));
+    }, (err) => {
+      kbzRemoteFps.delete(pc);
+      console.warn("Kibitz: could not read the far end's certificate", err);
+    });
+  };
+  pc.addEventListener("connectionstatechange", read);
+}
+
+/** The far end's fingerprint once read, else null. */
+function remoteFingerprintOf(pc) {
+  return kbzRemoteFps.get(pc) || null;
+}
+
+// ---- the sign-in element
+
+function kbzEl(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined) el.append(c);
+  return el;
+}
+
+async function postJson(url, body) {
+  let r;
+  try {
+    r = await fetch(url, { method: "POST", cache: "no-store", credentials: "omit",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  } catch (err) {
+    throw new Error("the sign-in server cannot be reached");
+  }
+  let answer = {};
+  try { answer = await r.json(); } catch (_) { /* not JSON */ }
+  return { status: r.status, answer, retryAfter: Number(r.headers.get("Retry-After")) || 0 };
+}
+
+const VERIFY_REASONS = {
+  mismatch: "That code is not right. Check the mail and try again.",
+  locked: "Too many wrong codes: ask for a new one.",
+  expired: "That code has expired: ask for a new one.",
+  "bad ticket": "That code is no longer valid: ask for a new one.",
+};
+
+/** Draw the sign-in for `plan` (from the engine) into `el`; resolves with `provide(jwt)`'s answer
+ * once this tab is verified. The element keeps a line saying who is signed in. */
+function drawSignIn(el, plan, provide) {
+  if (!el || typeof el.replaceChildren !== "function") throw new TypeError("Kibitz.signInIdentity(el, method): el must be an element");
+  return new Promise((resolve) => {
+    const hint = kbzEl("p", { class: "kbz-signin-hint", role: "status", "aria-live": "polite" });
+    const say = (text, kind) => { hint.textContent = text || ""; if (kind) hint.dataset.kind = kind; else delete hint.dataset.kind; };
+    const done = async (jwt) => {
+      const got = await provide(jwt);
+      el.replaceChildren(kbzEl("p", { class: "kbz-signin-done", role: "status",
+        text: got.status === "verified" ? `Signed in as ${got.email}` : "Signed in; checking the token…" }));
+      resolve(got);
+    };
+    const fail = (err) => say((err && err.message) || String(err), "error");
+    if (plan.method !== "email") {
+      // No page-drawn OpenID Connect sign-in in this build: the app signs in with its provider's
+      // own library, asks identityNonce() for the nonce, and hands the ID token to provideIdentityToken.
+      throw new Error(`signInIdentity: the page draws only the email sign-in; for ${plan.method}, sign in with ` +
+        "your provider's library using identityNonce() as the nonce, then call provideIdentityToken(idToken)");
+    }
+    const api = plan.apiBase;
+
+    const askAddress = (message) => {
+      const input = kbzEl("input", { type: "email", class: "kbz-signin-email", autocomplete: "email",
+        required: true, "aria-label": "Your email address", placeholder: "you@example.com" });
+      const button = kbzEl("button", { type: "submit", class: "primary", text: "Send code" });
+      const form = kbzEl("form", { class: "kbz-signin code-form", "aria-label": "Sign in by email" }, input, button);
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const email = input.value.trim();
+        if (!email) return;
+        button.disabled = true;
+        say("Sending a code…");
+        try {
+          const { status, answer, retryAfter } = await postJson(`${api}api/email/start`,
+            { email, room: plan.room, nonce: plan.nonce });
+          if (status === 200 && answer.ok) { askCode(email, answer.ticket); return; }
+          if (status === 429) throw new Error(`Too many codes asked for: try again in ${Math.max(1, Math.ceil(retryAfter / 60))} min.`);
+          throw new Error(answer.error || `the sign-in server said ${status}`);
+        } catch (err) {
+          fail(err);
+          button.disabled = false;
+        }
+      });
+      el.replaceChildren(kbzEl("div", { class: "kbz-signin-box" },
+        kbzEl("label", { class: "kbz-signin-label", text: "Verify your email to the room" }), form, hint));
+      say(message || "", message ? "error" : null);
+      input.focus();
+    };
+
+    const askCode = (email, ticket) => {
+      const input = kbzEl("input", { type: "text", class: "kbz-signin-code", inputmode: "numeric",
+        autocomplete: "one-time-code", pattern: "[0-9]{6}", maxlength: "6", required: true,
+        "aria-label": "The 6-digit code" });
+      const button = kbzEl("button", { type: "submit", class: "primary", text: "Verify" });
+      const form = kbzEl("form", { class: "kbz-signin code-form", "aria-label": "Type the code" }, input, button);
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        button.disabled = true;
+        say("Checking…");
+        try {
+          const { status, answer } = await postJson(`${api}api/email/verify`, { ticket, code: input.value.trim() });
+          if (status === 200 && answer.ok) { await done(answer.jwt); return; }
+          const reason = answer.reason || answer.error || `the sign-in server said ${status}`;
+          if (reason === "mismatch") { fail(new Error(VERIFY_REASONS.mismatch)); button.disabled = false; input.select(); return; }
+          askAddress(VERIFY_REASONS[reason] || reason);
+        } catch (err) {
+          fail(err);
+          button.disabled = false;
+        }
+      });
+      const again = kbzEl("button", { type: "button", class: "linkish", text: "Use another address",
+        onclick: () => askAddress() });
+      el.replaceChildren(kbzEl("div", { class: "kbz-signin-box" },
+        kbzEl("label", { class: "kbz-signin-label", text: `We sent a 6-digit code to ${email}.` }), form, again, hint));
+      say("");
+      input.focus();
+    };
+
+    askAddress();
+  });
+}
+
+// ---- the tile pieces: a verified badge and the safety code
+
+function decorateIdentity(tile, p) {
+  let badge = tile.querySelector(".verified");
+  if (p.verifiedEmail) {
+    if (!badge) { badge = kbzEl("span", { class: "verified" }); tile.append(badge); }
+    if (badge.dataset.email !== p.verifiedEmail) {
+      badge.dataset.email = p.verifiedEmail;
+      badge.textContent = `✓ ${p.verifiedEmail}`;
+      badge.title = `Verified: ${p.verifiedEmail}`;
+      badge.setAttribute("aria-label", `Verified as ${p.verifiedEmail}`);
+    }
+  } else if (badge) badge.remove();
+  let code = tile.querySelector(".safety");
+  if (p.safetyCode && !p.isSelf) {
+    if (!code) { code = kbzEl("span", { class: "safety" }); tile.append(code); }
+    if (code.dataset.code !== p.safetyCode) {
+      code.dataset.code = p.safetyCode;
+      code.textContent = p.safetyCode;
+      const words = (p.safetyWords || []).join(" ");
+      code.title = `Safety code: ${words}. The same on both ends means no one is in between.`;
+      code.setAttribute("aria-label", `Safety code ${words}`);
+    }
+  } else if (code) code.remove();
+}
