@@ -98,6 +98,8 @@ export async function everything(call: MountedWidget, Kibitz: KibitzGlobal): Pro
   await call.signInIdentity(el, "email");
   const nonce: string = await call.identityNonce();
   await call.provideIdentityToken(nonce);
+  const refusals: Record<string, unknown> = await call.getIdentityStats();
+  console.log(Object.keys(refusals).length);
   await call.leave();
   call.unmount();
 }
