@@ -108,6 +108,16 @@ for (const h of Object.keys(M.LDSO.loadedLibsByHandle)) {
 // Every free block, by taking it: allocate ever smaller blocks until the allocator would have to
 // grow the heap (never past the memory there is: growing it would add to what the page must
 // allocate), zero them, give them back. Freeing writes only each block's few header bytes.
+// The loop below never lets malloc reach past the memory there is, so it needs room above the
+// heap's top to try anything at all: when the heap ends right under the memory's end (it did once
+// the engine grew), nothing was zeroed and 6 MB of stale free blocks shipped. Grow the memory by a
+// little (sbrk up and back: the allocator's state is untouched; the new pages are zero, which the
+// packed snapshot sends as fills), then take the free blocks piece by piece below that room.
+const ROOM = (2 << 20) + 65536;
+if (M.HEAPU8.length - M._sbrk(0) < ROOM) {
+  if (M._sbrk(ROOM) === -1) throw new Error("could not grow the wasm memory for the free-block scrub");
+  M._sbrk(-ROOM);
+}
 const memory = M.HEAPU8.length;
 const taken = [];
 let zeroed = 0;

@@ -22,7 +22,7 @@ from static_server import ensure_dist, serve
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wire_proxy import CountingProxy
 
-BUDGET = 10_000_000  # bytes on the wire for a cold boot (issue 13 asks 9 MB: 9.92 MB since the Worker move)
+BUDGET = 9_000_000  # bytes on the wire for a cold boot (issue 13)
 
 
 @pytest.fixture
