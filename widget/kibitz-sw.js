@@ -43,7 +43,7 @@ function isApi(url) {
   return /\/api\//.test(url.pathname)
 }
 
-let bases = null // bundle base URLs ("https://cdn.example/kibitz/"), kept in the BASES cache
+let bases = null // bundle base URLs ("https://static.example.org/kibitz/"), kept in the BASES cache
 
 async function knownBases() {
   if (bases) return bases
