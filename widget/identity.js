@@ -100,12 +100,17 @@ function colonHex(buffer) {
 /** Read the far end's certificate off `pc` once its connection is up; fires `kbzremotecert` on the
  * peer connection when known (the bridge relays it and describes `remoteFingerprint`). */
 function watchRemoteCertificate(pc) {
+  let retries = 0;
   const read = () => {
     if (kbzRemoteFps.has(pc) || pc.connectionState !== "connected") return;
     const transport = pc.sctp && pc.sctp.transport;
     const certs = transport && typeof transport.getRemoteCertificates === "function"
       ? transport.getRemoteCertificates() : [];
-    if (!certs || !certs.length) return;
+    if (!certs || !certs.length) {
+      // "connected" can come a moment before the transport shows the certificate: look again.
+      if (++retries <= 100) setTimeout(read, 100);
+      return;
+    }
     kbzRemoteFps.set(pc, null); // reading
     crypto.subtle.digest("SHA-256", certs[0]).then((digest) => {
       kbzRemoteFps.set(pc, colonHex(digest));

@@ -79,6 +79,8 @@ class _End:
     remote_fp: str | None = None
     """The far process's certificate fingerprint when the link opened (a later change of it shows
     on the next link only, as with a real DTLS session)."""
+    fp_readable_at: float = 0.0
+    """Clock time from which ``remote_fp`` can be read (see :attr:`Bus.cert_delay`)."""
 
 
 @dataclass(eq=False)
@@ -170,7 +172,9 @@ class BusTransport:
 
     def remote_fingerprint(self, link: LinkId) -> str | None:
         end = self._proc.links.get(link)
-        return end.remote_fp if end is not None and end.open else None
+        if end is None or not end.open or self._bus.clock.now() < end.fp_readable_at:
+            return None
+        return end.remote_fp
 
 
 _NOT_ID = re.compile(r"[^A-Za-z0-9]+")
@@ -195,8 +199,12 @@ class Bus:
         ice_fail_delay: float = 2.0,
         expire_after: float | None = 10.0,
         seed: int = 0,
+        cert_delay: float = 0.0,
     ) -> None:
         self.clock = clock
+        self.cert_delay = cert_delay
+        """Seconds after a link opens before its far certificate can be read (a page reads it off
+        the DTLS transport a moment after the channel opens; under load, seconds)."""
         self.latency = latency
         self.leave_delay = leave_delay
         self.detect_delay = detect_delay
@@ -455,6 +463,7 @@ class Bus:
                     return
                 end.open = True
                 end.remote_fp = end.other.proc.fingerprint if end.other is not None else None
+                end.fp_readable_at = self.clock.now() + self.cert_delay
             elif isinstance(ev, LinkMessage):
                 if end.link.cut:
                     return

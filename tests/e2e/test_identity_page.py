@@ -26,6 +26,7 @@ import pytest
 from agent_loop import AgentLoop
 from oidc_issuer import CLIENT, running_issuer, sign_in
 from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from server_fixture import KibitzServer, running_kibitz_server
 from smtp_sink import Sink, running_smtp_sink
 from static_server import StaticServer, ensure_dist, serve
@@ -80,7 +81,20 @@ def open_tab(ctx: BrowserContext, url: str, options: dict[str, Any]) -> Page:
 
 
 def wait(page: Page, expr: str, arg: Any = None, timeout: float = 45_000) -> Any:
-    return page.wait_for_function(expr, arg=arg, timeout=timeout).json_value()
+    try:
+        return page.wait_for_function(expr, arg=arg, timeout=timeout).json_value()
+    except PlaywrightTimeout:
+        raise AssertionError(f"timed out waiting for {expr} ({arg!r}); the page's identity state: "
+                             f"{identity_state(page)}") from None
+
+
+def identity_state(page: Page) -> str:
+    """What the engine knows of each peer's identity (a failure says why, not only that it failed)."""
+    try:
+        return str(in_engine(page, "str((IDENTITY.stats(), [(p, s.fp, s.refusal, s.token is not None, "
+                                   "s.identity) for p, s in IDENTITY.roster.peers.items()]))"))
+    except Exception as err:  # the page may be gone: say so rather than hide the first failure
+        return f"unreadable ({err})"
 
 
 def people(page: Page) -> dict[str, dict[str, Any]]:

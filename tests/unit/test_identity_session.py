@@ -284,3 +284,38 @@ def test_agent_credits_are_checked_on_announce_and_expired_agents_reaped(bus: Bu
     bus.clock.advance(60 + 60 + 95)  # the credit expired (plus leeway), then 90 s more: reaped
     assert paid.self_id not in people(host)
     assert host.room is not None and host.room.drops.by_reason["door:credit-expired"] == 1
+
+
+@pytest.mark.parametrize("late", [0.3, 6.0])
+def test_a_certificate_read_late_still_verifies_the_peer(issuer: Issuer, late: float) -> None:
+    """The page reads the far certificate off the DTLS transport after the channel opens (under load,
+    seconds after): tokens checked before that are looked at again once it can be read."""
+    bus = Bus(FakeClock(start=NOW), cert_delay=late)
+    ann, bob = make(bus, "ann", issuer), make(bus, "bob", issuer)
+    bus.clock.advance(1.0)
+    ann.provide_identity_token(token_for(issuer, bus, "ann", "ann@allowed.example"))
+    bob.provide_identity_token(token_for(issuer, bus, "bob", "bob@allowed.example"))
+    ann.join()
+    bob.join()
+    bus.clock.advance(2.0)
+    if late > 2.0:  # not readable yet: nobody is shown verified, and the reason is counted
+        assert people(ann)[bob.self_id]["verifiedEmail"] is None
+        assert ann.get_identity_stats()["refusals"].get("no-fingerprint")
+    bus.clock.advance(late + 16.0)
+    a, b = people(ann), people(bob)
+    assert a[bob.self_id]["verifiedEmail"] == "bob@allowed.example"
+    assert b[ann.self_id]["verifiedEmail"] == "ann@allowed.example"
+    assert a[bob.self_id]["safetyCode"] and a[bob.self_id]["safetyCode"] == b[ann.self_id]["safetyCode"]
+
+
+def test_a_certificate_never_read_gives_up_and_says_why(issuer: Issuer) -> None:
+    bus = Bus(FakeClock(start=NOW), cert_delay=1e9)
+    ann, bob = make(bus, "ann", issuer), make(bus, "bob", issuer)
+    bus.clock.advance(1.0)
+    bob.provide_identity_token(token_for(issuer, bus, "bob", "bob@allowed.example"))
+    ann.join()
+    bob.join()
+    bus.clock.advance(120.0)
+    assert people(ann)[bob.self_id]["verifiedEmail"] is None
+    assert not ann.identity._cert_waits  # it stopped looking
+    assert ann.get_identity_stats()["refusals"]["no-fingerprint"] >= 1

@@ -39,6 +39,10 @@ from kibitz.transport import CertifiedTransport, LinkId, Transport
 log = logging.getLogger(__name__)
 
 PENDING = frozenset({"no-keys", "unknown-kid"})
+CERT_WAITS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+"""When a link is up but its far certificate cannot be read yet (the page reads it off the DTLS
+transport a moment after the channel opens; under load the channel can win by seconds), look again
+after each of these delays: about half a minute in all, then the refusal ``no-fingerprint`` stands."""
 
 
 class IdentityError(ValueError):
@@ -106,6 +110,7 @@ class MemberIdentity:
         self.self_refusal: str | None = None
         self._agent_key = agent_key
         self._resign: TimerHandle | None = None
+        self._cert_waits: dict[str, tuple[TimerHandle, int]] = {}
         # Wired by the session:
         self.send_token: Callable[[str, str], None] = lambda peer, jwt: None
         self.set_profile: Callable[..., None] = lambda **changes: None
@@ -152,6 +157,9 @@ class MemberIdentity:
         if self._resign is not None:
             self._resign.cancel()
             self._resign = None
+        for timer, _ in self._cert_waits.values():
+            timer.cancel()
+        self._cert_waits.clear()
 
     def provide(self, jwt: str) -> dict[str, Any]:
         """Adopt an identity token minted elsewhere (a popup, another origin, an agent's flag). It must
@@ -195,6 +203,7 @@ class MemberIdentity:
     def link_up(self, peer: str) -> None:
         """A data link to ``peer`` opened: note its certificate, send our token, check theirs again."""
         fp = self.remote_fp(peer)
+        self._await_cert(peer, fp)
         if not self.roster.active:
             self.roster.peer(peer).fp = fp  # the safety code still shows; nothing to verify
             return
@@ -206,6 +215,24 @@ class MemberIdentity:
         if state.token and (state.identity is None or state.identity.fp != fp) and not state.compromised:
             self._check_peer(peer, state.token)
         self.changed()
+
+    def _await_cert(self, peer: str, fp: str | None, tries: int = 0) -> None:
+        """Look at ``peer``'s link again shortly while its certificate is unreadable (bounded)."""
+        waiting = self._cert_waits.pop(peer, None)
+        if waiting is not None:
+            waiting[0].cancel()
+        if fp is None and tries < len(CERT_WAITS_S) and self.link_of(peer) is not None:
+            timer = self._scheduler.call_later(CERT_WAITS_S[tries], lambda: self._cert_due(peer))
+            self._cert_waits[peer] = (timer, tries)
+
+    def _cert_due(self, peer: str) -> None:
+        waiting = self._cert_waits.pop(peer, None)
+        if waiting is None or self.link_of(peer) is None:
+            return
+        if self.remote_fp(peer) is None:
+            self._await_cert(peer, None, waiting[1] + 1)  # the next, longer wait (or give up)
+            return
+        self.link_up(peer)  # now with the certificate: the safety code, and the token checked again
 
     def on_token(self, peer: str, jwt: str) -> None:
         """An ``idtoken`` from ``peer``, checked against the certificate of our link to it."""
