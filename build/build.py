@@ -6,6 +6,7 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
                                    bridge, media shim) and the engine host its Worker runs
     dist/kibitz.d.ts               TypeScript declarations for MountOptions / MountedWidget
     dist/kibitz-sw.js              the offline service worker an embedding site copies and registers
+    dist/kibitz-signin.html        where an OpenID Connect sign-in popup returns (the redirect URI to register)
     dist/pyodide-<ver>/            the Pyodide runtime files from node_modules/pyodide (npm pin)
     dist/wheels/*.whl              pinned PyPI wheels (sha256-checked) + the engine's own wheel
     dist/wheels/pyodide-lock.json  a lock holding only those wheels, with their real sha256
@@ -97,7 +98,7 @@ ENGINE_HOST_SOURCES = ["shim/worker-shim.js", "widget/snapshot-fetch.js", "widge
 ENGINE_HOST_HEAD = "function kibitzEngineHost(port, BUILD, SERVER, flags) {\n\"use strict\";\n"
 METHODS_MARKER = "/*__KIBITZ_METHODS__*/[]"
 DTS_MARKER = "  /* @engine-members: build/build.py writes kibitz.controller.ENGINE_MEMBERS here */"
-STATIC_SOURCES = {"widget/kibitz-sw.js": "kibitz-sw.js",
+STATIC_SOURCES = {"widget/kibitz-sw.js": "kibitz-sw.js", "widget/signin.html": "kibitz-signin.html",
                   "widget/demo/index.html": "demo/index.html", "widget/demo/embed.html": "demo/embed.html",
                   "widget/demo/follow.html": "demo/follow.html"}
 # The reference game (apps/whist, served at /whist/): the page and the modules it imports; the

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from oidc_provider_mock import User, run_server_in_thread
+from oidc_provider_mock import _app as oidc_app
 
 CLIENT = "kibitz-test-app"
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -30,12 +32,48 @@ def _with_cors(app: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+_CDN_STYLESHEET = re.compile(rb"<link[^>]*href=\"https?://[^\"]*\"[^>]*>", re.S)
+
+
+def _offline_pages(app: Callable[..., Any]) -> Callable[..., Any]:
+    """The issuer's HTML pages (its sign-in form) without the stylesheet they link from a CDN: a
+    browser in these tests may reach nothing beyond this machine."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        seen: dict[str, Any] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen.update(status=status, headers=headers, exc_info=exc_info)
+            return lambda _data: None
+
+        body = b"".join(app(environ, start))
+        headers = list(seen["headers"])
+        if any(k.lower() == "content-type" and v.startswith("text/html") for k, v in headers):
+            body = _CDN_STYLESHEET.sub(b"", body)
+            headers = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in headers]
+        start_response(seen["status"], headers, seen["exc_info"])
+        return [body]
+
+    return wrapped
+
+
+def _accept_public_clients() -> None:
+    """Let a client without a secret redeem its code (``token_endpoint_auth_method: none``), as issuers
+    configured for single-page apps do (Keycloak, Auth0, Entra): a page has no secret to keep. The
+    mock does not check the PKCE verifier the page sends with it; real issuers do."""
+    grant = oidc_app.AuthorizationCodeGrant
+    if "none" not in grant.TOKEN_ENDPOINT_AUTH_METHODS:
+        grant.TOKEN_ENDPOINT_AUTH_METHODS = [*grant.TOKEN_ENDPOINT_AUTH_METHODS, "none"]
+
+
 @contextlib.contextmanager
 def running_issuer(names: Iterable[str], *, cors: bool = False) -> Iterator[str]:
     """The issuer's URL; each name ``n`` is a user ``n-sub`` with a verified ``n@idp.example``."""
     users = [User(sub=f"{n}-sub", claims={"email": f"{n}@idp.example", "email_verified": True})
              for n in names]
     with run_server_in_thread(user_claims=users) as server:
+        _accept_public_clients()
+        server.app = _offline_pages(server.app)
         if cors:
             server.app = _with_cors(server.app)
         yield f"http://localhost:{server.server_port}"

@@ -13,8 +13,9 @@
 // * The sign-in element (`drawSignIn(el, plan, provide)`): the email code flow against the plan's
 //   apiBase (/api/email/start → a code by mail → /api/email/verify → a token); the token goes to the
 //   engine (`provideIdentityToken`), which checks it as peers will. The plan (provider, nonce, room)
-//   comes from the engine: the page decides nothing. Google/OIDC sign-in is the app's (its
-//   provider's library, with identityNonce() as the nonce), handed over with provideIdentityToken.
+//   comes from the engine: the page decides nothing. Google/any OpenID Connect issuer: a popup
+//   (authorization code with PKCE; Google: the ID token in the fragment) that returns to
+//   widget.js's own kibitz-signin.html, with identityNonce() as the nonce.
 // * The tile pieces: a verified badge and the safety code (`decorateIdentity(tile, p)`).
 
 const KBZ_CERT_DB = "kibitz";
@@ -164,8 +165,9 @@ const VERIFY_REASONS = {
 };
 
 /** Draw the sign-in for `plan` (from the engine) into `el`; resolves with `provide(jwt)`'s answer
- * once this tab is verified. The element keeps a line saying who is signed in. */
-function drawSignIn(el, plan, provide) {
+ * once this tab is verified. The element keeps a line saying who is signed in. `server` is
+ * widget.js's own base URL: OpenID Connect popups return to its `kibitz-signin.html`. */
+function drawSignIn(el, plan, provide, server) {
   if (!el || typeof el.replaceChildren !== "function") throw new TypeError("Kibitz.signInIdentity(el, method): el must be an element");
   return new Promise((resolve) => {
     const hint = kbzEl("p", { class: "kbz-signin-hint", role: "status", "aria-live": "polite" });
@@ -177,13 +179,15 @@ function drawSignIn(el, plan, provide) {
       resolve(got);
     };
     const fail = (err) => say((err && err.message) || String(err), "error");
-    if (plan.method !== "email") {
-      // No page-drawn OpenID Connect sign-in in this build: the app signs in with its provider's
-      // own library, asks identityNonce() for the nonce, and hands the ID token to provideIdentityToken.
-      throw new Error(`signInIdentity: the page draws only the email sign-in; for ${plan.method}, sign in with ` +
-        "your provider's library using identityNonce() as the nonce, then call provideIdentityToken(idToken)");
+    const options = plan.method === "auto" ? plan.options : [plan];
+    const mail = options.find((o) => o.method === "email");
+    const buttons = options.filter((o) => o.method !== "email").map((o) => providerButton(o, server, say, done));
+    if (!mail) {
+      el.replaceChildren(kbzEl("div", { class: "kbz-signin-box" },
+        kbzEl("label", { class: "kbz-signin-label", text: "Verify who you are to the room" }), ...buttons, hint));
+      return;
     }
-    const api = plan.apiBase;
+    const api = mail.apiBase;
 
     const askAddress = (message) => {
       const input = kbzEl("input", { type: "email", class: "kbz-signin-email", autocomplete: "email",
@@ -198,7 +202,7 @@ function drawSignIn(el, plan, provide) {
         say("Sending a code…");
         try {
           const { status, answer, retryAfter } = await postJson(`${api}api/email/start`,
-            { email, room: plan.room, nonce: plan.nonce });
+            { email, room: mail.room, nonce: mail.nonce });
           if (status === 200 && answer.ok) { askCode(email, answer.ticket); return; }
           if (status === 429) throw new Error(`Too many codes asked for: try again in ${Math.max(1, Math.ceil(retryAfter / 60))} min.`);
           throw new Error(answer.error || `the sign-in server said ${status}`);
@@ -208,7 +212,7 @@ function drawSignIn(el, plan, provide) {
         }
       });
       el.replaceChildren(kbzEl("div", { class: "kbz-signin-box" },
-        kbzEl("label", { class: "kbz-signin-label", text: "Verify your email to the room" }), form, hint));
+        kbzEl("label", { class: "kbz-signin-label", text: "Verify your email to the room" }), form, ...buttons, hint));
       say(message || "", message ? "error" : null);
       input.focus();
     };
@@ -244,6 +248,155 @@ function drawSignIn(el, plan, provide) {
 
     askAddress();
   });
+}
+
+// ---- OpenID Connect in a popup (Google or any issuer the room trusts)
+//
+// The provider's page opens in a popup at the click (a popup needs the user's gesture); it returns to
+// widget.js's own `kibitz-signin.html`, which posts what it got (code or ID token, and the state) to
+// this page only (the state carries this page's origin) and closes. The state is checked here, the
+// authorization code is redeemed with its PKCE verifier (no client secret exists in a page), and
+// the ID token, whose nonce binds it to this tab's certificate in this room, goes to the engine.
+
+function b64url(bytes) {
+  let text = "";
+  for (const b of new Uint8Array(bytes)) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function randomText(n) {
+  return b64url(crypto.getRandomValues(new Uint8Array(n)));
+}
+
+function providerName(plan) {
+  if (plan.method === "google") return "Google";
+  try { return new URL(plan.issuer).host; } catch (_) { return String(plan.issuer); }
+}
+
+/** An endpoint from a discovery document: https, or http on this machine (a local issuer). */
+function safeEndpoint(url) {
+  const u = new URL(url);
+  if (u.protocol === "https:" || (u.protocol === "http:" && ["localhost", "127.0.0.1", "[::1]"].includes(u.hostname))) return u.href;
+  throw new Error(`the sign-in provider names an endpoint that is not https: ${u.origin}`);
+}
+
+/** The authorization request for one sign-in: discovery, a fresh state and PKCE verifier. */
+async function oidcRequest(plan, redirectUri) {
+  const issuer = String(plan.issuer).replace(/\/+$/, "");
+  let doc;
+  try {
+    const r = await fetch(`${issuer}/.well-known/openid-configuration`, { credentials: "omit" });
+    if (!r.ok) throw new Error(`it answered ${r.status}`);
+    doc = await r.json();
+  } catch (err) {
+    throw new Error(`${providerName(plan)} cannot be reached to sign in (${err.message})`);
+  }
+  if (String(doc.issuer || "").replace(/\/+$/, "") !== issuer || !doc.authorization_endpoint) {
+    throw new Error(`the discovery document at ${issuer} is not that issuer's`);
+  }
+  const types = Array.isArray(doc.response_types_supported) ? doc.response_types_supported : ["code"];
+  // Google redeems codes only with a client secret, which a page cannot keep: its ID token comes in
+  // the fragment instead. Any other issuer: the authorization code with PKCE.
+  const useCode = !!doc.token_endpoint && types.includes("code") && !(plan.method === "google" && types.includes("id_token"));
+  const verifier = randomText(48);
+  const state = `${randomText(18)}.${b64url(new TextEncoder().encode(location.origin))}`;
+  const query = new URLSearchParams({ client_id: plan.clientId, redirect_uri: redirectUri, scope: "openid email",
+    nonce: plan.nonce, state, response_type: useCode ? "code" : "id_token" });
+  if (useCode) {
+    const challenge = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+    query.set("code_challenge", b64url(challenge));
+    query.set("code_challenge_method", "S256");
+  } else {
+    query.set("response_mode", "fragment");
+  }
+  return { url: `${safeEndpoint(doc.authorization_endpoint)}?${query}`, state, verifier, useCode,
+    tokenEndpoint: useCode ? safeEndpoint(doc.token_endpoint) : null };
+}
+
+/** What the popup's return page posts (for `state`, from widget.js's origin), or why there is none. */
+function popupAnswer(popup, state, origin) {
+  return new Promise((resolve, reject) => {
+    let closedTicks = 0;
+    const finish = (settle, value) => {
+      window.removeEventListener("message", onMessage);
+      clearInterval(timer);
+      settle(value);
+    };
+    const onMessage = (ev) => {
+      const answer = ev.data && ev.data.kibitzSignIn;
+      if (ev.origin !== origin || ev.source !== popup || !answer || answer.state !== state) return;
+      if (answer.error) finish(reject, new Error(`The sign-in was refused: ${answer.error_description || answer.error}`));
+      else finish(resolve, answer);
+    };
+    // Closed twice in a row: the return page's message, sent just before it closes, is not coming.
+    const timer = setInterval(() => {
+      closedTicks = popup.closed ? closedTicks + 1 : 0;
+      if (closedTicks >= 2) finish(reject, new Error("The sign-in window was closed before it finished."));
+    }, 400);
+    window.addEventListener("message", onMessage);
+  });
+}
+
+/** The ID token from the popup's answer: as sent (Google), or by redeeming the code with PKCE. */
+async function oidcToken(req, answer, redirectUri, plan) {
+  if (!req.useCode) {
+    if (typeof answer.id_token !== "string") throw new Error(`${providerName(plan)} sent no ID token`);
+    return answer.id_token;
+  }
+  if (typeof answer.code !== "string") throw new Error(`${providerName(plan)} sent no authorization code`);
+  const body = new URLSearchParams({ grant_type: "authorization_code", code: answer.code, redirect_uri: redirectUri,
+    client_id: plan.clientId, code_verifier: req.verifier });
+  let r;
+  try {
+    r = await fetch(req.tokenEndpoint, { method: "POST", credentials: "omit", cache: "no-store", body });
+  } catch (err) {
+    throw new Error(`${providerName(plan)}'s token endpoint cannot be reached from this page (${err.message})`);
+  }
+  const got = await r.json().catch(() => ({}));
+  if (!r.ok || typeof got.id_token !== "string") {
+    throw new Error(`${providerName(plan)} gave no ID token (${got.error_description || got.error || r.status})`);
+  }
+  return got.id_token;
+}
+
+/** A "Sign in with …" button for one OpenID Connect provider of the plan. */
+function providerButton(plan, server, say, done) {
+  const redirectUri = new URL("kibitz-signin.html", server).href;
+  const origin = new URL(server).origin;
+  let pending = null;
+  let ready = null;
+  const prepare = () => {
+    ready = null;
+    pending = oidcRequest(plan, redirectUri);
+    pending.then((req) => { ready = req; }, () => {});
+  };
+  prepare();
+  const name = providerName(plan);
+  const button = kbzEl("button", { type: "button", class: "kbz-signin-provider", text: `Sign in with ${name}` });
+  button.addEventListener("click", async () => {
+    // Opened within the click (or the browser blocks it): on the provider's page when it is known.
+    const early = ready;
+    const popup = window.open(early ? early.url : "about:blank", "kibitz-signin", "popup,width=480,height=640");
+    if (!popup) {
+      say("The browser blocked the sign-in window: allow pop-ups for this page and try again.", "error");
+      return;
+    }
+    button.disabled = true;
+    say(`Signing in with ${name} in the new window…`);
+    try {
+      const req = early || await pending;
+      prepare(); // the next sign-in gets its own state and verifier
+      if (!early) popup.location.href = req.url;
+      const answer = await popupAnswer(popup, req.state, origin);
+      await done(await oidcToken(req, answer, redirectUri, plan));
+    } catch (err) {
+      if (!popup.closed) popup.close();
+      if (!ready) prepare();
+      say((err && err.message) || String(err), "error");
+      button.disabled = false;
+    }
+  });
+  return button;
 }
 
 // ---- the tile pieces: a verified badge and the safety code

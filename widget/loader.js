@@ -736,8 +736,8 @@ function mount(options) {
     if (!el || typeof el.replaceChildren !== "function") {
       throw new TypeError("Kibitz: signInIdentity(el, method) needs an element to draw the sign-in into");
     }
-    const plan = await callEngine("signInIdentity", [method || "email"]);
-    return drawSignIn(el, plan, (jwt) => callEngine("provideIdentityToken", [jwt]));
+    const plan = await callEngine("signInIdentity", [method || "auto"]);
+    return drawSignIn(el, plan, (jwt) => callEngine("provideIdentityToken", [jwt]), SERVER);
   };
   // The engine cannot see this page's address: the invite is made from the address as it is now.
   controller.createInviteLink = () => callEngine("createInviteLink", [location.href]);

@@ -588,14 +588,14 @@ function createLauncher(opts) {
     decorateIdentity(tile, p);
   }
 
-  // null: not drawn yet; "drawing": the form is up; "unavailable": this room has no email sign-in.
+  // null: not drawn yet; "drawing": the form is up; "unavailable": this room has no sign-in to draw.
   let signIn = null;
   function renderSignIn() {
     const want = engine === "ready" && !!ctl && !options.preview && !!state.identityEnabled && !state.selfEmail;
     els.signin.hidden = !want || signIn === "unavailable";
     if (!want || signIn !== null) return;
     signIn = "drawing";
-    ctl.signInIdentity(els.signin, "email").then(() => { signIn = null; render(); }, (err) => {
+    ctl.signInIdentity(els.signin).then(() => { signIn = null; render(); }, (err) => {
       signIn = /no (email )?sign-in|verifies no identity|trusts no/.test(String(err && err.message)) ? "unavailable" : null;
       if (signIn === null) { notice = { text: `Sign-in failed: ${errorText(err)}`, kind: "error" }; }
       render();

@@ -8,7 +8,11 @@ of their own, with their own IndexedDB and so their own DTLS certificate), the r
   one (``unverified``) until it signs in;
 * a token minted for one page's certificate is refused by another page (``provideIdentityToken``
   rejects, and a peer that is handed it never shows it verified);
-* a reload keeps the certificate: the same nonce, and a token minted before the reload still holds.
+* a reload keeps the certificate: the same nonce, and a token minted before the reload still holds;
+* a ``require`` room holds app messages until both tabs are verified;
+* OpenID Connect: one tab signs in through the widget's popup (code flow with PKCE against a real
+  local issuer), the other with the app's own library; both see each other verified;
+* a tab and an agent, and a Firefox and a Chromium tab, verify each other.
 """
 
 from __future__ import annotations
@@ -301,29 +305,72 @@ def test_a_token_from_another_pages_certificate_is_refused_and_a_reload_keeps_th
     assert people(bob)[ann_id]["safetyCode"] == before
 
 
-def test_a_token_from_an_openid_connect_issuer_verifies_in_the_page(
+def test_a_require_room_holds_content_until_both_tabs_are_verified(
+    new_context: Any, origin: StaticServer, server: KibitzServer, smtp: tuple[Sink, int]
+) -> None:
+    """``verifyIdentity.require``: an app message sent before everyone is verified waits (nothing of it
+    reaches the other page), and is delivered, in order, once both are."""
+    sink, _ = smtp
+    room = f"room-id-{uuid.uuid4().hex[:10]}"
+    opts = {"room": room, "startOpen": True, "headless": True,
+            "verifyIdentity": {"providers": ["email"], "require": True}}
+    url = page_url(origin, server)
+    ann, bob = (open_tab(new_context(), url, {**opts, "name": name}) for name in ("Ann", "Bob"))
+    for page in (ann, bob):
+        wait(page, "() => window.call.getState().inCall && window.call.getParticipants().length === 2")
+        page.evaluate("() => { window.got = []; window.call.onMessage((d) => window.got.push(d)); }")
+    ann.evaluate("() => window.call.broadcast({ n: 1 })")
+    adopt(ann, mint(server, sink, "ann@x.example", ann.evaluate("() => window.call.identityNonce()"), room),
+          "ann@x.example")
+    bob.wait_for_timeout(1500)  # what follows must stay so: held while Bob is not verified
+    assert bob.evaluate("() => window.got") == []
+    assert ann.evaluate("() => window.call.getState().rosterCanShare") is False
+    adopt(bob, mint(server, sink, "bob@x.example", bob.evaluate("() => window.call.identityNonce()"), room),
+          "bob@x.example")
+    wait(ann, "() => window.call.getState().rosterCanShare")
+    ann.evaluate("() => window.call.broadcast({ n: 2 })")
+    wait(bob, "() => window.got.length >= 2")
+    assert bob.evaluate("() => window.got") == [{"n": 1}, {"n": 2}]
+    assert bob.evaluate("() => window.call.getState().rosterCanShare") is True
+
+
+def test_openid_connect_sign_in_in_the_widgets_popup_and_by_the_apps_own_library(
     new_context: Any, origin: StaticServer, server: KibitzServer
 ) -> None:
-    """Google or any OIDC issuer: the app signs in with its own library (here: the real local issuer's
-    code flow, by hand) using identityNonce(); every page fetches the issuer's discovery document
-    and keys itself and verifies the token against the certificate of its own link."""
-    with running_issuer(("ann",), cors=True) as issuer:
+    """Google or any OIDC issuer (here a real local one). Ann signs in through the widget: its panel
+    offers "Sign in with <issuer>", a popup runs the authorization code flow with PKCE and the nonce
+    bound to her certificate, returns to kibitz-signin.html, and the code is redeemed in her page. Bob's
+    app signs in with its own library (here: the code flow by hand) using identityNonce(). Every page
+    fetches the issuer's discovery document and keys itself and checks tokens against its own link."""
+    with running_issuer(("ann", "bob"), cors=True) as issuer:
         room = f"room-id-{uuid.uuid4().hex[:10]}"
         provider = {"type": "oidc", "issuer": issuer, "clientId": CLIENT}
-        opts = {"room": room, "startOpen": True, "headless": True,
-                "verifyIdentity": {"providers": [provider]}}
+        opts = {"room": room, "startOpen": True, "verifyIdentity": {"providers": [provider]}}
         url = page_url(origin, server)
-        ann, bob = (open_tab(new_context(), url, {**opts, "name": name}) for name in ("Ann", "Bob"))
+        ann = open_tab(new_context(), url, {**opts, "name": "Ann"})
+        bob = open_tab(new_context(), url, {**opts, "name": "Bob", "headless": True})
         for page in (ann, bob):
             wait(page, "() => window.call.getState().inCall && window.call.getParticipants().length === 2")
-        refused = ann.evaluate("() => window.call.signInIdentity(document.getElementById('signin'), 'oidc')"
-                               ".then(() => 'drawn', (e) => e.message)")
-        assert "provideIdentityToken" in refused  # the page draws only the email sign-in
-        token = sign_in(issuer, "ann-sub", ann.evaluate("() => window.call.identityNonce()"))
-        adopt(ann, token, "ann@idp.example")
+        button = ann.get_by_role("button", name=f"Sign in with {issuer.split('//')[1]}")
+        expect(button).to_be_visible(timeout=30_000)
+        with ann.expect_popup(timeout=15_000) as opened:
+            button.click()
+        popup = opened.value
+        popup.get_by_role("button", name="ann-sub").click()  # the issuer's own sign-in form
+        popup.wait_for_event("close", timeout=20_000)  # kibitz-signin.html handed the code back
+        wait(ann, "(e) => window.call.getState().selfEmail === e", "ann@idp.example")
+        expect(button).to_be_hidden()  # signed in: the panel stops offering it
+
+        token = sign_in(issuer, "bob-sub", bob.evaluate("() => window.call.identityNonce()"))
+        adopt(bob, token, "bob@idp.example")
         wait(bob, SEES_VERIFIED, "ann@idp.example")
+        wait(ann, SEES_VERIFIED, "bob@idp.example")
         stats = bob.evaluate("() => window.call.getIdentityStats()")
         assert stats["keys"].get("loaded", 0) >= 1, stats
+        # The return page hands nothing to a window it does not know (no opener, no state of ours).
+        stray = ann.context.new_page()
+        stray.goto(f"{server.http}/kibitz-signin.html?code=abc&state=nothing")
+        expect(stray.get_by_role("status")).to_have_text(re.compile("not opened by a call"))
 
 
 def test_a_firefox_tab_and_a_chromium_tab_verify_each_other(

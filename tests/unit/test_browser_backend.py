@@ -251,6 +251,15 @@ async def test_identity_members_give_the_page_a_sign_in_plan_and_adopt_tokens(bu
         await ann.s.call("signInIdentity", ["google"])
     with pytest.raises(IdentityError, match="sign-in method"):
         await ann.s.call("signInIdentity", ["carrier-pigeon"])
+    # "auto" (the widget's panel): every provider the room trusts, email first.
+    both = Page(bus, "both", startOpen=True, apiBase="https://kibitz.example/", verifyIdentity={"providers": [
+        {"type": "oidc", "issuer": "https://id.example", "clientId": "app"}, "email"]})
+    auto = await both.s.call("signInIdentity", ["auto"])
+    mine = identity_nonce(bus.fingerprint("both"), ROOM)
+    assert auto == {"method": "auto", "nonce": mine, "room": ROOM, "options": [
+        {"method": "email", "nonce": mine, "room": ROOM, "apiBase": "https://kibitz.example/"},
+        {"method": "oidc", "nonce": mine, "room": ROOM, "issuer": "https://id.example", "clientId": "app"}]}
+    assert await both.s.call("signInIdentity", ["google"]) == auto["options"][1]
     with pytest.raises(IdentityError):  # not a token of a trusted issuer
         await ann.s.call("provideIdentityToken", ["a.b.c"])
     stats = await ann.s.call("getIdentityStats", [])

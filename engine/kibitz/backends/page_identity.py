@@ -2,10 +2,11 @@
 the HTTP seam that loads issuers' keys in the engine's Worker.
 
 The engine decides and checks; the page only draws. ``signInIdentity(el, method)`` asks the engine
-for a *sign-in plan* (:func:`sign_in_plan`): which provider this room trusts for that method, and the
-nonce that binds a token to this tab's certificate in this room. widget/identity.js then runs the
-email code flow against the plan's ``apiBase`` (``/api/email/start|verify``) and hands the token
-back with ``provideIdentityToken``, which checks it like any peer would.
+for a *sign-in plan* (:func:`sign_in_plan`): which providers this room trusts for that method, and
+the nonce that binds a token to this tab's certificate in this room. widget/identity.js then runs
+the email code flow against the plan's ``apiBase`` (``/api/email/start|verify``), or an OpenID
+Connect sign-in in a popup (authorization code with PKCE; Google: an ID token in the fragment), and
+hands the token back with ``provideIdentityToken``, which checks it like any peer would.
 
 Like the rest of the page backends, ``js`` is imported lazily so CPython can import this module.
 """
@@ -18,32 +19,42 @@ from typing import Any
 
 from kibitz.identity.keys import Done
 from kibitz.identity.member import IdentityError
+from kibitz.identity.policy import Provider
 from kibitz.session import Session
 
 log = logging.getLogger(__name__)
 
-SIGN_IN_METHODS = ("email", "google", "oidc")
+SIGN_IN_METHODS = ("auto", "email", "google", "oidc")
 
 _pending: set[asyncio.Future[Any]] = set()
 
 
 def sign_in_plan(session: Session, method: str) -> dict[str, Any]:
-    """What the page's sign-in element needs for ``method`` (``"email"``, ``"google"``, ``"oidc"``):
-    ``{method, nonce, room, apiBase}`` for email, ``{method, nonce, room, issuer, clientId}``
-    otherwise. Raises :class:`~kibitz.identity.member.IdentityError` when this room trusts no such
-    provider, or ``RuntimeError`` while the certificate is not ready."""
+    """What the page's sign-in element needs for ``method``: ``{method, nonce, room, apiBase}`` for
+    ``"email"``, ``{method, nonce, room, issuer, clientId}`` for ``"google"``/``"oidc"`` (the page
+    runs the provider's sign-in in a popup), and for ``"auto"`` ``{method: "auto", nonce, room,
+    options: [plan, ...]}``, one plan per provider the room trusts, email first. Raises
+    :class:`~kibitz.identity.member.IdentityError` when this room trusts no such provider, or
+    ``RuntimeError`` while the certificate is not ready."""
     if method not in SIGN_IN_METHODS:
         raise IdentityError("unknown-method", f"sign-in method {method!r}; one of {list(SIGN_IN_METHODS)}")
     config = session.identity.config
     if config is None:
         raise IdentityError("no-providers", "this room verifies no identity (no verifyIdentity option, "
                             "no email/google gate)")
-    kinds = ("google", "oidc") if method != "email" else ("email",)
-    provider = next((p for p in config.providers if p.kind in kinds), None)
-    if provider is None:
+    kinds = {"auto": ("email", "google", "oidc"), "email": ("email",)}.get(method, ("google", "oidc"))
+    providers = sorted((p for p in config.providers if p.kind in kinds), key=lambda p: p.kind != "email")
+    if not providers:
         raise IdentityError("no-provider", f"this room trusts no {method} sign-in")
-    plan: dict[str, Any] = {"method": provider.kind, "nonce": session.identity_nonce(),
-                            "room": session.room_name}
+    nonce, room = session.identity_nonce(), session.room_name
+    options = [_plan_for(p, nonce, room) for p in providers]
+    if method != "auto":
+        return options[0]
+    return {"method": "auto", "nonce": nonce, "room": room, "options": options}
+
+
+def _plan_for(provider: Provider, nonce: str, room: str) -> dict[str, Any]:
+    plan: dict[str, Any] = {"method": provider.kind, "nonce": nonce, "room": room}
     if provider.kind == "email":
         plan["apiBase"] = provider.issuer + "/"
     else:
