@@ -38,16 +38,12 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_docs import machine, replace_section  # noqa: E402
+from chromium_flags import CHROMIUM, LOOPBACK_ONLY_DNS  # noqa: E402
+from chromium_flags import CHROMIUM_ARGS as BASE_ARGS  # noqa: E402
 from server_fixture import running_kibitz_server  # noqa: E402
 
 SECTION = "## Engine in the page"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-]
+CHROMIUM_ARGS = [*BASE_ARGS, LOOPBACK_ONLY_DNS]
 LOCAL = {"127.0.0.1", "localhost"}
 TARGETS = {"launcher_ms": 100.0, "joined_cold_ms": 2000.0, "joined_warm_ms": 1000.0, "bulk_ratio": 0.7,
            "fanout_p99_added_ms": 5.0}

@@ -36,9 +36,11 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_docs import machine, replace_section  # noqa: E402
+from browser_bench import CHROMIUM, CHROMIUM_ARGS, JOIN_PROBE  # noqa: E402
 from server_fixture import running_kibitz_server  # noqa: E402
 from wire_proxy import CountingProxy, Response  # noqa: E402
 
@@ -46,22 +48,7 @@ SECTION = "## First load"
 # The last commit before the first-load work (the snapshot gzip'd inside its file, no trimmed
 # standard library, jwt held): the "before" column.
 DEFAULT_BASELINE = "aa8a0b7"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-]
 TARGETS = {"bytes": 9_000_000, "joined_cold_ms": 2000.0, "joined_warm_ms": 1000.0}
-JOIN_PROBE = """(() => {
-  const t = setInterval(() => {
-    const c = window.call;
-    if (c && c.getParticipants().some((p) => !p.isSelf && p.linkUp)) {
-      window.__joinedAt = performance.now(); clearInterval(t);
-    }
-  }, 2);
-})();"""
 
 
 @contextlib.contextmanager

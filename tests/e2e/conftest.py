@@ -14,21 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from browser_guard import guarded_context
+from chromium_flags import CHROMIUM, CHROMIUM_ARGS
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
-
-CHROMIUM = os.environ.get("KIBITZ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-]
 
 FIREFOX = os.environ.get("KIBITZ_FIREFOX", "/usr/bin/firefox-esr")
 FIREFOX_PREFS: dict[str, str | int | bool] = {

@@ -20,21 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from browser_guard import guarded_context
+from chromium_flags import CHROMIUM_ARGS as BASE_ARGS
+from chromium_flags import LOOPBACK_ICE
 from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, Playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from netlab import LAB_NET, SERVER_NET, Host, LabServer, NetLab
 
 CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
+    *(a for a in BASE_ARGS if a != LOOPBACK_ICE),  # lab hosts reach each other over the lab's veths
     # Background tabs must keep their timers: several tabs share one headless browser.
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from chromium_flags import CHROMIUM
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -47,7 +48,6 @@ from static_server import ensure_dist
 ROOT = Path(__file__).resolve().parents[2]
 KIBITZ = str(ROOT / ".venv" / "bin" / "kibitz")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-CHROMIUM = os.environ.get("KIBITZ_CHROMIUM", "/usr/bin/chromium")
 LAN_NET = ipaddress.ip_network("198.18.96.0/20")
 BOOT_MS = 90_000
 ROOM = f"room-lan-{os.getpid()}"
