@@ -6,7 +6,7 @@ Layout (the server serves ``dist/`` at ``/``; keep it stable)::
                                    bridge, media shim) and the engine host its Worker runs
     dist/kibitz.d.ts               TypeScript declarations for MountOptions / MountedWidget
     dist/kibitz-sw.js              the offline service worker an embedding site copies and registers
-    dist/kibitz-signin.html        where an OpenID Connect sign-in popup returns (the redirect URI to register)
+    dist/kibitz-signin.html        where an OpenID Connect sign-in popup returns (its redirect URI)
     dist/pyodide-<ver>/            the Pyodide runtime files from node_modules/pyodide (npm pin)
     dist/wheels/*.whl              pinned PyPI wheels (sha256-checked) + the engine's own wheel
     dist/wheels/pyodide-lock.json  a lock holding only those wheels, with their real sha256
@@ -368,7 +368,8 @@ SNAPSHOT_MAGIC = b"KZS2"
 SNAPSHOT_PACKING = 4  # bump when pack_snapshot changes what it writes (the cache key follows it)
 
 
-def _uleb(data: bytes, at: int) -> tuple[int, int]:
+def _leb(data: bytes, at: int, signed: bool = False) -> tuple[int, int]:
+    """A LEB128 number at ``at`` (unsigned, or signed) and the offset just past it."""
     value = shift = 0
     while True:
         byte = data[at]
@@ -376,18 +377,7 @@ def _uleb(data: bytes, at: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            return value, at
-
-
-def _sleb(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return (value - (1 << shift) if byte & 0x40 else value), at
+            return (value - (1 << shift) if signed and byte & 0x40 else value), at
 
 
 def wasm_data_image(wasm: bytes) -> bytes:
@@ -399,24 +389,24 @@ def wasm_data_image(wasm: bytes) -> bytes:
     image = bytearray()
     while at < len(wasm):
         section = wasm[at]
-        size, at = _uleb(wasm, at + 1)
+        size, at = _leb(wasm, at + 1)
         end = at + size
         if section == 11:  # data
-            count, at = _uleb(wasm, at)
+            count, at = _leb(wasm, at)
             for _ in range(count):
-                mode, at = _uleb(wasm, at)
+                mode, at = _leb(wasm, at)
                 if mode == 1:  # passive: written later by memory.init, not by instantiation
-                    length, at = _uleb(wasm, at)
+                    length, at = _leb(wasm, at)
                     at += length
                     continue
                 if mode == 2:
-                    _, at = _uleb(wasm, at)  # memory index
+                    _, at = _leb(wasm, at)  # memory index
                 if mode not in (0, 2) or wasm[at] != 0x41:  # i32.const
                     return b""
-                offset, at = _sleb(wasm, at + 1)
+                offset, at = _leb(wasm, at + 1, signed=True)
                 if wasm[at] != 0x0B:
                     return b""
-                length, at = _uleb(wasm, at + 1)
+                length, at = _leb(wasm, at + 1)
                 if len(image) < offset + length:
                     image.extend(bytes(offset + length - len(image)))
                 image[offset:offset + length] = wasm[at:at + length]
@@ -435,30 +425,30 @@ def side_module_segments(wasm: bytes) -> list[tuple[int, bytes]]:
     out: list[tuple[int, bytes]] = []
     while at < len(wasm):
         section = wasm[at]
-        size, at = _uleb(wasm, at + 1)
+        size, at = _leb(wasm, at + 1)
         end = at + size
         if section == 11:
-            count, at = _uleb(wasm, at)
+            count, at = _leb(wasm, at)
             for _ in range(count):
-                mode, at = _uleb(wasm, at)
+                mode, at = _leb(wasm, at)
                 if mode == 1:
-                    length, at = _uleb(wasm, at)
+                    length, at = _leb(wasm, at)
                     at += length
                     continue
                 if mode == 2:
-                    _, at = _uleb(wasm, at)
+                    _, at = _leb(wasm, at)
                 if mode not in (0, 2) or wasm[at] != 0x23:  # global.get
                     return []
-                _, at = _uleb(wasm, at + 1)
+                _, at = _leb(wasm, at + 1)
                 offset = 0
                 if wasm[at] == 0x41:  # i32.const c; i32.add
-                    offset, at = _sleb(wasm, at + 1)
+                    offset, at = _leb(wasm, at + 1, signed=True)
                     if wasm[at] != 0x6A:
                         return []
                     at += 1
                 if wasm[at] != 0x0B:
                     return []
-                length, at = _uleb(wasm, at + 1)
+                length, at = _leb(wasm, at + 1)
                 out.append((offset, wasm[at:at + length]))
                 at += length
         at = end

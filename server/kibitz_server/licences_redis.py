@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from .licences import Licence, Usage
+from .redis_pool import bounded_redis, text
 
 ADD = r"""
 local P, id, h = ARGV[1], ARGV[2], ARGV[3]
@@ -53,22 +54,12 @@ return redis.call('HINCRBY', k, id, 1)
 _FIELDS = ("key_hash", "label", "cap", "created", "revoked")
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 class RedisLicenceStore:
     """:class:`~kibitz.server.licences.LicenceStore` on Redis (``redis://HOST:PORT/DB``)."""
 
     def __init__(self, url: str, prefix: str = "kbz:") -> None:
-        import redis.asyncio as aioredis
-
         self.prefix = prefix
-        # A bounded pool that makes a burst wait for a connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=32, timeout=5.0, socket_timeout=5.0, socket_connect_timeout=2.0
-        )
-        self._r = aioredis.Redis(connection_pool=pool)
+        self._r = bounded_redis(url, max_connections=32)
         self._add = self._r.register_script(ADD)
         self._revoke = self._r.register_script(REVOKE)
         self._meter = self._r.register_script(METER)
@@ -90,7 +81,7 @@ class RedisLicenceStore:
 
     async def by_hash(self, key_hash: bytes) -> Licence | None:
         found = await self._r.get(f"{self.prefix}lichash:{key_hash.hex()}")
-        return await self.by_id(_s(found)) if found else None
+        return await self.by_id(text(found)) if found else None
 
     async def by_id(self, licence_id: str) -> Licence | None:
         return self._licence(licence_id, await self._r.hmget(f"{self.prefix}lic:{licence_id}", _FIELDS))
@@ -99,7 +90,7 @@ class RedisLicenceStore:
         return bool(await self._revoke(args=[self.prefix, licence_id, repr(at)]))
 
     async def all(self) -> list[Licence]:
-        ids = sorted(_s(m) for m in await self._r.smembers(f"{self.prefix}licids"))
+        ids = sorted(text(m) for m in await self._r.smembers(f"{self.prefix}licids"))
         found = [await self.by_id(i) for i in ids]
         return sorted((lic for lic in found if lic is not None), key=lambda lic: (lic.created, lic.id))
 
@@ -111,11 +102,11 @@ class RedisLicenceStore:
         if month:
             months = [month]
         else:
-            months = sorted(_s(m) for m in await self._r.smembers(f"{self.prefix}usemonths"))
+            months = sorted(text(m) for m in await self._r.smembers(f"{self.prefix}usemonths"))
         rows: list[Usage] = []
         for m in months:
             counts = await self._r.hgetall(f"{self.prefix}use:{m}")
-            rows += [Usage(_s(k), m, int(v)) for k, v in counts.items()]
+            rows += [Usage(text(k), m, int(v)) for k, v in counts.items()]
         return sorted(rows, key=lambda u: (u.month, u.licence_id))
 
     async def close(self) -> None:

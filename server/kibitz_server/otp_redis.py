@@ -20,6 +20,7 @@ import math
 import time
 
 from .otp import OtpRecord
+from .redis_pool import bounded_redis, text
 
 ATTEMPT = r"""
 local k = KEYS[1]
@@ -58,21 +59,12 @@ return false
 _FIELDS = ("code_hash", "salt", "email", "room", "nonce", "exp", "attempts")
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 class RedisOtpStore:
     """:class:`~kibitz.server.otp.OtpStore` on Redis (``redis://HOST:PORT/DB``)."""
 
     def __init__(self, url: str, prefix: str = "kbz:") -> None:
-        import redis.asyncio as aioredis
-
         self.prefix = prefix
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=16, timeout=5.0, socket_timeout=5.0, socket_connect_timeout=2.0
-        )
-        self._r = aioredis.Redis(connection_pool=pool)
+        self._r = bounded_redis(url, max_connections=16)
         self._attempt = self._r.register_script(ATTEMPT)
         self._hit = self._r.register_script(HIT)
 
@@ -97,7 +89,7 @@ class RedisOtpStore:
         got = await self._attempt(keys=[self._otp(ticket)], args=[repr(now), max_attempts])
         if not got:
             return None
-        code_hash, salt, email, room, nonce, exp, attempts = (_s(v) for v in got)
+        code_hash, salt, email, room, nonce, exp, attempts = (text(v) for v in got)
         return OtpRecord(code_hash, salt, email, room, nonce, float(exp), int(attempts))
 
     async def delete(self, ticket: str) -> None:
@@ -105,7 +97,7 @@ class RedisOtpStore:
 
     async def hit(self, key: str, now: float, window: float, limit: int) -> float | None:
         got = await self._hit(keys=[f"{self.prefix}otphit:{key}"], args=[repr(now), repr(window), limit])
-        return None if not got else float(_s(got))
+        return None if not got else float(text(got))
 
     async def close(self) -> None:
         await self._r.aclose()
