@@ -9,4 +9,4 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy --strict engine/kibitz agent/kibitz_agent server/kibitz_server apps/whist/whist apps/whist/kibitzer.py
 echo "== pytest"
-.venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@"  # -rs: every skip says why
+.venv/bin/python -m pytest -q -rs --durations=15 -p no:cacheprovider "$@"  # -rs: every skip says why; the 15 slowest tests

@@ -2,7 +2,8 @@
 
 Every statement runs on one private worker thread with its own connection, so the event loop never
 waits on the disk and statements never interleave within a process; across processes SQLite's own
-locking (WAL, a 5 s busy timeout) keeps each store's read-modify-write steps atomic. The file is
+locking (WAL, a 15 s busy timeout: a loaded disk makes writers queue, which must not fail a
+request) keeps each store's read-modify-write steps atomic. The file is
 made private to the server's user (0600 in a 0700 directory): it holds hashes that must not leak.
 """
 
@@ -18,6 +19,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+BUSY_S = 15.0
+"""How long a statement waits for another process's write to finish before it fails."""
+
 
 class SqliteFile:
     """A lazily opened SQLite file with ``schema`` applied, used only from its own thread."""
@@ -32,12 +36,12 @@ class SqliteFile:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fresh = not self.path.exists()
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
             if fresh:
                 with contextlib.suppress(OSError):
                     self.path.chmod(0o600)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_S * 1000)}")
             db.executescript(self._schema)
             self._db = db
         return self._db
