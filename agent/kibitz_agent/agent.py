@@ -219,10 +219,12 @@ def certificate_fingerprint_of(cert_file: str | Path) -> str:
     return certificate_fingerprint(load_or_create_certificate(cert_file))
 
 
-def agent_identity_nonce(room: str, cert_file: str | Path) -> str:
+def agent_identity_nonce(room: str, cert_file: str | Path, salt: str | None = None) -> str:
     """The sign-in nonce for an agent that will join ``room`` with the certificate in ``cert_file``:
-    sign in with it (e.g. ``POST /api/email/start``), then pass the token as ``identity_token``."""
-    return identity_nonce(certificate_fingerprint_of(cert_file), room)
+    sign in with it (e.g. ``POST /api/email/start``), then pass the token as ``identity_token``.
+    ``salt`` (e.g. ``secrets.token_urlsafe(16)``, fresh per sign-in) makes a salted nonce, for an
+    OpenID Connect issuer that refuses a nonce it has seen before."""
+    return identity_nonce(certificate_fingerprint_of(cert_file), room, salt)
 
 
 def is_loopback(url: str) -> bool:

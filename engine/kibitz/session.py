@@ -497,9 +497,10 @@ class Session:
 
     # ------------------------------------------------------------------ controller: identity
 
-    def identity_nonce(self) -> str:
-        """The nonce a sign-in must put in the token: binds it to this member's certificate and room."""
-        return self.identity.nonce()
+    def identity_nonce(self, salt: str | None = None) -> str:
+        """The nonce a sign-in must put in the token: binds it to this member's certificate and room.
+        With ``salt`` (fresh per sign-in), a salted nonce, for issuers that refuse a nonce twice."""
+        return self.identity.nonce(salt)
 
     def provide_identity_token(self, jwt: str) -> dict[str, Any]:
         """Adopt an identity token minted elsewhere: ``{"status": "verified", "email"}`` or

@@ -15,7 +15,7 @@ from kibitz.backends import browser
 from kibitz.backends.browser import PageSession, SpeakingDetector
 from kibitz.backends.page_session import NoMedia
 from kibitz.clock import FakeClock
-from kibitz.identity import identity_nonce
+from kibitz.identity import identity_nonce, nonce_binds
 from kibitz.identity.member import IdentityError
 from kibitz.session import Source
 from kibitz.testing import Bus
@@ -255,11 +255,18 @@ async def test_identity_members_give_the_page_a_sign_in_plan_and_adopt_tokens(bu
     both = Page(bus, "both", startOpen=True, apiBase="https://kibitz.example/", verifyIdentity={"providers": [
         {"type": "oidc", "issuer": "https://id.example", "clientId": "app"}, "email"]})
     auto = await both.s.call("signInIdentity", ["auto"])
-    mine = identity_nonce(bus.fingerprint("both"), ROOM)
+    fp = bus.fingerprint("both")
+    mine = identity_nonce(fp, ROOM)
+    salted = auto["options"][1].pop("nonce")  # OpenID Connect: a salted nonce of its own per plan
     assert auto == {"method": "auto", "nonce": mine, "room": ROOM, "options": [
         {"method": "email", "nonce": mine, "room": ROOM, "apiBase": "https://kibitz.example/"},
-        {"method": "oidc", "nonce": mine, "room": ROOM, "issuer": "https://id.example", "clientId": "app"}]}
-    assert await both.s.call("signInIdentity", ["google"]) == auto["options"][1]
+        {"method": "oidc", "room": ROOM, "issuer": "https://id.example", "clientId": "app"}]}
+    again = await both.s.call("signInIdentity", ["google"])
+    assert nonce_binds(salted, fp, ROOM) and nonce_binds(again["nonce"], fp, ROOM)
+    assert "." in salted and salted != again["nonce"] and not nonce_binds(salted, fp, "room-other")
+    assert await both.s.call("identityNonce", ["s" * 16]) == identity_nonce(fp, ROOM, "s" * 16)
+    with pytest.raises(IdentityError, match="salt"):
+        await both.s.call("identityNonce", ["no.dots.here"])
     with pytest.raises(IdentityError):  # not a token of a trusted issuer
         await ann.s.call("provideIdentityToken", ["a.b.c"])
     stats = await ann.s.call("getIdentityStats", [])

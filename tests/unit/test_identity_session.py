@@ -247,6 +247,22 @@ def test_an_agent_key_gate_admits_only_known_agents(bus: Bus, issuer: Issuer) ->
     assert host.get_identity_stats()["door"].get("agent:other-cert")
 
 
+def test_a_first_comer_whose_token_waits_for_keys_is_held_not_refused(bus: Bus, issuer: Issuer) -> None:
+    """A token provided before the issuer's keys are in: the coordinator holds itself out until they
+    arrive, never saying ``unverified`` (an agent takes that as a refusal and gives up)."""
+    gate = JoinGate(mode="email", issuer=ISSUER)
+    host = make(bus, "host", issuer, gate=gate, verify_identity=None, delay=2.0)  # slow key fetch
+    statuses: list[str] = []
+    host.on("lobby", statuses.append)
+    assert host.provide_identity_token(token_for(issuer, bus, "host", "h@x.example"))["status"] == "pending"
+    host.join()
+    bus.clock.advance(1.0)
+    assert host.get_state()["isCoordinator"] and host.self_id not in people(host)
+    bus.clock.advance(2.0)
+    assert host.self_id in people(host) and host.get_state()["lobbyStatus"] in (None, "admitted")
+    assert "unverified" not in statuses, statuses
+
+
 def test_a_coordinator_holds_itself_to_its_email_gate(bus: Bus, issuer: Issuer) -> None:
     gate = JoinGate(mode="email", issuer=ISSUER)
     host = make(bus, "host", issuer, gate=gate, verify_identity=None)

@@ -167,6 +167,7 @@ def test_tsc_strict_catches_a_member_that_drifted(app: Path) -> None:
     dts.write_text(renamed)
     res = _tsc(app)
     assert res.returncode != 0 and "toggleMic" in res.stdout, res.stdout
-    dts.write_text(original.replace("identityNonce(): Promise<string>;", "identityNonce(): Promise<number>;"))
+    dts.write_text(original.replace("identityNonce(salt?: string): Promise<string>;",
+                                    "identityNonce(salt?: string): Promise<number>;"))
     res = _tsc(app)
     assert res.returncode != 0 and "app.ts" in res.stdout, res.stdout

@@ -15,6 +15,7 @@ from kibitz.identity import (
     RsaPublicKey,
     fingerprint_of_der,
     identity_nonce,
+    nonce_binds,
     safety_code,
     safety_words,
     verify_identity,
@@ -35,8 +36,9 @@ class Results:
 
 def check_binding(v: dict[str, Any], out: Results) -> None:
     for i, c in enumerate(v["nonce"]):
-        got = identity_nonce(c["fp"], c["room"])
+        got = identity_nonce(c["fp"], c["room"], c.get("salt"))
         out.check(f"nonce[{i}]", got == c["nonce"], got)
+        out.check(f"nonce[{i}].binds", nonce_binds(c["nonce"], c["fp"], c["room"]))
     for i, c in enumerate(v["der"]):
         got = fingerprint_of_der(bytes.fromhex(c["hex"]))
         out.check(f"der[{i}]", got == c["fp"], got)

@@ -40,9 +40,14 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def nonce(fp: str, room: str) -> str:
+def nonce(fp: str, room: str, salt: str | None = None) -> str:
     norm = "-".join(p for p in "".join(c if c.isalnum() else " " for c in room.lower()).split())[:40]
-    return b64(hashlib.sha256(f"{fp.strip().lower()}|{norm}".encode()).digest())
+    if salt is None:
+        return b64(hashlib.sha256(f"{fp.strip().lower()}|{norm}".encode()).digest())
+    return salt + "." + b64(hashlib.sha256(f"{fp.strip().lower()}|{norm}|{salt}".encode()).digest())
+
+
+SALT = "q7Zp-3_kXvN2mB8sW4tY"
 
 
 def jwk_of(key: rsa.RSAPrivateKey, kid: str) -> dict[str, str]:
@@ -91,6 +96,14 @@ def main() -> None:
          "reason": "other-cert"},
         {"name": "another room", "token": sign(key, hdr, with_(email_claims, nonce=nonce(FP_B, "elsewhere"))),
          "reason": "wrong-nonce"},
+        {"name": "salted nonce", "token": sign(key, hdr, with_(email_claims, nonce=nonce(FP_B, ROOM, SALT))),
+         "expect": {"email": "ann@allowed.example", "provider": "email"}},
+        {"name": "salted nonce of another certificate", "token": sign(key, hdr, with_(
+            email_claims, nonce=nonce(FP_A, ROOM, SALT))), "reason": "other-cert"},
+        {"name": "salted nonce, salt swapped", "token": sign(key, hdr, with_(
+            email_claims, nonce="x" * 20 + "." + nonce(FP_B, ROOM, SALT).split(".")[1])), "reason": "wrong-nonce"},
+        {"name": "salted nonce, salt too short", "token": sign(key, hdr, with_(
+            email_claims, nonce=nonce(FP_B, ROOM, "short"))), "reason": "wrong-nonce"},
         {"name": "no nonce", "token": sign(key, hdr, with_(email_claims, nonce=None)), "reason": "wrong-nonce"},
         {"name": "another audience", "token": sign(key, hdr, with_(oidc_claims, aud="client-2")),
          "reason": "wrong-audience"},
@@ -176,6 +189,7 @@ def main() -> None:
              "source": "the original engine's golden vector"},
             {"fp": "  " + FP_A.lower() + " ", "room": "Room Salt", "nonce": nonce(FP_A, "Room Salt")},
             {"fp": FP_B, "room": ROOM, "nonce": good_nonce},
+            {"fp": FP_B, "room": ROOM, "salt": SALT, "nonce": nonce(FP_B, ROOM, SALT)},
         ],
         "der": [{"hex": (b"\x30\x03\x02\x01\x01").hex(),
                  "fp": ":".join(f"{x:02x}" for x in hashlib.sha256(b"\x30\x03\x02\x01\x01").digest())}],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 from kibitz.identity.keys import Done
@@ -47,18 +48,21 @@ def sign_in_plan(session: Session, method: str) -> dict[str, Any]:
     if not providers:
         raise IdentityError("no-provider", f"this room trusts no {method} sign-in")
     nonce, room = session.identity_nonce(), session.room_name
-    options = [_plan_for(p, nonce, room) for p in providers]
+    options = [_plan_for(p, nonce, room, session) for p in providers]
     if method != "auto":
         return options[0]
     return {"method": "auto", "nonce": nonce, "room": room, "options": options}
 
 
-def _plan_for(provider: Provider, nonce: str, room: str) -> dict[str, Any]:
+def _plan_for(provider: Provider, nonce: str, room: str, session: Session) -> dict[str, Any]:
     plan: dict[str, Any] = {"method": provider.kind, "nonce": nonce, "room": room}
     if provider.kind == "email":
         plan["apiBase"] = provider.issuer + "/"
     else:
-        plan.update(issuer=provider.issuer, clientId=provider.client_id)
+        # An OpenID Connect issuer may refuse a nonce it has seen (a second sign-in from this
+        # certificate in this room would be): each plan gets a salted nonce of its own.
+        plan.update(issuer=provider.issuer, clientId=provider.client_id,
+                    nonce=session.identity_nonce(salt=secrets.token_urlsafe(16)))
     return plan
 
 

@@ -15,6 +15,7 @@ The same golden vectors (tests/vectors/identity.json) pass in CPython and in the
 from kibitz.identity.binding import (
     fingerprint_of_der,
     identity_nonce,
+    nonce_binds,
     normalize_fingerprint,
     safety_code,
     safety_words,
@@ -40,6 +41,7 @@ __all__ = [
     "RsaPublicKey",
     "fingerprint_of_der",
     "identity_nonce",
+    "nonce_binds",
     "normalize_fingerprint",
     "safety_code",
     "safety_words",

@@ -18,6 +18,7 @@ different codes.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 
 from kibitz.crypto.b64 import b64url_encode
@@ -61,11 +62,37 @@ def fingerprint_of_der(der: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, 64, 2))
 
 
-def identity_nonce(fp: str, room: str) -> str:
+SALT_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+"""A per-sign-in salt: 16 to 64 characters of the base64url alphabet (which has no ``.``)."""
+
+
+def identity_nonce(fp: str, room: str, salt: str | None = None) -> str:
     """The sign-in nonce that binds a token to certificate ``fp`` in ``room`` (the original's formula:
-    ``fp`` is only trimmed and lower-cased, not validated, so its golden vector holds as is)."""
+    ``fp`` is only trimmed and lower-cased, not validated, so its golden vector holds as is).
+
+    With ``salt`` (fresh for each sign-in, for issuers that refuse a nonce they have seen before):
+    ``salt + "." + b64url(SHA-256(fp + "|" + room + "|" + salt))``. The salt travels in the nonce
+    itself, so a verifier needs nothing beside the token (:func:`nonce_binds`)."""
     text = fp.strip().lower() + "|" + normalize_room(room)
-    return b64url_encode(hashlib.sha256(text.encode("utf-8")).digest())
+    if salt is None:
+        return b64url_encode(hashlib.sha256(text.encode("utf-8")).digest())
+    if not isinstance(salt, str) or not SALT_PATTERN.match(salt):
+        raise ValueError("a nonce salt is 16 to 64 characters of A-Z a-z 0-9 _ -")
+    digest = hashlib.sha256(f"{text}|{salt}".encode()).digest()
+    return f"{salt}.{b64url_encode(digest)}"
+
+
+def nonce_binds(nonce: object, fp: str, room: str) -> bool:
+    """Whether a token's ``nonce`` claim was made for certificate ``fp`` in ``room``: the plain
+    nonce, or a salted one (``salt.hash``) whose hash matches its own salt."""
+    if not isinstance(nonce, str):
+        return False
+    salt, dot, _ = nonce.partition(".")
+    if not dot:
+        return hmac.compare_digest(nonce.encode(), identity_nonce(fp, room).encode())
+    if not SALT_PATTERN.match(salt):
+        return False
+    return hmac.compare_digest(nonce.encode(), identity_nonce(fp, room, salt).encode())
 
 
 def safety_code_digest(fp_a: str, fp_b: str) -> bytes:

@@ -18,8 +18,9 @@ with a stable reason, counted in :attr:`IdentityDoor.refusals`.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +36,8 @@ from kibitz.identity.agents import (
 from kibitz.identity.jwt import JwtRefusal
 from kibitz.identity.keys import KeyDirectory
 from kibitz.identity.policy import Identity, IdentityConfig, IdentityRefusal, verify_identity
+
+log = logging.getLogger(__name__)
 
 DoorResult = Literal["ok", "pending", "unverified"]
 
@@ -73,6 +76,9 @@ class IdentityDoor:
         self.agent_keys = tuple(agent_keys)
         self.credits = credits
         self.refusals: Counter[str] = Counter()
+        self.self_pending: Callable[[], bool] = lambda: False
+        """Whether our own token waits for its issuer's keys (set by the member that owns the door):
+        coordinating, we then hold ourselves out (neither in nor refused) until they arrive."""
 
     @property
     def enforcing(self) -> bool:
@@ -132,6 +138,7 @@ class IdentityDoor:
 
     def _refuse(self, reason: str) -> DoorCheck:
         self.refusals[reason] += 1
+        log.info("room %s: the door refuses a joiner (%s)", self.room, reason)
         return DoorCheck("unverified", reason)
 
 

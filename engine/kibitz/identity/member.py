@@ -103,6 +103,7 @@ class MemberIdentity:
         if self.config is not None or agent_keys or credits is not None:
             self.door = IdentityDoor(room=room, keys=self.keys, gate_identity=door_config,
                                      token_identity=self.config, agent_keys=agent_keys, credits=credits)
+            self.door.self_pending = lambda: self._pending_token is not None
         self.roster = VerifiedRoster(active=self.config is not None,
                                      require=bool(self.config and self.config.require))
         self.token: str | None = None
@@ -131,12 +132,17 @@ class MemberIdentity:
         t = self._transport
         return t.remote_fingerprint(link) if link is not None and isinstance(t, CertifiedTransport) else None
 
-    def nonce(self) -> str:
-        """The sign-in nonce for this member's certificate and room (``identityNonce()``)."""
+    def nonce(self, salt: str | None = None) -> str:
+        """The sign-in nonce for this member's certificate and room (``identityNonce(salt?)``)."""
         fp = self.local_fp()
         if not fp:
             raise RuntimeError("this member's certificate is not ready yet; ask again in a moment")
-        return identity_nonce(fp, self.room)
+        if salt is not None and not isinstance(salt, str):
+            raise IdentityError("bad-salt", "a nonce salt is text")
+        try:
+            return identity_nonce(fp, self.room, salt)
+        except ValueError as exc:
+            raise IdentityError("bad-salt", str(exc)) from None
 
     def known_fps(self) -> list[str]:
         return [p.fp for p in self.roster.peers.values() if p.fp]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from kibitz.identity.binding import identity_nonce
+from kibitz.identity.binding import nonce_binds
 from kibitz.identity.jwt import JWT_REFUSALS, JwtRefusal, peek_claims, verify_rs256
 from kibitz.identity.rsa import RsaPublicKey
 
@@ -275,8 +275,8 @@ def verify_identity(
     if not fp:
         return IdentityRefusal("no-fingerprint", "the link's certificate cannot be read")
     nonce = checked.get("nonce")
-    if nonce != identity_nonce(fp, room):
-        if any(nonce == identity_nonce(other, room) for other in known_fps if other != fp):
+    if not nonce_binds(nonce, fp, room):
+        if any(nonce_binds(nonce, other, room) for other in known_fps if other != fp):
             return IdentityRefusal("other-cert", "the token was made for another member's certificate")
         return IdentityRefusal("wrong-nonce", "the token was made for another certificate or another room")
     if not config.allows(email, checked.get("hd")):

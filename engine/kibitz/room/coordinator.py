@@ -514,7 +514,9 @@ class Coordinator:
         return True
 
     def recheck_identity(self) -> None:
-        """Keys arrived: check the held announces again."""
+        """Keys arrived: check ourselves (our own token may have waited for them) and the held
+        announces again."""
+        self.profile_changed()
         pending, self._pending = self._pending, {}
         for mid, (link, msg) in pending.items():
             if self.links.get(link) == mid:
@@ -677,8 +679,10 @@ class Coordinator:
         door = core.door
         if door is not None and door.gate_identity is not None and core.own_email() is None \
                 and core.own_claim() is None:
-            core.set_lobby_status("unverified")  # an email/google room: not without our own sign-in
             self._entries.pop(core.self_id, None)
+            if door.self_pending():
+                return  # our token waits for the issuer's keys: checked again when they arrive
+            core.set_lobby_status("unverified")  # an email/google room: not without our own sign-in
             return
         if core.lobby_status == "unverified":
             core.set_lobby_status("admitted")
