@@ -129,20 +129,7 @@ function remoteFingerprintOf(pc) {
   return kbzRemoteFps.get(pc) || null;
 }
 
-// ---- the sign-in element
-
-function kbzEl(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") el.className = v;
-    else if (k === "text") el.textContent = v;
-    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined) el.append(c);
-  return el;
-}
+// ---- the sign-in element (drawn with ui.js's `h`: both run in widget.js's one scope)
 
 async function postJson(url, body) {
   let r;
@@ -170,11 +157,11 @@ const VERIFY_REASONS = {
 function drawSignIn(el, plan, provide, server) {
   if (!el || typeof el.replaceChildren !== "function") throw new TypeError("Kibitz.signInIdentity(el, method): el must be an element");
   return new Promise((resolve) => {
-    const hint = kbzEl("p", { class: "kbz-signin-hint", role: "status", "aria-live": "polite" });
+    const hint = h("p", { class: "kbz-signin-hint", role: "status", "aria-live": "polite" });
     const say = (text, kind) => { hint.textContent = text || ""; if (kind) hint.dataset.kind = kind; else delete hint.dataset.kind; };
     const done = async (jwt) => {
       const got = await provide(jwt);
-      el.replaceChildren(kbzEl("p", { class: "kbz-signin-done", role: "status",
+      el.replaceChildren(h("p", { class: "kbz-signin-done", role: "status",
         text: got.status === "verified" ? `Signed in as ${got.email}` : "Signed in; checking the token…" }));
       resolve(got);
     };
@@ -183,17 +170,17 @@ function drawSignIn(el, plan, provide, server) {
     const mail = options.find((o) => o.method === "email");
     const buttons = options.filter((o) => o.method !== "email").map((o) => providerButton(o, server, say, done));
     if (!mail) {
-      el.replaceChildren(kbzEl("div", { class: "kbz-signin-box" },
-        kbzEl("label", { class: "kbz-signin-label", text: "Verify who you are to the room" }), ...buttons, hint));
+      el.replaceChildren(h("div", { class: "kbz-signin-box" },
+        h("label", { class: "kbz-signin-label", text: "Verify who you are to the room" }), ...buttons, hint));
       return;
     }
     const api = mail.apiBase;
 
     const askAddress = (message) => {
-      const input = kbzEl("input", { type: "email", class: "kbz-signin-email", autocomplete: "email",
+      const input = h("input", { type: "email", class: "kbz-signin-email", autocomplete: "email",
         required: true, "aria-label": "Your email address", placeholder: "you@example.com" });
-      const button = kbzEl("button", { type: "submit", class: "primary", text: "Send code" });
-      const form = kbzEl("form", { class: "kbz-signin code-form", "aria-label": "Sign in by email" }, input, button);
+      const button = h("button", { type: "submit", class: "primary", text: "Send code" });
+      const form = h("form", { class: "kbz-signin code-form", "aria-label": "Sign in by email" }, input, button);
       form.addEventListener("submit", async (ev) => {
         ev.preventDefault();
         const email = input.value.trim();
@@ -211,18 +198,18 @@ function drawSignIn(el, plan, provide, server) {
           button.disabled = false;
         }
       });
-      el.replaceChildren(kbzEl("div", { class: "kbz-signin-box" },
-        kbzEl("label", { class: "kbz-signin-label", text: "Verify your email to the room" }), form, ...buttons, hint));
+      el.replaceChildren(h("div", { class: "kbz-signin-box" },
+        h("label", { class: "kbz-signin-label", text: "Verify your email to the room" }), form, ...buttons, hint));
       say(message || "", message ? "error" : null);
       input.focus();
     };
 
     const askCode = (email, ticket) => {
-      const input = kbzEl("input", { type: "text", class: "kbz-signin-code", inputmode: "numeric",
+      const input = h("input", { type: "text", class: "kbz-signin-code", inputmode: "numeric",
         autocomplete: "one-time-code", pattern: "[0-9]{6}", maxlength: "6", required: true,
         "aria-label": "The 6-digit code" });
-      const button = kbzEl("button", { type: "submit", class: "primary", text: "Verify" });
-      const form = kbzEl("form", { class: "kbz-signin code-form", "aria-label": "Type the code" }, input, button);
+      const button = h("button", { type: "submit", class: "primary", text: "Verify" });
+      const form = h("form", { class: "kbz-signin code-form", "aria-label": "Type the code" }, input, button);
       form.addEventListener("submit", async (ev) => {
         ev.preventDefault();
         button.disabled = true;
@@ -238,10 +225,10 @@ function drawSignIn(el, plan, provide, server) {
           button.disabled = false;
         }
       });
-      const again = kbzEl("button", { type: "button", class: "linkish", text: "Use another address",
+      const again = h("button", { type: "button", class: "linkish", text: "Use another address",
         onclick: () => askAddress() });
-      el.replaceChildren(kbzEl("div", { class: "kbz-signin-box" },
-        kbzEl("label", { class: "kbz-signin-label", text: `We sent a 6-digit code to ${email}.` }), form, again, hint));
+      el.replaceChildren(h("div", { class: "kbz-signin-box" },
+        h("label", { class: "kbz-signin-label", text: `We sent a 6-digit code to ${email}.` }), form, again, hint));
       say("");
       input.focus();
     };
@@ -372,7 +359,7 @@ function providerButton(plan, server, say, done) {
   };
   prepare();
   const name = providerName(plan);
-  const button = kbzEl("button", { type: "button", class: "kbz-signin-provider", text: `Sign in with ${name}` });
+  const button = h("button", { type: "button", class: "kbz-signin-provider", text: `Sign in with ${name}` });
   button.addEventListener("click", async () => {
     // Opened within the click (or the browser blocks it): on the provider's page when it is known.
     const early = ready;
@@ -404,7 +391,7 @@ function providerButton(plan, server, say, done) {
 function decorateIdentity(tile, p) {
   let badge = tile.querySelector(".verified");
   if (p.verifiedEmail) {
-    if (!badge) { badge = kbzEl("span", { class: "verified" }); tile.append(badge); }
+    if (!badge) { badge = h("span", { class: "verified" }); tile.append(badge); }
     if (badge.dataset.email !== p.verifiedEmail) {
       badge.dataset.email = p.verifiedEmail;
       badge.textContent = `✓ ${p.verifiedEmail}`;
@@ -414,7 +401,7 @@ function decorateIdentity(tile, p) {
   } else if (badge) badge.remove();
   let code = tile.querySelector(".safety");
   if (p.safetyCode && !p.isSelf) {
-    if (!code) { code = kbzEl("span", { class: "safety" }); tile.append(code); }
+    if (!code) { code = h("span", { class: "safety" }); tile.append(code); }
     if (code.dataset.code !== p.safetyCode) {
       code.dataset.code = p.safetyCode;
       code.textContent = p.safetyCode;
