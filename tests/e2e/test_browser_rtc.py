@@ -29,12 +29,12 @@ PAGE = '<!doctype html><meta charset="utf-8"><body><script src="/widget.js"></sc
 
 PY_HELPERS = """
 import asyncio, json
-async def wait_until(pred, timeout=10.0):
+async def wait_until(pred, timeout=10.0, info=lambda: ""):
     loop = asyncio.get_event_loop()
     end = loop.time() + timeout
     while not pred():
         if loop.time() > end:
-            raise TimeoutError("condition not met in time")
+            raise TimeoutError(f"condition not met in time {info()}")
         await asyncio.sleep(0.02)
 """
 
@@ -124,7 +124,7 @@ await pc.set_remote_description(SessionDescription(**ans["answer"]))
 for c in ans["cands"]:
     await pc.add_ice_candidate(c)
 await pc.add_ice_candidate(None)
-await wait_until(lambda: "open" in events)
+await wait_until(lambda: "open" in events, info=lambda: (events, states, dc.ready_state, pc.connection_state))
 open_ms = (asyncio.get_event_loop().time() - t_offer) * 1000
 transferred = type(dc.bound).__name__ == "BrowserDataChannel"
 dc.send("hello from python")

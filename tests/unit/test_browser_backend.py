@@ -33,6 +33,50 @@ def test_imports_without_pyodide() -> None:
     assert browser.BrowserPeerConnectionFactory.supports_media is True
 
 
+class _RawChannel:
+    """An ``RTCDataChannel`` as the Worker sees it, through a fake ``kibitz_shim``."""
+
+    label = "chat"
+    readyState = "connecting"
+    binaryType = "blob"
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Callable[[Any], None]] = {}
+
+    def send(self, _data: Any) -> None:
+        raise AssertionError("not sent here")
+
+
+class _FakeShim:
+    @staticmethod
+    def listen(target: _RawChannel, event: str, fn: Callable[[Any], None]) -> Callable[[], None]:
+        target.handlers[event] = fn
+        return lambda: None
+
+    listenData = listen
+
+
+def test_a_channel_whose_open_event_never_came_says_open_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "kibitz_shim", _FakeShim)
+    raw = _RawChannel()
+    channel = browser.BrowserDataChannel(raw)
+    opened: list[int] = []
+    channel.on("open", lambda: opened.append(1))
+    channel.catch_up()
+    assert opened == []  # still connecting: nothing to say
+    raw.readyState = "open"  # ... and its event got lost crossing threads
+    channel.catch_up()
+    channel.catch_up()
+    raw.handlers["open"](None)  # a late event is not a second open
+    assert opened == [1]
+    fresh = browser.BrowserDataChannel(_RawChannel())
+    fresh.on("open", lambda: opened.append(2))
+    fresh._raw.readyState = "open"
+    fresh._raw.handlers["open"](None)
+    fresh.catch_up()
+    assert opened == [1, 2]
+
+
 class FakeTrack:
     def __init__(self, kind: str) -> None:
         self.kind = kind

@@ -160,7 +160,8 @@ class BrowserDataChannel(W3CDataChannelState):
         self._events = EventListeners()
         self._on_data: list[EventCallback] = []
         self._listeners = _Listeners()
-        self._listeners.listen(raw, "open", lambda _ev: self._events.fire("open"))
+        self._open_told = False
+        self._listeners.listen(raw, "open", lambda _ev: self._tell_open())
         self._listeners.listen_data(raw, "message", self._on_message)
         self._listeners.listen(raw, "close", self._on_close)
         self._listeners.listen(raw, "error", self._on_error)
@@ -198,6 +199,18 @@ class BrowserDataChannel(W3CDataChannelState):
     def release(self) -> None:
         """Drop every JS listener now (the owning peer connection is gone)."""
         self._listeners.close()
+
+    def catch_up(self) -> None:
+        """Say ``open`` if the channel is open but its event never reached this Worker (a
+        transferred channel's state crosses threads; a CI run saw a link stay silent once)."""
+        if not self._open_told and str(self._raw.readyState) == "open":
+            log.warning("data channel %r is open but said nothing: catching up", self.label)
+            self._tell_open()
+
+    def _tell_open(self) -> None:
+        if not self._open_told:
+            self._open_told = True
+            self._events.fire("open")
 
     def _on_message(self, data: Any, utf8: bool = False) -> None:
         if type(data) is not str:

@@ -17,6 +17,7 @@ functions that need them, so CPython can import this module and drive it with a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from kibitz.backends.rtc_api import (
 log = logging.getLogger(__name__)
 
 FINGERPRINT = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){31}$")
+# After a connection reports ``connected``: when to check that its open channels said so.
+CATCH_UP_S = (1.0, 3.0, 8.0)
 """A certificate's SHA-256 as peers compare it: lower-case colon-hex."""
 
 PC_PICKS: dict[str, tuple[str, ...]] = {
@@ -229,6 +232,11 @@ class ChannelSlot:
         if self._impl is not None:
             self._impl.release()
 
+    def catch_up(self) -> None:
+        catch_up = getattr(self._impl, "catch_up", None)
+        if catch_up is not None:
+            catch_up()
+
 
 # ---------------------------------------------------------------------------------- media lanes
 
@@ -321,8 +329,7 @@ class BrowserPeerConnection:
         self._offs = [
             self._ref.on("icecandidate", self._on_candidate, PC_PICKS["icecandidate"]),
             self._ref.on("datachannel", self._on_datachannel, PC_PICKS["datachannel"]),
-            self._ref.on("connectionstatechange",
-                         lambda _v: self._events.fire("connectionstatechange", self.connection_state)),
+            self._ref.on("connectionstatechange", self._on_connection_state),
             self._ref.on("iceconnectionstatechange",
                          lambda _v: self._events.fire("iceconnectionstatechange", self.ice_connection_state)),
             self._ref.on("track", self._on_track, PC_PICKS["track"]),
@@ -462,6 +469,23 @@ class BrowserPeerConnection:
             "usernameFragment": None if ufrag is None else str(ufrag),
         }
         self._events.fire("icecandidate", init)
+
+    def _on_connection_state(self, _v: Any) -> None:
+        state = self.connection_state
+        if state == "connected":
+            # Channels normally open within a round trip of this; look once they should have.
+            loop = asyncio.get_event_loop()
+            for delay in CATCH_UP_S:
+                loop.call_later(delay, self._catch_up_channels)
+        self._events.fire("connectionstatechange", state)
+
+    def _catch_up_channels(self) -> None:
+        if self._closed:
+            return
+        for channel in self._channels:
+            catch_up = getattr(channel, "catch_up", None)
+            if catch_up is not None:
+                catch_up()
 
     def _on_datachannel(self, v: dict[str, Any]) -> None:
         channel = self._channel(v.get("channel"))
