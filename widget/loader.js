@@ -238,10 +238,12 @@ const decodeData = (text) => (text.includes(TAG_KEY) ? JSON.parse(text, reviver)
 /** Test and diagnostics flags, set before widget.js runs: `window.__KIBITZ_ENGINE__ = { relay: true }`
  * relays data channels through the page instead of transferring them; `inPage: true` runs the
  * engine on the page's thread (as where no Worker can start); `pingMs` / `hangMs` / `bootHangMs`
- * tune the watchdog; `growTable: n` grows the runtime's wasm function table by n entries before the
+ * tune the watchdog; `bootRetryMs` the waits before each new try of a boot that failed (a
+ * download cut short); `growTable: n` grows the runtime's wasm function table by n entries before the
  * snapshot check (a runtime whose table cannot take the snapshot, as WebKit's).
  * `window.__KIBITZ_BOOT__ = "plain"` boots without the memory snapshot. */
-const FLAGS = Object.freeze({ pingMs: 1000, hangMs: 8000, bootHangMs: 60000, ...(globalThis.__KIBITZ_ENGINE__ || {}) });
+const FLAGS = Object.freeze({ pingMs: 1000, hangMs: 8000, bootHangMs: 60000, bootRetryMs: [1000, 3000],
+  ...(globalThis.__KIBITZ_ENGINE__ || {}) });
 
 /** Whether the page has the engine's build snapshot to offer (the UI sizes its progress from it). */
 function snapshotInfo() {
@@ -274,6 +276,8 @@ function createEngine() {
   let pingTimer = null;
   let unanswered = null; // performance.now() of the oldest ping not answered yet
   let generation = 0;
+  let bootTries = 0; // failed boots of this start() retried so far
+  let retryBoot = null; // a fresh Worker, as start() makes one
 
   /** The engine host in a module Worker made from its own source (widget.js's origin does not
    * matter: a blob has the page's), or, with `inPage` or where no Worker can start, on this thread
@@ -307,6 +311,7 @@ function createEngine() {
       return booted;
     }
     state = "booting";
+    bootTries = 0;
     booted = new Promise((resolve, reject) => { settle = { resolve, reject }; });
     booted.catch(() => {});
     timings.bootPath = null;
@@ -335,6 +340,7 @@ function createEngine() {
         }
       };
     };
+    retryBoot = () => { begin(spawn(where === "page")); startWatchdog(); };
     begin(spawn(!!FLAGS.inPage));
     startWatchdog();
     return booted;
@@ -380,7 +386,23 @@ function createEngine() {
         settle.resolve();
         break;
       }
-      case "failed": state = "failed"; stopWorker(); settle.reject(engineError(m.error, m.fatal)); break;
+      case "failed": {
+        stopWorker();
+        // A download cut short (the network changed under the page, a proxy hiccup) fails a boot
+        // that a fresh Worker, with a fresh module map, would finish: try again, a bounded number
+        // of times. A fatal failure (a package missing from the build) would only fail again.
+        const wait = m.fatal ? undefined : FLAGS.bootRetryMs[bootTries];
+        if (wait !== undefined) {
+          bootTries++;
+          console.warn(`Kibitz: the call engine failed to start (${engineError(m.error).message}); ` +
+            `trying again in ${wait / 1000} s`);
+          setTimeout(() => { if (state === "booting") retryBoot(); }, wait);
+          break;
+        }
+        state = "failed";
+        settle.reject(engineError(m.error, m.fatal));
+        break;
+      }
       case "opened": {
         const rec = mounts.get(m.id);
         if (rec && rec.opening) {

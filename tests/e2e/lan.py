@@ -111,6 +111,11 @@ class Lan:
         h = Host(self, name, ns, addr)
         h.run("ip", "link", "set", "lo", "up")
         h.run("ip", "link", "set", inner, "name", "eth0")
+        # IPv4 only: an IPv6 link-local address settles (DAD) a second or two after the link comes
+        # up, and Chromium takes that address change for a network change and aborts what it has
+        # in flight (ERR_NETWORK_CHANGED: a page booting then lost its engine download).
+        for conf in ("all", "default", "eth0"):
+            h.run("sysctl", "-qw", f"net.ipv6.conf.{conf}.disable_ipv6=1")
         h.run("ip", "addr", "add", f"{addr}/{PREFIX}", "dev", "eth0")
         h.run("ip", "link", "set", "eth0", "up")
         # Link-local multicast stays on the LAN (mDNS: browsers name their host candidates

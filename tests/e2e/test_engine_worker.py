@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import main_thread
@@ -168,3 +169,38 @@ def test_a_killed_engine_leaves_the_page_running_and_restarts(
     ben.wait_for_function("(id) => window.__got.some(([d, f]) => d.back && f === id)", arg=new_id,
                           timeout=10_000)
     expect(launcher).to_have_attribute("data-state", "call")
+
+
+def test_a_boot_whose_download_is_cut_tries_again_in_a_fresh_worker(
+    new_context: Callable[..., BrowserContext], kibitz_server: KibitzServer, host_site: StaticServer
+) -> None:
+    """The network changes under the page while the engine downloads (Chromium aborts what is in
+    flight with ERR_NETWORK_CHANGED; seen on the LAN tests when an address settled mid-boot): the
+    first two tries fail, the third boots, and the tab joins. One more cut than tries: it fails."""
+    cut: list[str] = []
+
+    def cut_twice(route: Any) -> None:
+        if len(cut) < 2:
+            cut.append(route.request.url)
+            route.abort("internetdisconnected")
+        else:
+            route.continue_()
+
+    room = "room-cut-" + uuid.uuid4().hex[:12]
+    console: list[str] = []
+    page = open_tab(new_context, host_page(host_site, kibitz_server, room, "Ana"),
+                    before=lambda p: (p.context.route("**/pyodide.mjs", cut_twice),
+                                      p.on("console", lambda m: console.append(m.text))))
+    page.evaluate("() => Kibitz.auto.ready")
+    assert len(cut) == 2, cut
+    assert sum("trying again" in line for line in console) == 2, console
+    page.evaluate("() => Kibitz.auto.join()")
+    page.wait_for_function("() => Kibitz.auto.getState().inCall", timeout=30_000)
+
+    def cut_always(route: Any) -> None:
+        route.abort("internetdisconnected")
+
+    failing = open_tab(new_context, host_page(host_site, kibitz_server, room, "Ben"),
+                       before=lambda p: p.context.route("**/pyodide.mjs", cut_always))
+    error = failing.evaluate("() => Kibitz.auto.ready.then(() => 'booted', (e) => String(e))")
+    assert "Failed to fetch dynamically imported module" in error, error

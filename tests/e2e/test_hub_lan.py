@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,16 +120,34 @@ class Device:
     page: Page | None = None
     off_lan: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+    site_log: Callable[[], list[str]] = list
 
     def open(self, url: str) -> Page:
         if self.page is None:
             self.page = self.ctx.new_page()
+            self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+            self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
         else:  # a real load: the same URL with a fragment would only scroll the page
             self.page.goto("about:blank")
         self.page.goto(url)
-        self.page.wait_for_function("() => window.call", timeout=BOOT_MS)
-        self.page.evaluate("() => window.call.ready")
+        try:
+            self.page.wait_for_function("() => window.call", timeout=BOOT_MS)
+            self.page.evaluate("() => window.call.ready")
+        except Exception as exc:
+            raise AssertionError(f"{self.name} did not boot from {url}: {exc}\n{self.diagnosis()}") from exc
         return self.page
+
+    def diagnosis(self) -> str:
+        """What this device saw, for a failure's message: failed requests, console, site log."""
+        sw = "?"
+        with contextlib.suppress(Exception):
+            assert self.page is not None
+            sw = str(self.page.evaluate("() => !!navigator.serviceWorker?.controller"))
+        site = self.site_log()[-40:]
+        return (f"controlled by the service worker: {sw}\nfailed requests: {self.failed[-20:]}\n"
+                f"console: {self.console[-30:]}\nsite: {site}")
 
     def js(self, expr: str, arg: Any = None) -> Any:
         assert self.page is not None
@@ -213,6 +231,7 @@ def _device(pw: Playwright, lan: Lan, name: str, octet: int, spki: str, tmp: Pat
             dev.off_lan.append(url)
 
     ctx.on("request", seen)
+    ctx.on("requestfailed", lambda r: dev.failed.append(f"{r.url} {r.failure}"))
     return dev
 
 
@@ -239,6 +258,8 @@ def world(playwright_session: Playwright, tmp_path_factory: pytest.TempPathFacto
         w.galaxy = w.start_hub()
         devices += [_device(playwright_session, net, "d1", 11, spki, tmp),
                     _device(playwright_session, net, "d2", 12, spki, tmp)]
+        for dev in devices:
+            dev.site_log = lambda: w.site_out.lines if w.site_out else []
         yield w
         for dev in devices:
             assert dev.off_lan == [], f"{dev.name} asked for something off the LAN: {dev.off_lan}"
