@@ -5,7 +5,29 @@ room with settings, ``kibitz agent run`` runs an agent."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+_EXTRAS: dict[str, tuple[str, str, str]] = {
+    "serve": ("serve", "kibitz.server.app", "serve_main"),
+    "licence": ("licence", "kibitz.server.licence_cli", "licence_main"),
+    "license": ("licence", "kibitz.server.licence_cli", "licence_main"),
+    "email": ("email", "kibitz.server.email_cli", "email_main"),
+    "hub": ("hub", "kibitz.server.hub.app", "hub_main"),
+    "agent": ("agent", "kibitz.agent.cli", "agent_main"),
+}
+"""Commands whose code lives in an optional extra: command -> (name, module, entry point)."""
+
+
+def _run_extra(command: str, args: argparse.Namespace) -> int:
+    """Run the command's ``module.entry(args)``, or say it is unavailable (its extra is missing)."""
+    name, module, entry = _EXTRAS[command]
+    try:
+        run = getattr(importlib.import_module(module), entry)
+    except ImportError as exc:
+        print(f"kibitz {name} is unavailable: {exc}", file=sys.stderr)
+        return 2
+    return int(run(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,45 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(__version__)
         return 0
-    if args.command == "serve":
-        try:
-            from kibitz.server.app import serve_main  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            print(f"kibitz serve is unavailable: {exc}", file=sys.stderr)
-            return 2
-        return int(serve_main(args))
-    if args.command in ("licence", "license"):
-        try:
-            from kibitz.server.licence_cli import licence_main  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            print(f"kibitz licence is unavailable: {exc}", file=sys.stderr)
-            return 2
-        return int(licence_main(args))
-    if args.command == "email":
-        try:
-            from kibitz.server.email_cli import email_main  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            print(f"kibitz email is unavailable: {exc}", file=sys.stderr)
-            return 2
-        return int(email_main(args))
-    if args.command == "hub":
-        try:
-            from kibitz.server.hub.app import hub_main  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            print(f"kibitz hub is unavailable: {exc}", file=sys.stderr)
-            return 2
-        return int(hub_main(args))
     if args.command == "room":
         from kibitz.room_cli import room_main
 
         return room_main(args)
-    if args.command == "agent":
-        try:
-            from kibitz.agent.cli import agent_main  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            print(f"kibitz agent is unavailable: {exc}", file=sys.stderr)
-            return 2
-        return int(agent_main(args))
+    if args.command in _EXTRAS:
+        return _run_extra(args.command, args)
     parser.error(f"unknown command {args.command}")
     return 2
 
