@@ -7,7 +7,6 @@ Time-driven behaviour (EXPIRE, alive timeout, rate windows) uses an injected clo
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -16,6 +15,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import websockets
+from peerjs_wire import recv, send, silent
 from websockets.asyncio.client import ClientConnection
 
 from kibitz.server.app import RunningServer, start_server
@@ -69,27 +69,6 @@ async def connect(server: RunningServer) -> AsyncIterator[Connect]:
     yield make
     for ws in opened:
         await ws.close()
-
-
-async def recv(ws: ClientConnection, timeout: float = 2.0) -> dict[str, Any]:
-    data = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(data, str)
-    msg = json.loads(data)
-    assert isinstance(msg, dict)
-    return msg
-
-
-async def silent(ws: ClientConnection, timeout: float = 0.15) -> bool:
-    """True if nothing arrives within ``timeout`` (used sparingly, for 'must not receive')."""
-    try:
-        await asyncio.wait_for(ws.recv(), timeout)
-    except TimeoutError:
-        return True
-    return False
-
-
-async def send(ws: ClientConnection, msg: object) -> None:
-    await ws.send(json.dumps(msg))
 
 
 async def test_relay_overwrites_src_and_strips_extra_fields(connect: Connect, server: RunningServer) -> None:

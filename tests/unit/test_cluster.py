@@ -6,7 +6,6 @@ away is survived (claims refused meanwhile, ids written back when it returns).""
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 import websockets
+from peerjs_wire import recv, send, silent
 from redis_fixture import RedisServer, running_redis
 from websockets.asyncio.client import ClientConnection
 
@@ -88,26 +88,6 @@ async def clients() -> AsyncIterator[Clients]:
     yield c
     for ws in c.opened:
         await ws.close()
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    data = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(data, str)
-    msg = json.loads(data)
-    assert isinstance(msg, dict)
-    return msg
-
-
-async def send(ws: ClientConnection, msg: object) -> None:
-    await ws.send(json.dumps(msg))
-
-
-async def silent(ws: ClientConnection, timeout: float = 0.3) -> bool:
-    try:
-        await asyncio.wait_for(ws.recv(), timeout)
-    except TimeoutError:
-        return True
-    return False
 
 
 async def signal(node: RunningServer, room: str) -> dict[str, Any]:

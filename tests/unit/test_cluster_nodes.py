@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import websockets
+from peerjs_wire import recv
 from redis_fixture import RedisServer, running_redis
 from server_fixture import KibitzServer, running_kibitz_server
 from websockets.asyncio.client import ClientConnection
@@ -41,12 +42,6 @@ async def connect(node: KibitzServer | str, id_: str, token: str = "tok") -> Cli
     base = node if isinstance(node, str) else node.broker
     ws = await websockets.connect(f"{base}peerjs?{urlencode({'key': 'peerjs', 'id': id_, 'token': token})}")
     return ws
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    assert isinstance(msg, dict)
-    return msg
 
 
 async def wait_until(check: Any, timeout: float, what: str) -> float:
