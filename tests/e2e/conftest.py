@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from browser_guard import guarded_context
 from chromium_flags import CHROMIUM, CHROMIUM_ARGS
+from coturn import running_coturn
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
 
 FIREFOX = os.environ.get("KIBITZ_FIREFOX", "/usr/bin/firefox-esr")
@@ -99,3 +101,10 @@ def new_context(browser: Browser, outside_requests: list[str]) -> Iterator[Calla
 def firefox_context(firefox: Browser, outside_requests: list[str]) -> Iterator[Callable[..., BrowserContext]]:
     """Make isolated Firefox contexts (separate users) that cannot reach anything off loopback."""
     yield from _contexts(firefox, outside_requests)
+
+
+@pytest.fixture(scope="module")
+def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A real coturn for the module (tests/e2e/coturn.py): (port, file holding its shared secret)."""
+    with running_coturn(tmp_path_factory.mktemp("turn")) as relay:
+        yield relay

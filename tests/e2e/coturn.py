@@ -1,7 +1,9 @@
 """A real coturn on 127.0.0.1 with TURN REST auth (``--use-auth-secret``), for the relay tests.
 
-Shared by the TURN modules: ``with running_coturn(tmp_dir) as (port, secret_file): ...``; the
-relay listens on a free TCP/UDP port and relays from a random 40-port range on loopback.
+Shared by the TURN modules: ``with running_coturn(tmp_dir) as (port, secret_file): ...`` (or the
+module-scoped ``coturn`` fixture of tests/e2e/conftest.py); the relay listens on a free TCP/UDP port
+and relays from a random 40-port range on loopback. ``relay_args`` are the ``kibitz serve`` flags
+that hand it out, and ``SELECTED_PAIRS`` reads in a page which candidate types its calls went over.
 """
 
 from __future__ import annotations
@@ -18,6 +20,23 @@ from pathlib import Path
 import pytest
 
 TURNSERVER = shutil.which("turnserver")
+
+# For each connected peer connection the page recorded in window.__pcs: the type of both ends of
+# its selected candidate pair.
+SELECTED_PAIRS = """async () => {
+  const out = [];
+  for (const pc of window.__pcs) {
+    if (pc.connectionState !== "connected") continue;
+    const stats = await pc.getStats();
+    for (const t of stats.values()) {
+      if (t.type !== "transport" || !t.selectedCandidatePairId) continue;
+      const pair = stats.get(t.selectedCandidatePairId);
+      const type = (id) => stats.get(id).candidateType;
+      out.push([type(pair.localCandidateId), type(pair.remoteCandidateId)]);
+    }
+  }
+  return out;
+}"""
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -64,3 +83,9 @@ def running_coturn(where: Path) -> Iterator[tuple[int, Path]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def relay_args(relay: tuple[int, Path]) -> list[str]:
+    """The ``kibitz serve`` flags that hand out this relay (UDP) with its shared secret."""
+    port, secret_file = relay
+    return ["--turn-url", f"turn:127.0.0.1:{port}?transport=udp", "--turn-secret-file", str(secret_file)]

@@ -23,7 +23,7 @@ import pytest
 from agent_loop import AgentLoop
 from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
-from coturn import running_coturn
+from coturn import relay_args, running_coturn
 from server_fixture import ROOT, KibitzServer, running_kibitz_server
 
 KIBITZ = str(ROOT / ".venv" / "bin" / "kibitz")
@@ -41,11 +41,11 @@ def loop() -> Iterator[AgentLoop]:
 def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KibitzServer, int, Path]]:
     where = tmp_path_factory.mktemp("gate")
     state = where / "state"
-    with running_coturn(where) as (port, secret_file), running_kibitz_server(
-        "--turn-url", f"turn:127.0.0.1:{port}?transport=udp", "--turn-secret-file", str(secret_file),
-        "--turn-gate", "licence", "--stun-url", f"stun:127.0.0.1:{port}", "--state-dir", str(state),
+    with running_coturn(where) as relay, running_kibitz_server(
+        *relay_args(relay), "--turn-gate", "licence", "--stun-url", f"stun:127.0.0.1:{relay[0]}",
+        "--state-dir", str(state),
     ) as srv:
-        yield srv, port, state
+        yield srv, relay[0], state
 
 
 def licence(state: Path, *args: str) -> str:

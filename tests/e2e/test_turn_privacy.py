@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coturn import running_coturn
+from coturn import SELECTED_PAIRS, relay_args
 from playwright.sync_api import BrowserContext, Page, expect
 from server_fixture import ROOT, KibitzServer, running_kibitz_server
 from static_server import StaticServer, ensure_dist, serve
@@ -56,21 +56,6 @@ RECORD = """(() => {
   };
   window.RTCPeerConnection.prototype = Native.prototype;
 })();"""
-
-SELECTED_PAIRS = """async () => {
-  const out = [];
-  for (const pc of window.__pcs) {
-    if (pc.connectionState !== "connected") continue;
-    const stats = await pc.getStats();
-    for (const t of stats.values()) {
-      if (t.type !== "transport" || !t.selectedCandidatePairId) continue;
-      const pair = stats.get(t.selectedCandidatePairId);
-      const type = (id) => stats.get(id).candidateType;
-      out.push([type(pair.localCandidateId), type(pair.remoteCandidateId)]);
-    }
-  }
-  return out;
-}"""
 
 # A host page: the licence (if any) is the person's own, kept in their browser's storage; the
 # mount options come from the page's query (minus whatever the widget removes).
@@ -126,19 +111,8 @@ def assert_no_address_of_the_relay_only_side(received: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    with running_coturn(tmp_path_factory.mktemp("turn")) as relay:
-        yield relay
-
-
-def _relay_args(coturn: tuple[int, Path]) -> list[str]:
-    port, secret_file = coturn
-    return ["--turn-url", f"turn:127.0.0.1:{port}?transport=udp", "--turn-secret-file", str(secret_file)]
-
-
-@pytest.fixture(scope="module")
 def open_relay(coturn: tuple[int, Path]) -> Iterator[KibitzServer]:
-    with running_kibitz_server(*_relay_args(coturn)) as srv:
+    with running_kibitz_server(*relay_args(coturn)) as srv:
         yield srv
 
 
@@ -148,7 +122,7 @@ def gated(
 ) -> Iterator[tuple[KibitzServer, Path]]:
     state = tmp_path_factory.mktemp("gated") / "state"
     gate = ["--turn-gate", "licence", "--state-dir", str(state)]
-    with running_kibitz_server(*_relay_args(coturn), *gate) as srv:
+    with running_kibitz_server(*relay_args(coturn), *gate) as srv:
         yield srv, state
 
 
@@ -370,7 +344,7 @@ def test_a_sponsored_relay_only_joiner_keeps_relaying_past_its_first_credentials
     them, and a newcomer who arrives after they expired still reaches it through the relay, which
     takes fresh room-tier credentials (asked with the grant the last answer renewed)."""
     state = tmp_path / "state"
-    with running_kibitz_server(*_relay_args(coturn), "--turn-gate", "licence", "--state-dir", str(state),
+    with running_kibitz_server(*relay_args(coturn), "--turn-gate", "licence", "--state-dir", str(state),
                                "--turn-ttl", "10") as srv:
         token = licence(state, "add").strip()
         r = room()

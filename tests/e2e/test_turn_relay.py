@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from agent_loop import AgentLoop
-from coturn import running_coturn
+from coturn import SELECTED_PAIRS, relay_args
 from playwright.sync_api import BrowserContext, Page
 from server_fixture import KibitzServer, running_kibitz_server
 
@@ -38,36 +38,9 @@ RELAY_ONLY = """(() => {
   window.RTCPeerConnection.prototype = Native.prototype;
 })();"""
 
-# For each connected peer connection: the type of both ends of its selected candidate pair.
-SELECTED_PAIRS = """async () => {
-  const out = [];
-  for (const pc of window.__pcs) {
-    if (pc.connectionState !== "connected") continue;
-    const stats = await pc.getStats();
-    for (const t of stats.values()) {
-      if (t.type !== "transport" || !t.selectedCandidatePairId) continue;
-      const pair = stats.get(t.selectedCandidatePairId);
-      const type = (id) => stats.get(id).candidateType;
-      out.push([type(pair.localCandidateId), type(pair.remoteCandidateId)]);
-    }
-  }
-  return out;
-}"""
-
-
-@pytest.fixture(scope="module")
-def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    with running_coturn(tmp_path_factory.mktemp("turn")) as relay:
-        yield relay
-
-
 @pytest.fixture(scope="module")
 def relay_server(coturn: tuple[int, Path]) -> Iterator[KibitzServer]:
-    port, secret_file = coturn
-    with running_kibitz_server(
-        "--turn-url", f"turn:127.0.0.1:{port}?transport=udp", "--turn-secret-file", str(secret_file),
-        "--turn-ttl", str(TTL),
-    ) as srv:
+    with running_kibitz_server(*relay_args(coturn), "--turn-ttl", str(TTL)) as srv:
         yield srv
 
 
