@@ -23,6 +23,7 @@ import pytest
 from browser_guard import guarded_context
 from playwright.sync_api import Browser, Page
 from server_fixture import KibitzServer
+from whist_helpers import strings
 
 ROOT = Path(__file__).resolve().parents[2]
 ROOM = "room-e2e-whist-" + format(int(time.time() * 1000) % 36**6, "x")
@@ -212,18 +213,6 @@ def test_two_people_two_bots_and_a_kibitzer_play_a_deal(pages: list[Page], kibit
                 ok = s in mine.get(did, set()) or s in public.get(did, set())
                 assert ok, f"the kibitzer got {s} before it was played: {data}"
     assert kibitzer["proc"].poll() is None, "".join(kibitzer["lines"][-30:])
-
-
-def strings(x: Any) -> Iterator[str]:
-    if isinstance(x, str):
-        yield x
-    elif isinstance(x, dict):
-        for k, v in x.items():
-            yield from strings(k)
-            yield from strings(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from strings(v)
 
 
 def test_the_page_fits_360_px(pages: list[Page]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from whist import rules
 from whist.dealer import Dealer
 from whist.port import Options, SessionPort
 from whist.table import Table
+from whist_helpers import stacked_deal, strings
 
 from kibitz.clock import FakeClock
 from kibitz.session import Session
@@ -59,11 +59,7 @@ class StackedDealer(TimedDealer):
     """Deals itself every spade whatever the seeds say."""
 
     def make_deal(self, deck: list[str]) -> rules.Deal:
-        mine = next(i for i, s in enumerate(self.seats) if s.uid == self.uid)
-        spades = iter(c for c in deck if c[1] == "S")
-        rest = iter(c for c in deck if c[1] != "S")
-        stacked = [next(spades) if (self.dealer_seat + 1 + k) % 4 == mine else next(rest) for k in range(52)]
-        return rules.Deal.from_deck(stacked, self.dealer_seat)
+        return stacked_deal(self, deck)
 
 
 def make(bus: Bus, name: str, dealer: type[Dealer], *, agent_watch: int | None = None) -> Player:
@@ -89,18 +85,6 @@ def make(bus: Bus, name: str, dealer: type[Dealer], *, agent_watch: int | None =
     session.on_message(heard)
     session.start()
     return player
-
-
-def strings(x: Any) -> Iterator[str]:
-    if isinstance(x, str):
-        yield x
-    elif isinstance(x, dict):
-        for k, v in x.items():
-            yield from strings(k)
-            yield from strings(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from strings(v)
 
 
 def run_deal(bus: Bus, players: list[Player], until: float = 120.0) -> None:

@@ -14,6 +14,7 @@ from whist.localnet import LocalNet
 from whist.port import elect
 from whist.scenarios import KEYS, SCENARIOS, canonical, drive, summary
 from whist.table import Table
+from whist_helpers import stacked_deal
 
 VECTORS_FILE = Path(__file__).resolve().parents[1] / "vectors" / "whist.json"
 VECTORS = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
@@ -41,11 +42,7 @@ class StackedDealer(Dealer):
     """Deals itself every spade, whatever the seeds say."""
 
     def make_deal(self, deck: list[str]) -> rules.Deal:
-        mine = next(i for i, s in enumerate(self.seats) if s.uid == self.uid)
-        spades = iter(c for c in deck if c[1] == "S")
-        rest = iter(c for c in deck if c[1] != "S")
-        stacked = [next(spades) if (self.dealer_seat + 1 + k) % 4 == mine else next(rest) for k in range(52)]
-        return rules.Deal.from_deck(stacked, self.dealer_seat)
+        return stacked_deal(self, deck)
 
 
 def test_a_stacked_deck_is_caught_by_every_other_client() -> None:
