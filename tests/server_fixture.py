@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,11 +91,17 @@ def running_kibitz_server(
         threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
         yield KibitzServer(found[0].group(1), found[0].group(2), key, proc.pid)
     finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """SIGTERM ``proc``'s process group (it was started with ``start_new_session=True``), and
+    SIGKILL it if it has not exited after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

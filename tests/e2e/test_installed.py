@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from server_fixture import stop_group
 
 # Building the wheel (and dist/, if stale) and installing it with its dependencies is slow on a busy
 # machine: the first test's set-up pays for it.
@@ -168,13 +169,7 @@ def kibitz_serve(
         assert ready is not None, f"kibitz serve did not start: {lines[-20:]}"
         yield Served(ready.group(1), ready.group(2), lines)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc, grace=10)
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Installed) -> None:

@@ -7,11 +7,8 @@ own record of every message it received, to have been sent exactly one seat's ca
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -22,7 +19,7 @@ from typing import Any
 import pytest
 from browser_guard import guarded_context
 from playwright.sync_api import Browser, Page
-from server_fixture import KibitzServer
+from server_fixture import KibitzServer, stop_group
 from whist_helpers import strings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,13 +90,7 @@ def kibitzer(pages: list[Page], kibitz_server: KibitzServer, tmp_path_factory: p
         agent_id = next(line.split()[1] for line in lines if line.startswith("KIBITZ_AGENT_READY"))
         yield {"id": agent_id, "record": record, "lines": lines, "proc": proc}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, grace=10)
 
 
 def state(page: Page) -> dict[str, Any]:
