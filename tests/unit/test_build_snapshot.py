@@ -142,15 +142,17 @@ catch (e) { console.log("refused"); }
     assert out == ["ok", "refused"], out
 
 
-def test_wasm_data_image_reads_active_segments() -> None:
-    def leb(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
+def leb(n: int) -> bytes:
+    """``n`` as an unsigned LEB128 (WebAssembly's integers)."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
+
+def test_wasm_data_image_reads_active_segments() -> None:
     segs = [b"\x00\x41" + leb(8) + b"\x0b" + leb(3) + b"abc",  # active at 8
             b"\x01" + leb(2) + b"zz",  # passive: not written at instantiation
             b"\x00\x41" + leb(200) + b"\x0b" + leb(2) + b"de"]  # active at 200 (two-byte LEB)
@@ -166,14 +168,6 @@ def test_wasm_data_image_reads_active_segments() -> None:
 def test_side_module_data_travels_as_its_xor_with_what_instantiation_writes(tmp_path: Path) -> None:
     """pydantic-core's live data differs from its initial data in a few words: the snapshot carries
     the XOR of the two, and the page XORs it with what instantiating the module wrote."""
-    def leb(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
     initial = bytes(range(200)) * 2
     seg = b"\x00\x23\x00\x41" + leb(16) + b"\x6a\x0b" + leb(len(initial)) + initial  # __memory_base + 16
     body = leb(1) + seg
