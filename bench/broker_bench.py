@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -183,10 +184,18 @@ def start_reference() -> ServerProc:
 def start_kibitz() -> ServerProc:
     # The reference has no per-connection rate limit; ours (default 1000 frames/s) would drop part
     # of this synthetic load, so the benchmark lifts it to compare the same work.
+    return start_kibitz_serve("kibitz serve", "rate_limit_per_sec = 10000000\n")
+
+
+def start_kibitz_serve(name: str, config: str, *args: str, drain: bool = False) -> ServerProc:
+    """``kibitz serve`` on free ports with this TOML ``config`` (and extra ``args``), in its own
+    process group, once it has printed KIBITZ_READY. ``drain``: keep reading what it prints after
+    that (a server that prints again would die on a closed pipe); else the pipe is closed."""
     cfg = Path(tempfile.mkdtemp()) / "bench.toml"
-    cfg.write_text("rate_limit_per_sec = 10000000\n")
+    cfg.write_text(config)
     proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/kibitz"), "serve", "--port", "0", "--broker-port", "0", "--config", str(cfg)],
+        [str(ROOT / ".venv/bin/kibitz"), "serve", *args, "--port", "0", "--broker-port", "0",
+         "--config", str(cfg)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -198,8 +207,27 @@ def start_kibitz() -> ServerProc:
     if not m:
         proc.kill()
         raise RuntimeError(f"kibitz serve did not start: {line!r}")
-    proc.stdout.close()
-    return ServerProc("kibitz serve", proc, m.group(2))
+    if drain:
+        threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
+    else:
+        proc.stdout.close()
+    return ServerProc(name, proc, m.group(2))
+
+
+def raise_fd_limit() -> None:
+    """Thousands of sockets in one process: the soft open-files limit up to the hard one."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def publish(args: argparse.Namespace, section: str, text: str, results: dict[str, Any]) -> None:
+    """Print the section, write the raw results to ``--json`` if given, and the section into
+    docs/benchmarks.md unless ``--no-write``."""
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if not args.no_write:
+        replace_section(section, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,15 +418,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.window_seconds is None:
         args.window_seconds = 2.0 if args.quick else 3.0
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     results = uvloop.run(main_async(args))
-    text = render(results, args)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    if not args.no_write:
-        replace_section(SECTION, text)
+    publish(args, SECTION, render(results, args), results)
     return 0
 
 

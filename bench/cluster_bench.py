@@ -23,14 +23,11 @@ import contextlib
 import json
 import os
 import platform
-import re
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +35,7 @@ from typing import Any
 
 import psutil
 import uvloop
-from bench_docs import replace_section
-from broker_bench import Bench, Peer, ServerProc, free_port, pct
+from broker_bench import Bench, Peer, ServerProc, free_port, pct, publish, raise_fd_limit, start_kibitz_serve
 from picows import ws_connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,24 +95,11 @@ def start_redis() -> RedisProc:
 
 
 def start_node(redis_url: str | None) -> ServerProc:
-    cfg = Path(tempfile.mkdtemp()) / "bench.toml"
-    cfg.write_text("rate_limit_per_sec = 10000000\nconcurrent_limit = 100000\n")
-    cmd = [str(ROOT / ".venv/bin/kibitz"), "serve", "--host", "127.0.0.1", "--port", "0",
-           "--broker-port", "0", "--config", str(cfg)]
-    if redis_url:
-        cmd += ["--redis", redis_url]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT
+    extra = ["--redis", redis_url] if redis_url else []
+    return start_kibitz_serve(
+        "node", "rate_limit_per_sec = 10000000\nconcurrent_limit = 100000\n", "--host", "127.0.0.1",
+        *extra, drain=True,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode()
-    m = re.match(r"KIBITZ_READY (\S+) broker=(\S+)", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError(f"kibitz serve did not start: {line!r}")
-    # Keep reading what it prints: closing the pipe would kill it on its next line.
-    threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
-    return ServerProc("node", proc, m.group(2))
 
 
 async def connect_peers(urls: list[str], tag: str, bench: Bench) -> tuple[list[Peer], float]:
@@ -299,16 +282,10 @@ def main() -> int:
     args = ap.parse_args()
     args.peers = args.peers or (300 if args.quick else 1200)
     args.seconds = args.seconds or (2.0 if args.quick else 4.0)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     load = os.getloadavg()
     results = uvloop.run(main_async(args))
-    text = render(results, args, load)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    if not args.no_write:
-        replace_section(SECTION, text)
+    publish(args, SECTION, render(results, args, load), results)
     return 0
 
 
