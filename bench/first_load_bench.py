@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_docs import machine, replace_section  # noqa: E402
 from browser_bench import CHROMIUM, CHROMIUM_ARGS, JOIN_PROBE  # noqa: E402
+from browser_bench import category as browser_category  # noqa: E402
 from server_fixture import running_kibitz_server  # noqa: E402
 from wire_proxy import CountingProxy, Response  # noqa: E402
 
@@ -69,24 +70,17 @@ def baseline_dist(rev: str) -> Iterator[Path]:
 
 
 def category(path: str) -> str:
+    """browser_bench's categories, with the query dropped, the plain boot's standard library, the
+    wheels' lock file with the wheels, and /api apart from the page."""
     path = path.split("?")[0]
-    if path.endswith("/widget.js"):
-        return "widget.js"
-    if "/assets/pyodide-snapshot-" in path:
-        return "snapshot"
-    if path.endswith(".wasm") and "/assets/" in path:
-        return "side modules"
-    if "/assets/site-packages-" in path:
-        return "wheel files"
-    if "/assets/python-stdlib-" in path or path.endswith("/python_stdlib.zip"):
+    kind = browser_category(path)
+    if kind in ("runtime", "wheels", "other") and path.endswith("/python_stdlib.zip"):
         return "standard library"
-    if "/pyodide-" in path:
-        return "runtime"
-    if "/wheels/" in path:
+    if kind == "wheels":
         return "wheels, lock"
-    if path.startswith("/api/"):
-        return "/api"
-    return "page, other"
+    if kind == "other":
+        return "/api" if path.startswith("/api/") else "page, other"
+    return kind
 
 
 def timings(page: Page) -> dict[str, Any]:
