@@ -187,10 +187,9 @@ def start_kibitz() -> ServerProc:
     return start_kibitz_serve("kibitz serve", "rate_limit_per_sec = 10000000\n")
 
 
-def start_kibitz_serve(name: str, config: str, *args: str, drain: bool = False) -> ServerProc:
+def start_kibitz_serve(name: str, config: str, *args: str) -> ServerProc:
     """``kibitz serve`` on free ports with this TOML ``config`` (and extra ``args``), in its own
-    process group, once it has printed KIBITZ_READY. ``drain``: keep reading what it prints after
-    that (a server that prints again would die on a closed pipe); else the pipe is closed."""
+    process group, once it has printed KIBITZ_READY."""
     cfg = Path(tempfile.mkdtemp()) / "bench.toml"
     cfg.write_text(config)
     proc = subprocess.Popen(
@@ -207,10 +206,9 @@ def start_kibitz_serve(name: str, config: str, *args: str, drain: bool = False) 
     if not m:
         proc.kill()
         raise RuntimeError(f"kibitz serve did not start: {line!r}")
-    if drain:
-        threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
-    else:
-        proc.stdout.close()
+    # Keep reading what it prints: closing the pipe would kill it on its next line (its banner
+    # goes on after KIBITZ_READY; closing here killed about one start in three).
+    threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
     return ServerProc(name, proc, m.group(2))
 
 

@@ -98,7 +98,7 @@ def start_node(redis_url: str | None) -> ServerProc:
     extra = ["--redis", redis_url] if redis_url else []
     return start_kibitz_serve(
         "node", "rate_limit_per_sec = 10000000\nconcurrent_limit = 100000\n", "--host", "127.0.0.1",
-        *extra, drain=True,
+        *extra,
     )
 
 
