@@ -549,13 +549,24 @@ class Coordinator:
             in_use=in_use,
         )
 
-    def _on_knock(self, link: LinkId, mid: str, msg: Knock) -> None:
+    def _judge(
+        self, link: LinkId, mid: str, msg: Voice | Knock
+    ) -> tuple[Verdict, CredentialCheck, DoorCheck | None] | None:
+        """The door's verdict on a knock or a voice: its identity check, host claim and credential.
+        None while an issuer's keys are on their way (the announce is held and judged again)."""
         door = self._door(link, msg)
         if self._held_for_keys(link, mid, msg, door):
-            return
+            return None
         is_host = self._take_claim(mid, msg.hc)
         credential = self._credential(msg)
         verdict = self._verdict(mid, msg, credential, is_host, door is None or door.result == "ok")
+        return verdict, credential, door
+
+    def _on_knock(self, link: LinkId, mid: str, msg: Knock) -> None:
+        judged = self._judge(link, mid, msg)
+        if judged is None:
+            return
+        verdict = judged[0]
         if verdict == "ok":
             self._core.send(link, LobbyMsg(status="admitted"))
         else:
@@ -587,12 +598,10 @@ class Coordinator:
             core.send(link, LobbyMsg(status=verdict))  # type: ignore[arg-type]  # Verdict minus ok
 
     def _on_voice(self, link: LinkId, mid: str, msg: Voice) -> None:
-        door = self._door(link, msg)
-        if self._held_for_keys(link, mid, msg, door):
+        judged = self._judge(link, mid, msg)
+        if judged is None:
             return
-        is_host = self._take_claim(mid, msg.hc)
-        credential = self._credential(msg)
-        verdict = self._verdict(mid, msg, credential, is_host, door is None or door.result == "ok")
+        verdict, credential, door = judged
         if not msg.on:
             # In the room but not in the call: off the roster, still told who is in it.
             self._drop_waiting_on(mid, link)
