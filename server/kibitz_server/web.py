@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -136,25 +137,25 @@ def make_app(
             resp.headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
         return resp
 
-    async def email_start(request: web.Request) -> web.Response:
+    async def email_step(
+        request: web.Request, step: Callable[[EmailSignIn, object], Awaitable[dict[str, Any]]]
+    ) -> web.Response:
+        """One step of email sign-in on the request's JSON body, its refusals as HTTP errors."""
         if email is None:
             return _json({"error": NO_EMAIL}, status=404)
         try:
-            return _json(await email.start(await read_json(request), request.remote or ""))
+            return _json(await step(email, await read_json(request)))
         except web.HTTPRequestEntityTooLarge:
             return _json({"error": "the body is too large"}, status=413)
         except EmailError as exc:
             return email_error(exc)
 
+    async def email_start(request: web.Request) -> web.Response:
+        return await email_step(request, lambda sign_in, body: sign_in.start(body, request.remote or ""))
+
     async def email_verify(request: web.Request) -> web.Response:
-        if email is None:
-            return _json({"error": NO_EMAIL}, status=404)
-        try:
-            return _json(await email.verify(await read_json(request), f"{request.scheme}://{request.host}"))
-        except web.HTTPRequestEntityTooLarge:
-            return _json({"error": "the body is too large"}, status=413)
-        except EmailError as exc:
-            return email_error(exc)
+        origin = f"{request.scheme}://{request.host}"
+        return await email_step(request, lambda sign_in, body: sign_in.verify(body, origin))
 
     async def email_jwks(request: web.Request) -> web.Response:
         if email is None:
