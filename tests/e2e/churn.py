@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import fault_scenarios as fs
-from lab_tabs import LabBrowser, LabTab, check_stream, pump, ready
+from lab_tabs import LabBrowser, LabTab, pump, ready
 from netlab import Host, LabAgent, LabServer, NetLab, rss_kb, sh, wait_until
 from playwright.sync_api import Playwright
 
@@ -237,14 +237,7 @@ def run(
 
     # Every message between the long-lived members, once and in order.
     def problems() -> list[str]:
-        sent: dict[str, Any] = {t.id: t.sent(epoch) for t in s.tabs}
-        report = s.agent.request("report")
-        sent[s.agent.id] = report["sent"][str(epoch)]
-        found: list[str] = []
-        for t in s.tabs:
-            found += check_stream(t.received(epoch), sent, t.id)
-        found += check_stream(report["recv"].get(str(epoch), {}), sent, s.agent.id)
-        return found
+        return fs.stream_problems(s.tabs, s.agent, epoch)[0]
 
     deadline = time.monotonic() + 90
     while (found := problems()) and time.monotonic() < deadline:

@@ -94,13 +94,7 @@ class World:
         self.agent.request("halt")
 
     def problems(self, epoch: int) -> list[str]:
-        sent: dict[str, Any] = {t.id: t.sent(epoch) for t in self.tabs}
-        report = self.agent.request("report")
-        sent[self.agent.id] = report["sent"][str(epoch)]
-        found: list[str] = []
-        for t in self.tabs:
-            found += check_stream(t.received(epoch), sent, t.id)
-        found += check_stream(report["recv"].get(str(epoch), {}), sent, self.agent.id)
+        found, sent = stream_problems(self.tabs, self.agent, epoch)
         for who, s in sent.items():
             if s["refused"]:
                 found.append(f"{who} had {s['refused']} sends refused: {s['errors'][:3]}")
@@ -162,6 +156,19 @@ class World:
                 longest = max(longest, (until_ms - max(down_since, since_ms)) / 1000)
             out[name] = round(longest, 2)
         return out
+
+
+def stream_problems(tabs: list[LabTab], agent: LabAgent, epoch: int) -> tuple[list[str], dict[str, Any]]:
+    """Every message of stream ``epoch`` that a member sent and another did not receive once and in
+    order (as ``check_stream`` words it); and what each member says it sent, by id."""
+    sent: dict[str, Any] = {t.id: t.sent(epoch) for t in tabs}
+    report = agent.request("report")
+    sent[agent.id] = report["sent"][str(epoch)]
+    found: list[str] = []
+    for t in tabs:
+        found += check_stream(t.received(epoch), sent, t.id)
+    found += check_stream(report["recv"].get(str(epoch), {}), sent, agent.id)
+    return found, sent
 
 
 def now_ms() -> float:
