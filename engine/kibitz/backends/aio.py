@@ -469,8 +469,7 @@ class AioSignalingSocket:
         except ConnectionClosed as exc:
             if not self._closed:
                 if exc.rcvd is not None:
-                    detail = f" {exc.rcvd.reason}" if exc.rcvd.reason else ""
-                    reason = CloseReason(f"closed by broker (code {exc.rcvd.code}{detail})", exc.rcvd.code)
+                    reason = CloseReason.by_broker(exc.rcvd.code, exc.rcvd.reason)
                 else:
                     reason = "connection to broker lost"
         except Exception as exc:

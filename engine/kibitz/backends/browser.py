@@ -390,9 +390,8 @@ class BrowserSignalingSocket:
         if self._closed_by_us:
             reason: str = "closed"
         else:
-            detail = f" {ev.reason}" if _opt_str(ev.reason) else ""
             code = None if _nullish(ev.code) else int(ev.code)
-            reason = CloseReason(f"closed by broker (code {code}{detail})", code)
+            reason = CloseReason.by_broker(code, _opt_str(ev.reason))
         if self._backlog is not None:
             self._pending_close = reason
         else:

@@ -313,6 +313,12 @@ class CloseReason(str):
         made.code = code
         return made
 
+    @classmethod
+    def by_broker(cls, code: int | None, reason: str | None) -> CloseReason:
+        """The broker closed the socket with this close ``code`` and ``reason`` (either may be missing)."""
+        detail = f" {reason}" if reason else ""
+        return cls(f"closed by broker (code {code}{detail})", code)
+
 
 CLOSE_POLICY_VIOLATION = 1008
 
