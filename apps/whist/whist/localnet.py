@@ -145,27 +145,26 @@ class LocalNet:
             self.log.append({"at": round(self.now * 1000), "from": frm, "to": to, "data": data})
             self.tables[to].on_message(data, frm)
 
+    def _fire_next(self) -> None:
+        """Fire the earliest timer at its time (unless it was cancelled), then deliver what it sent."""
+        at, _, t, fn = heapq.heappop(self.timers)
+        if t.cancelled:
+            return
+        self.now = at
+        fn()
+        self.pump()
+
     def run(self, until: float) -> None:
         """Deliver everything, firing timers in order, until the clock reaches ``until``."""
         self.pump()
         while self.timers and self.timers[0][0] <= until:
-            at, _, t, fn = heapq.heappop(self.timers)
-            if t.cancelled:
-                continue
-            self.now = at
-            fn()
-            self.pump()
+            self._fire_next()
         self.now = max(self.now, until)
 
     def run_while(self, pending: Callable[[], bool], limit: float = 600.0) -> None:
         self.pump()
         while pending() and self.timers and self.timers[0][0] <= limit:
-            at, _, t, fn = heapq.heappop(self.timers)
-            if t.cancelled:
-                continue
-            self.now = at
-            fn()
-            self.pump()
+            self._fire_next()
 
 
 __all__ = ["LocalNet", "LocalPort", "seeded_hex"]
