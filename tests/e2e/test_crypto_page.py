@@ -15,11 +15,10 @@ import json
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import pytest
 from browser_guard import guarded_context
+from page_vectors import VECTORS_DIR, check_in_page, run_py, vectors
 from playwright.sync_api import Browser, Page
 from server_fixture import KibitzServer
 from static_server import ensure_dist, serve
@@ -27,19 +26,12 @@ from static_server import ensure_dist, serve
 from kibitz.crypto import PublicKey, Refusal, verify_token
 from kibitz.crypto.backends import CPythonCrypto
 
-VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
 sys.path.insert(0, str(VECTORS_DIR))
 
-from crypto_check import check_all  # noqa: E402
+from crypto_check import check_all
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>crypto</title></head><body>
 <script src="{widget}"></script></body></html>"""
-
-RUN = """async ([code, names]) => {
-  const py = await window.Kibitz._engine();
-  for (const [k, v] of Object.entries(names)) py.globals.set(k, v);
-  return await py.runPythonAsync(code);
-}"""
 
 CHECK_VECTORS = """
 import json, sys, types
@@ -121,20 +113,15 @@ def page(
         assert origin.errors() == []
 
 
-def run_py(page: Page, code: str, **names: str) -> Any:
-    """Run Python (async allowed) in the page's interpreter; the code ends with a JSON string."""
-    return json.loads(page.evaluate(RUN, [code, names]))
-
-
 def test_the_golden_vectors_pass_in_the_page_as_in_cpython(page: Page) -> None:
-    vectors = (VECTORS_DIR / "crypto.json").read_text(encoding="utf-8")
+    cases = vectors("crypto")
     source = (VECTORS_DIR / "crypto_check.py").read_text(encoding="utf-8")
-    got = run_py(page, CHECK_VECTORS, CHECK_SOURCE=source, VECTORS=vectors)
+    got = run_py(page, CHECK_VECTORS, CHECK_SOURCE=source, VECTORS=cases)
     assert got["platform"] == "emscripten" and got["backend"] == "WebCrypto"
     assert got["failed"] == []
     # Sync Playwright owns this thread's event loop: the CPython run gets a thread of its own.
     with ThreadPoolExecutor(1) as pool:
-        here = pool.submit(asyncio.run, check_all(json.loads(vectors), CPythonCrypto())).result()
+        here = pool.submit(asyncio.run, check_all(json.loads(cases), CPythonCrypto())).result()
     assert here.failed == []
     assert got["passed"] == here.passed  # the very same cases, in the same order
 
@@ -166,27 +153,15 @@ def test_our_tokens_and_keys_work_in_webcrypto(page: Page) -> None:
     assert in_page == {"from": "webcrypto with our key"}
 
 
-CHECK_IDENTITY = """
-import json, sys, types
-mod = types.ModuleType("identity_check")
-sys.modules["identity_check"] = mod
-exec(compile(CHECK_SOURCE, "identity_check.py", "exec"), mod.__dict__)
-results = mod.check_all(json.loads(VECTORS))
-json.dumps({"platform": sys.platform, "passed": results.passed, "failed": results.failed})
-"""
-
-
 def test_the_identity_vectors_pass_in_the_page_as_in_cpython(page: Page) -> None:
     """Cert binding (the original's nonce vector), safety codes, pure-Python RS256 and every token
     refusal give the same answers under Pyodide as in CPython (tests/vectors/identity.json)."""
     sys.path.insert(0, str(VECTORS_DIR))
     from identity_check import check_all as check_identity
 
-    vectors = (VECTORS_DIR / "identity.json").read_text(encoding="utf-8")
-    source = (VECTORS_DIR / "identity_check.py").read_text(encoding="utf-8")
-    got = run_py(page, CHECK_IDENTITY, CHECK_SOURCE=source, VECTORS=vectors)
+    got = check_in_page(page, "identity")
     assert got["platform"] == "emscripten"
     assert got["failed"] == []
-    here = check_identity(json.loads(vectors))
+    here = check_identity(json.loads(vectors("identity")))
     assert here.failed == []
     assert got["passed"] == here.passed and len(here.passed) >= 60

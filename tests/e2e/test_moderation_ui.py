@@ -16,11 +16,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_loop import AgentLoop
+from page_vectors import VECTORS_DIR, check_in_page, vectors
 from playwright.sync_api import BrowserContext, Page, expect
 from server_fixture import KibitzServer
 from static_server import StaticServer, ensure_dist, serve
@@ -29,10 +29,9 @@ from kibitz.agent import Agent
 from kibitz.gate import parse_link
 from kibitz.rooms import NewRoom, create_room
 
-VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
 sys.path.insert(0, str(VECTORS_DIR))
 
-from moderation_check import check_all  # noqa: E402
+from moderation_check import check_all
 
 BOOT_MS = 60_000
 
@@ -269,32 +268,14 @@ def test_an_agents_grant_changes_through_the_consent_panel(
 
 # --------------------------------------------------------------------------- golden vectors
 
-RUN = """async ([code, names]) => {
-  const py = await window.Kibitz._engine();
-  for (const [k, v] of Object.entries(names)) py.globals.set(k, v);
-  return await py.runPythonAsync(code);
-}"""
-
-CHECK = """
-import json, sys, types
-mod = types.ModuleType("moderation_check")
-sys.modules["moderation_check"] = mod
-exec(compile(CHECK_SOURCE, "moderation_check.py", "exec"), mod.__dict__)
-results = await mod.check_all(json.loads(VECTORS))
-json.dumps({"platform": sys.platform, "passed": results.passed, "failed": results.failed})
-"""
-
-
 def test_the_moderation_vectors_pass_in_the_page_as_in_cpython(
     new_context: Any, origin: StaticServer, kibitz_server: KibitzServer
 ) -> None:
     page = open_tab(new_context(), add_page(origin, kibitz_server))
-    vectors = (VECTORS_DIR / "moderation.json").read_text(encoding="utf-8")
-    source = (VECTORS_DIR / "moderation_check.py").read_text(encoding="utf-8")
-    got = json.loads(page.evaluate(RUN, [CHECK, {"CHECK_SOURCE": source, "VECTORS": vectors}]))
+    got = check_in_page(page, "moderation")
     assert got["platform"] == "emscripten" and got["failed"] == []
     with ThreadPoolExecutor(1) as pool:
-        here = pool.submit(asyncio.run, check_all(json.loads(vectors))).result()
+        here = pool.submit(asyncio.run, check_all(json.loads(vectors("moderation")))).result()
     assert here.failed == [] and got["passed"] == here.passed
 
 
