@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server_fixture import stop_group
+
 SUBNET = "198.18.96"
 PREFIX = 20
 
@@ -70,17 +72,8 @@ class Host:
 
     def stop(self, proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
         """SIGTERM its process group, SIGKILL after ``timeout``."""
-        import signal
-
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop_group(proc, timeout)
 
 
 class Lan:

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +20,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from server_fixture import stop_group
 from static_server import StaticServer, ensure_dist, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,12 +206,7 @@ def peerjs_broker() -> Iterator[str]:
                 time.sleep(0.05)
         yield f"ws://127.0.0.1:{port}/"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 TRANSPORT_SETUP = """

@@ -42,6 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from lan import Host, Lan, available
+from page_vectors import VECTORS_DIR, check_in_page, vectors
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 from static_server import ensure_dist
 
@@ -490,34 +491,17 @@ def test_galaxy_off_stops_using_the_hub(world: World) -> None:
         time.sleep(0.2)
 
 
-RUN = """async ([code, names]) => {
-  const py = await window.Kibitz._engine();
-  for (const [k, v] of Object.entries(names)) py.globals.set(k, v);
-  return await py.runPythonAsync(code);
-}"""
-CHECK = """
-import json, sys, types
-mod = types.ModuleType("galaxy_check")
-sys.modules["galaxy_check"] = mod
-exec(compile(CHECK_SOURCE, "galaxy_check.py", "exec"), mod.__dict__)
-results = mod.check_all(json.loads(VECTORS))
-json.dumps({"platform": sys.platform, "passed": results.passed, "failed": results.failed})
-"""
-
-
 def test_the_galaxy_vectors_pass_in_the_page_as_in_cpython(world: World) -> None:
     """The page reads a galaxy link (the hub's pinned certificate) exactly as agents do."""
     import json
     import sys
 
-    d1 = world.devices[0]
-    vectors_dir = ROOT / "tests" / "vectors"
-    vectors = (vectors_dir / "galaxy.json").read_text(encoding="utf-8")
-    source = (vectors_dir / "galaxy_check.py").read_text(encoding="utf-8")
-    got = json.loads(d1.js(RUN, [CHECK, {"CHECK_SOURCE": source, "VECTORS": vectors}]))
-    sys.path.insert(0, str(vectors_dir))
+    page = world.devices[0].page
+    assert page is not None
+    got = check_in_page(page, "galaxy")
+    sys.path.insert(0, str(VECTORS_DIR))
     from galaxy_check import check_all
 
-    here = check_all(json.loads(vectors))
+    here = check_all(json.loads(vectors("galaxy")))
     assert got["platform"] == "emscripten" and got["failed"] == []
     assert here.failed == [] and got["passed"] == here.passed
