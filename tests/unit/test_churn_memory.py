@@ -99,5 +99,5 @@ async def test_churners_leave_nothing_alive_behind(kibitz_server: KibitzServer) 
     await stay.transport.shutdown()
     first, last = after[0], after[-1]
     grown = {k: (first[k], last[k]) for k in WATCHED if last[k] > first[k]}
+    # Relative, not absolute: earlier tests in this process may have left objects of their own.
     assert not grown, f"alive after the 1st and the 5th churner left (first, last): {grown}; all: {after}"
-    assert last["kibitz.session.Session"] == 1  # only the long-lived member's
