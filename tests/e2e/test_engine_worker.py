@@ -188,9 +188,12 @@ def test_a_boot_whose_download_is_cut_tries_again_in_a_fresh_worker(
 
     room = "room-cut-" + uuid.uuid4().hex[:12]
     console: list[str] = []
-    page = open_tab(new_context, host_page(host_site, kibitz_server, room, "Ana"),
-                    before=lambda p: (p.context.route("**/pyodide.mjs", cut_twice),
-                                      p.on("console", lambda m: console.append(m.text))))
+
+    def watch(p: Page) -> None:
+        p.context.route("**/pyodide.mjs", cut_twice)
+        p.on("console", lambda m: console.append(m.text))
+
+    page = open_tab(new_context, host_page(host_site, kibitz_server, room, "Ana"), before=watch)
     page.evaluate("() => Kibitz.auto.ready")
     assert len(cut) == 2, cut
     assert sum("trying again" in line for line in console) == 2, console

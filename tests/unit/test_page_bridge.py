@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from kibitz.backends import page_rtc
 from kibitz.backends.page_bridge import Bridge, PageError, PageRef, PageTrack
 from kibitz.backends.page_media import BrowserMedia, PageMeter, PageStreams, placeholder_tracks
 from kibitz.backends.page_rtc import (
@@ -294,6 +295,49 @@ async def test_a_new_channel_is_bound_when_it_arrives_transferred_or_relayed() -
     assert events[-1] == "close"
     with pytest.raises(RuntimeError):
         relayed.send("closed")
+
+
+async def test_open_channels_that_said_nothing_are_caught_up_after_connected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transferred channel's ``open`` can be lost crossing threads: once the connection says
+    ``connected``, each channel is asked to catch up (on the timers of CATCH_UP_S), and not once
+    the connection is closed."""
+    monkeypatch.setattr(page_rtc, "CATCH_UP_S", (0.01, 0.02))
+    page, channels = Page(), []
+    pc = make_pc(page, channels)
+    pc.create_data_channel("dc_1")
+
+    class Native:
+        ready_state = "connecting"
+        label = "dc_1"
+        caught = 0
+
+        def on(self, name: str, cb: Any) -> None:
+            pass
+
+        def catch_up(self) -> None:
+            self.caught += 1
+
+        def release(self) -> None:
+            pass
+
+    native = Native()
+    page.reply(page.last("call"), {"$dc": 0}, extras=[native])
+    states: list[str] = []
+    pc.on("connectionstatechange", states.append)
+    change = listener(page, pc, "connectionstatechange")
+    page.event(change, None, d={"connectionState": "connecting"})
+    await asyncio.sleep(0.05)
+    assert native.caught == 0  # not connected yet: nothing to catch up
+    page.event(change, None, d={"connectionState": "connected"})
+    assert states == ["connecting", "connected"]
+    await asyncio.sleep(0.05)
+    assert native.caught == 2
+    page.event(change, None, d={"connectionState": "connected"})
+    pc.close_now()
+    await asyncio.sleep(0.05)
+    assert native.caught == 2
 
 
 async def test_media_goes_to_the_page_shim() -> None:

@@ -38,9 +38,11 @@ from kibitz.backends.rtc_api import (
 log = logging.getLogger(__name__)
 
 FINGERPRINT = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){31}$")
-# After a connection reports ``connected``: when to check that its open channels said so.
-CATCH_UP_S = (1.0, 3.0, 8.0)
 """A certificate's SHA-256 as peers compare it: lower-case colon-hex."""
+
+CATCH_UP_S = (1.0, 3.0, 8.0)
+"""After a connection reports ``connected``: when to check that its open channels said so
+(:meth:`kibitz.backends.browser.BrowserDataChannel.catch_up`)."""
 
 PC_PICKS: dict[str, tuple[str, ...]] = {
     "icecandidate": ("candidate",),
