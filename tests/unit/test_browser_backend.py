@@ -75,6 +75,12 @@ def test_a_channel_whose_open_event_never_came_says_open_once(monkeypatch: pytes
     fresh._raw.handlers["open"](None)
     fresh.catch_up()
     assert opened == [1, 2]
+    born_open = _RawChannel()
+    born_open.readyState = "open"  # an answerer's channel: attachers read the state, no event comes
+    late = browser.BrowserDataChannel(born_open)
+    late.on("open", lambda: opened.append(3))
+    late.catch_up()
+    assert opened == [1, 2]
 
 
 class FakeTrack:

@@ -160,7 +160,9 @@ class BrowserDataChannel(W3CDataChannelState):
         self._events = EventListeners()
         self._on_data: list[EventCallback] = []
         self._listeners = _Listeners()
-        self._open_told = False
+        # Born open (the answerer's channel, often): whoever attaches reads ``ready_state``, and
+        # no ``open`` event is to come, so there is nothing to catch up.
+        self._open_told = str(raw.readyState) == "open"
         self._listeners.listen(raw, "open", lambda _ev: self._tell_open())
         self._listeners.listen_data(raw, "message", self._on_message)
         self._listeners.listen(raw, "close", self._on_close)
